@@ -1,0 +1,30 @@
+# ferbench: `make demo` runs the pipeline offline on synthetic data; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test lint clean-demo help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(INSTALLED)
+
+install: $(INSTALLED)  ## create .venv and install the pinned requirements
+
+demo: $(INSTALLED)  ## run the whole pipeline offline on synthetic data, in demo/ (params-demo.yaml)
+	$(PY) -m ferbench.workspace demo
+
+test: $(INSTALLED)  ## run the test suite
+	$(PY) -m pytest
+
+lint: $(INSTALLED)  ## ruff
+	$(VENV)/bin/ruff check .
+
+clean-demo:  ## remove the demo copy
+	rm -rf demo

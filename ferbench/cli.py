@@ -1,0 +1,22 @@
+"""Running a stage's main function so that expected failures print one line, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from ferbench.errors import FerbenchError
+
+EXIT_USER_ERROR = 2
+
+
+def run_stage(main: Callable[[], None], stage: str) -> None:
+    """Call `main`; on a FerbenchError print `<stage>: error: ...` to stderr and exit 2."""
+    try:
+        main()
+    except FerbenchError as exc:
+        print(f"{stage}: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted", file=sys.stderr)
+        sys.exit(130)

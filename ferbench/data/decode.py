@@ -1,0 +1,53 @@
+"""Turning any image into a FER-2013 sample: 48x48 uint8 grayscale.
+
+This is the one definition of "a face as the model sees it": `prepare` uses it on the dataset
+and inference uses it on face crops, so training and serving see identical pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ferbench.data.classes import IMAGE_SIZE
+
+
+class UndecodableImage(ValueError):
+    """The bytes are empty, not an image, or a truncated/corrupt image."""
+
+
+@dataclass(frozen=True)
+class FerPixels:
+    """A decoded sample and what had to be done to it."""
+
+    pixels: np.ndarray  # uint8, IMAGE_SIZE x IMAGE_SIZE
+    converted: bool  # the source was not 8-bit grayscale
+    resized: bool  # the source was not IMAGE_SIZE x IMAGE_SIZE
+
+
+def image_to_fer(image: Image.Image) -> FerPixels:
+    """Convert a loaded PIL image to 48x48 grayscale (ITU-R 601 luma, bilinear with antialiasing)."""
+    converted = image.mode != "L"
+    if converted:
+        image = image.convert("L")
+    resized = image.size != (IMAGE_SIZE, IMAGE_SIZE)
+    if resized:
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    return FerPixels(np.asarray(image, dtype=np.uint8).copy(), converted, resized)
+
+
+def decode_fer(data: bytes | None) -> FerPixels:
+    """Decode image bytes into a FER sample; raise UndecodableImage with the reason."""
+    if not data:
+        raise UndecodableImage("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image_to_fer(image)
+    except UnidentifiedImageError as exc:
+        raise UndecodableImage("not an image") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UndecodableImage(f"corrupt image ({exc})") from exc

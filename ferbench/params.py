@@ -1,0 +1,47 @@
+"""Reading `params.yaml` with errors that name the missing or malformed key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ferbench.errors import FerbenchError
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS_FILE) -> dict[str, Any]:
+    """Load the whole params file as a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise FerbenchError(f"{path}: params file not found; run the stage from the project root")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise FerbenchError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(params, dict):
+        raise FerbenchError(f"{path}: expected a mapping of sections at the top level")
+    return params
+
+
+def get(params: dict[str, Any], dotted_key: str, expected: type | tuple[type, ...] | None = None) -> Any:
+    """Return `params[a][b]...` for `dotted_key` 'a.b...', failing with the key's name."""
+    node: Any = params
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise FerbenchError(f"params.yaml: missing key '{dotted_key}'; see the README's params table")
+        node = node[part]
+    if expected is not None and not isinstance(node, expected):
+        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+        raise FerbenchError(f"params.yaml: '{dotted_key}' must be a {names}, got {node!r}")
+    return node
+
+
+def choice(params: dict[str, Any], dotted_key: str, allowed: tuple[str, ...]) -> str:
+    """Return a string param that must be one of `allowed`."""
+    value = get(params, dotted_key)
+    if value not in allowed:
+        raise FerbenchError(f"params.yaml: '{dotted_key}' is {value!r}; use one of: {', '.join(allowed)}")
+    return value

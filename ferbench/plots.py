@@ -1,0 +1,38 @@
+"""Plots written as data files for `dvc plots show` and as seaborn PNGs for people."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+
+def save_class_distribution(
+    counts: Mapping[str, Mapping[str, int]], classes: Sequence[str], csv_path: Path, png_path: Path
+) -> pd.DataFrame:
+    """Write images per class and split: long-format CSV (class, split, count) and a bar chart."""
+    frame = pd.DataFrame(
+        [
+            {"class": name, "split": split, "count": int(per_class[name])}
+            for split, per_class in counts.items()
+            for name in classes
+        ]
+    )
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(csv_path, index=False)
+    sns.set_theme(style="whitegrid")
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    sns.barplot(data=frame, x="class", y="count", hue="split", ax=axes)
+    axes.set_title("Images per class and split")
+    axes.set_xlabel("")
+    figure.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png_path, dpi=110)
+    plt.close(figure)
+    return frame

@@ -1,0 +1,154 @@
+"""Project copies with overridden params: the offline demo, and the end-to-end tests.
+
+`make demo` must not rewrite the user's `params.yaml` (its defaults are the real benchmark),
+so it runs a copy of the project in `demo/`, a git + DVC repository of its own whose
+`params.yaml` is the project's with `params-demo.yaml` merged in. Inside it, `dvc repro`,
+`dvc params diff`, `dvc metrics diff` and `dvc plots show` work as in any DVC project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from ferbench.errors import FerbenchError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES: tuple[str, ...] = ("ferbench", "stages", "dvc.yaml", "params.yaml", ".dvcignore")
+PATH_PARAMS: tuple[tuple[str, ...], ...] = (("data", "archive"),)  # relative paths, rebased onto the copy
+
+
+def merge_overrides(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `overrides` into `base` in place: mappings merge key by key, null removes a key."""
+    for key, value in overrides.items():
+        if value is None:
+            base.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            merge_overrides(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _rebase_paths(params: dict[str, Any], source_root: Path) -> None:
+    for keys in PATH_PARAMS:
+        node: Any = params
+        for key in keys[:-1]:
+            node = node.get(key, {}) if isinstance(node, Mapping) else {}
+        value = node.get(keys[-1]) if isinstance(node, Mapping) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            node[keys[-1]] = os.fspath((source_root / value).resolve())
+
+
+def write_params(source_root: Path, destination: Path, overrides: Mapping[str, Any]) -> None:
+    """Write `source_root/params.yaml` merged with `overrides` to `destination`, comments kept."""
+    yaml = YAML()
+    yaml.width = 120
+    params = yaml.load((source_root / "params.yaml").read_text())
+    merge_overrides(params, overrides)
+    _rebase_paths(params, source_root)
+    with destination.open("w") as handle:
+        yaml.dump(params, handle)
+
+
+def python_env() -> dict[str, str]:
+    """The environment with this interpreter's folder first on PATH, so `python` in dvc.yaml is ours."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _git(workspace: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=workspace, check=True, capture_output=True)
+
+
+def create_workspace(destination: Path, overrides: Mapping[str, Any], source_root: Path = PROJECT_ROOT) -> Path:
+    """Copy the pipeline (code, dvc.yaml) into `destination` with overridden params.
+
+    A fresh destination becomes its own git and DVC repository; an existing one keeps its
+    data, cache and history, so the next `dvc repro` reruns only what the update changed.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        source = source_root / name
+        target = destination / name
+        if source.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif source.is_file():
+            shutil.copy2(source, target)
+    write_params(source_root, destination / "params.yaml", overrides)
+    if not (destination / ".git").exists():
+        _git(destination, "init", "--quiet")
+        _git(destination, "config", "user.email", "demo@ferbench.invalid")
+        _git(destination, "config", "user.name", "ferbench demo")
+    if not (destination / ".dvc").exists():
+        subprocess.run([sys.executable, "-m", "dvc", "init", "--quiet"], cwd=destination, check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "config", "core.autostage", "true"], cwd=destination, check=True)
+    (destination / ".gitignore").write_text("__pycache__/\n/dvclive/\n")
+    return destination
+
+
+def commit_all(workspace: Path, message: str) -> None:
+    """Commit the workspace's current state, so the next change shows in `dvc params/metrics diff`."""
+    _git(workspace, "add", "--all")
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=workspace, capture_output=True, text=True, check=True)
+    if status.stdout.strip():
+        _git(workspace, "commit", "--quiet", "-m", message)
+
+
+def load_overrides(path: Path) -> dict[str, Any]:
+    """Read an overrides file such as params-demo.yaml."""
+    if not path.is_file():
+        raise FerbenchError(f"{path}: overrides file not found")
+    loaded = YAML(typ="safe").load(path.read_text())
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise FerbenchError(f"{path}: expected a mapping of params to override")
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ferbench.workspace",
+        description=(
+            "Create or update a copy of the project whose params.yaml is this project's with an overrides "
+            "file merged in, then run `dvc repro` there. `make demo` runs it with params-demo.yaml into demo/."
+        ),
+    )
+    parser.add_argument("destination", type=Path, help="folder of the copy (created if missing, updated if present)")
+    parser.add_argument(
+        "--overrides",
+        type=Path,
+        default=PROJECT_ROOT / "params-demo.yaml",
+        help="YAML file of params to override (default: params-demo.yaml)",
+    )
+    parser.add_argument("--no-repro", action="store_true", help="only create or update the copy")
+    args = parser.parse_args(argv)
+    try:
+        workspace = create_workspace(args.destination, load_overrides(args.overrides))
+    except FerbenchError as exc:
+        print(f"workspace: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"workspace: {workspace} is ready (params: {args.overrides.name} merged into params.yaml)")
+    if args.no_repro:
+        return 0
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=workspace, env=python_env())
+    if result.returncode != 0:
+        return result.returncode
+    commit_all(workspace, "dvc repro")
+    print(f"workspace: done. Explore it: cd {workspace} && dvc metrics show && dvc plots show")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

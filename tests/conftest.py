@@ -1,0 +1,75 @@
+"""Shared fixtures: small archives built in temporary folders; nothing is downloaded."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferbench.data.classes import FER2013_CLASSES
+from ferbench.data.synthetic import write_synthetic_archive
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REAL_ARCHIVE = PROJECT_ROOT.parent / "shared" / "datasets" / "fer2013.zip"
+
+
+def encode(pixels: np.ndarray, fmt: str = "JPEG", mode: str | None = None) -> bytes:
+    """Encode an array as image bytes (optionally converting mode first, e.g. to RGB)."""
+    image = Image.fromarray(pixels)
+    if mode:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def textured(seed: int, size: int = 48) -> np.ndarray:
+    """A distinct, non-blank grayscale image."""
+    return np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+
+
+def write_zip(path: Path, members: Mapping[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def minimal_members(per_class: int = 3, start_seed: int = 0) -> dict[str, bytes]:
+    """A valid Kaggle-layout dataset: `per_class` distinct images per class in train and test."""
+    members = {}
+    seed = start_seed
+    for split in ("train", "test"):
+        for name in FER2013_CLASSES:
+            for index in range(per_class):
+                members[f"{split}/{name}/img_{index}.png"] = encode(textured(seed), "PNG")
+                seed += 1
+    return members
+
+
+@pytest.fixture
+def zip_factory(tmp_path: Path) -> Callable[..., Path]:
+    counter = iter(range(10**6))
+
+    def make(members: Mapping[str, bytes]) -> Path:
+        return write_zip(tmp_path / f"archive_{next(counter)}.zip", members)
+
+    return make
+
+
+SMALL_COUNTS = {
+    "train": dict.fromkeys(FER2013_CLASSES, 40),
+    "test": dict.fromkeys(FER2013_CLASSES, 12),
+}
+
+
+@pytest.fixture(scope="session")
+def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("synthetic") / "fer2013.zip"
+    write_synthetic_archive(path, SMALL_COUNTS, seed=7)
+    return path
