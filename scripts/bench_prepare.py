@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ferbench.data.classes import FER2013_CLASSES  # noqa: E402
-from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared  # noqa: E402
+from ferbench.data.classes import FER2013_CLASSES
+from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
 
 
 def main() -> None:
@@ -30,7 +30,8 @@ def main() -> None:
             write_prepared(result, Path(out))
             times.append(time.perf_counter() - start)
     files = sum(result.summary["archive_files"].values())
-    print(f"prepare on {args.archive}: {files} files, best {min(times):.2f} s, runs {', '.join(f'{t:.2f}' for t in times)}")
+    runs = ", ".join(f"{t:.2f}" for t in times)
+    print(f"prepare on {args.archive}: {files} files, best {min(times):.2f} s, runs {runs}")
 
 
 if __name__ == "__main__":
