@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -36,3 +37,19 @@ def save_class_distribution(
     figure.savefig(png_path, dpi=110)
     plt.close(figure)
     return frame
+
+
+def save_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], png_path: Path, title: str) -> None:
+    """A seaborn heatmap of a confusion matrix, rows normalised to recall, with counts annotated."""
+    totals = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+    figure, axes = plt.subplots(figsize=(6.5, 5.5))
+    sns.heatmap(normalised, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, xticklabels=classes,
+                yticklabels=classes, ax=axes, cbar_kws={"label": "share of the true class"})  # fmt: skip
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    figure.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png_path, dpi=110)
+    plt.close(figure)

@@ -27,7 +27,7 @@ def workspace(tmp_path_factory):
         load_overrides(PROJECT_ROOT / "params-demo.yaml"), {"data": {"synthetic": SMALL_COUNTS}}
     )
     path = create_workspace(tmp_path_factory.mktemp("e2e") / "project", overrides)
-    dvc(path, "repro", "prepare")
+    dvc(path, "repro")
     commit_all(path, "first run")
     return path
 
@@ -47,7 +47,33 @@ def test_prepare_writes_the_contracted_outputs(workspace):
     assert (workspace / "plots" / "data" / "class_distribution.png").stat().st_size > 10_000
 
 
-def test_nothing_reruns_and_a_param_change_reruns_only_prepare(workspace):
+def test_benchmark_stages_write_metrics_and_curves(workspace):
+    for stage in ("feature_extract", "finetune"):
+        metrics = json.loads((workspace / "metrics" / stage / "resnet18.json").read_text())
+        for split in ("train", "val", "test"):
+            assert 0 < metrics[split]["accuracy"] <= 1
+        assert "macro_f1" in metrics["test"]
+    assert (workspace / "data" / "features" / "resnet18.npz").is_file()
+
+
+def test_head_only_change_keeps_embed_up_to_date(workspace):
+    params = (workspace / "params.yaml").read_text()
+    (workspace / "params.yaml").write_text(
+        params.replace("lr: 0.001  # learning rate\n", "lr: 0.002  # learning rate\n", 1)
+    )
+    status = dvc(workspace, "status")
+    assert "feature_extract@resnet18:" in status
+    assert "embed@resnet18" not in status and "finetune@resnet18" not in status
+    (workspace / "params.yaml").write_text(params)
+
+
+def test_plots_render(workspace):
+    out = dvc(workspace, "plots", "show", "--json")
+    for expected in ("class_distribution", "feature_extract/resnet18/predictions.csv", "val/accuracy.tsv"):
+        assert expected in out
+
+
+def test_last_nothing_reruns_and_a_param_change_reruns_only_prepare(workspace):
     assert "Data and pipelines are up to date" in dvc(workspace, "status")
     params = (workspace / "params.yaml").read_text()
     assert "val_fraction: 0.125" in params
@@ -59,8 +85,3 @@ def test_nothing_reruns_and_a_param_change_reruns_only_prepare(workspace):
     assert "Stage 'download' didn't change, skipping" in out
     diff = json.loads(dvc(workspace, "metrics", "diff", "--json"))
     assert diff["metrics/data.json"]["counts.val.total"]["new"] == 7 * 8
-
-
-def test_plots_render(workspace):
-    out = dvc(workspace, "plots", "show", "--json")
-    assert "class_distribution" in out

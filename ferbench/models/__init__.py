@@ -1,0 +1,1 @@
+"""Backbones, heads, preprocessing and checkpoints."""

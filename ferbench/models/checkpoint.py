@@ -1,0 +1,30 @@
+"""The checkpoint format: a state dict plus JSON-able metadata, loadable with weights_only=True."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ferbench.errors import FerbenchError
+
+
+def save_checkpoint(path: Path, model: nn.Module, **metadata: Any) -> None:
+    """Write atomically (temp file, then rename) so an interrupted save never leaves a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    partial = path.with_suffix(path.suffix + ".partial")
+    torch.save({"state_dict": state, "metadata": metadata}, partial)
+    partial.replace(path)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (state_dict, metadata) of a checkpoint written by `save_checkpoint`."""
+    if not path.is_file():
+        raise FerbenchError(f"{path}: checkpoint not found; run the stage that writes it (dvc repro)")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise FerbenchError(f"{path}: not a ferbench checkpoint")
+    return payload["state_dict"], payload.get("metadata", {})

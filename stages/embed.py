@@ -1,0 +1,30 @@
+"""DVC stage `embed@<backbone>`: frozen-backbone features of every split, computed once."""
+
+import sys
+
+import torch
+
+from ferbench import params as P
+from ferbench.benchmark import compute_embeddings, load_device_splits, save_embeddings
+from ferbench.cli import run_stage
+from ferbench.models.backbones import build_backbone
+from ferbench.paths import FEATURES_DIR, PREPARED_DIR
+from ferbench.stage_params import backbone_spec, device
+
+
+def main() -> None:
+    params = P.load_params()
+    spec = backbone_spec(params, sys.argv[1])
+    target = device(params)
+    torch.manual_seed(P.get(params, "seed", int))
+    backbone = build_backbone(spec)
+    flip = bool(P.get(params, "feature_extract.flip"))
+    splits = load_device_splits(PREPARED_DIR, target)
+    arrays = compute_embeddings(backbone, splits, flip, P.get(params, "embed.batch_size", int), target)
+    metadata = {"backbone": spec.name, "feature_dim": backbone.feature_dim, "input_size": backbone.input_size}
+    save_embeddings(FEATURES_DIR / f"{spec.name}.npz", arrays, metadata)
+    print(f"embed@{spec.name}: {backbone.feature_dim}-d features, train views {arrays['train'].shape[0]}")
+
+
+if __name__ == "__main__":
+    run_stage(main, "embed")

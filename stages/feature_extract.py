@@ -1,0 +1,28 @@
+"""DVC stage `feature_extract@<backbone>`: a head trained on the cached frozen features."""
+
+import sys
+
+from ferbench import params as P
+from ferbench.benchmark import run_feature_extract
+from ferbench.cli import run_stage
+from ferbench.paths import FEATURES_DIR
+from ferbench.stage_params import backbone_overrides, device
+
+
+def main() -> None:
+    params = P.load_params()
+    name = sys.argv[1]
+    summary = run_feature_extract(
+        name,
+        FEATURES_DIR / f"{name}.npz",
+        P.get(params, "feature_extract", dict),
+        backbone_overrides(params, name, "feature_extract"),
+        P.get(params, "data.classes", list),
+        device(params),
+        P.get(params, "seed", int),
+    )
+    print(f"feature_extract@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}")
+
+
+if __name__ == "__main__":
+    run_stage(main, "feature_extract")

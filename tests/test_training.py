@@ -1,0 +1,102 @@
+"""Short benchmark runs on synthetic faces: both must learn well above chance (1/7)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ferbench.benchmark import (
+    compute_embeddings,
+    load_device_splits,
+    run_feature_extract,
+    run_finetune,
+    save_embeddings,
+)
+from ferbench.data.classes import FER2013_CLASSES
+from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
+from ferbench.data.synthetic import write_synthetic_archive
+from ferbench.engine import Batches, TrainConfig, class_weights, fit
+from ferbench.models.backbones import BackboneSpec, build_backbone
+from ferbench.models.preprocess import Preprocess, random_hflip
+
+CLASSES = list(FER2013_CLASSES)
+CPU = torch.device("cpu")
+SPEC = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    counts = {"train": dict.fromkeys(CLASSES, 80), "test": dict.fromkeys(CLASSES, 15)}
+    write_synthetic_archive(root / "fer.zip", counts, seed=11)
+    result = prepare_dataset(root / "fer.zip", CLASSES, 0.15, 0, QualityPolicy(), 64)
+    write_prepared(result, root / "prepared")
+    return root / "prepared"
+
+
+def test_finetune_learns_and_writes_its_outputs(prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    section = {"epochs": 4, "batch_size": 32, "lr": 0.001, "flip": True, "eval_batch_size": 128}
+    summary = run_finetune(SPEC, section, None, prepared, CLASSES, CPU, seed=0, compile_model=False)
+    assert summary["test"]["accuracy"] >= 2 / 7
+    written = json.loads((tmp_path / "metrics/finetune/resnet18.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class_recall", "confusion_matrix"} <= set(written["test"])
+    assert written["train"]["accuracy"] > 0 and written["val"]["accuracy"] > 0
+    predictions = pd.read_csv(tmp_path / "plots/finetune/resnet18/predictions.csv")
+    assert list(predictions.columns) == ["actual", "predicted"] and len(predictions) == 7 * 15
+    assert (tmp_path / "plots/finetune/resnet18/confusion.png").stat().st_size > 10_000
+    curve = pd.read_csv(tmp_path / "dvclive/finetune/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")
+    assert len(curve) == 4
+    assert (tmp_path / "models/finetune/resnet18.pt").is_file()
+
+
+def test_feature_extract_learns_from_cached_features(prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    backbone = build_backbone(BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 64))
+    splits = load_device_splits(prepared, CPU)
+    arrays = compute_embeddings(backbone, splits, flip=True, batch_size=128, device=CPU)
+    assert arrays["train"].shape == (2, len(splits["train"]), 512) and arrays["test"].shape[0] == 1
+    save_embeddings(tmp_path / "f.npz", arrays, {"feature_dim": 512})
+    section = {"epochs": 20, "batch_size": 64, "lr": 0.001, "flip": True, "hidden": [], "dropout": 0.0}
+    summary = run_feature_extract("resnet18", tmp_path / "f.npz", section, None, CLASSES, CPU, seed=0)
+    assert summary["test"]["accuracy"] >= 2 / 7
+    assert (tmp_path / "metrics/feature_extract/resnet18.json").is_file()
+
+
+def test_mirrored_features_are_features_of_mirrored_images(prepared):
+    backbone = build_backbone(SPEC)
+    splits = load_device_splits(prepared, CPU)
+    arrays = compute_embeddings(backbone, splits, flip=True, batch_size=512, device=CPU)
+    extractor = torch.nn.Sequential(Preprocess(48, backbone.mean, backbone.std), backbone.trunk).eval()
+    with torch.no_grad():
+        mirrored = extractor(splits["train"].inputs[:4].flip(-1)).numpy()
+    np.testing.assert_allclose(arrays["train"][1, :4], mirrored, rtol=1e-2, atol=1e-2)
+
+
+def test_preprocess_resizes_to_three_normalised_channels():
+    images = torch.full((2, 48, 48), 255, dtype=torch.uint8)
+    out = Preprocess(224, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(images)
+    assert out.shape == (2, 3, 224, 224)
+    torch.testing.assert_close(out, torch.full_like(out, 2.0))
+    flipped = random_hflip(torch.arange(4 * 48 * 48, dtype=torch.int32).view(4, 48, 48) % 256)
+    assert flipped.shape == (4, 48, 48)
+
+
+def test_best_checkpoint_is_the_best_val_epoch(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(200, 5)
+    y = (x[:, 0] > 0).long()
+    data = Batches(x.unsqueeze(0), y, features=True)
+    model = torch.nn.Linear(5, 2)
+    result = fit(model, data, data, TrainConfig(epochs=5, batch_size=20, lr=0.05, flip=False), 2, tmp_path / "m.pt")
+    accuracies = [row["val_accuracy"] for row in result.history]
+    assert result.best_epoch == int(np.argmax(accuracies)) + 1
+    assert result.best_val_accuracy > 0.9
+
+
+def test_balanced_class_weights():
+    weights = class_weights(torch.tensor([0, 0, 0, 1]), 2, "balanced")
+    torch.testing.assert_close(weights, torch.tensor([4 / 6, 2.0]))
+    assert class_weights(torch.tensor([0, 1]), 2, "none") is None
