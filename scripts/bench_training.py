@@ -1,0 +1,191 @@
+"""Benchmarks of the training engine (results and commands are in the README).
+
+  feature-cost   embedding once + 20 head epochs, against one forward pass over all images
+                 (mirrored copies included) and against the naive 20 passes through the frozen trunk
+  overhead       training-step time with the on-device input pipeline (index uint8, flip, resize,
+                 normalise) against batches already preprocessed on the device
+  throughput     training images/s per backbone at its native input size (meant for a GPU machine)
+
+Data: --prepared DIR (data/prepared of a real run), else synthetic faces generated in memory.
+Usage: .venv/bin/python scripts/bench_training.py {feature-cost,overhead,throughput} [options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ferbench.benchmark import compute_embeddings, load_device_splits
+from ferbench.data.classes import FER2013_CLASSES
+from ferbench.data.synthetic import render_face
+from ferbench.engine import Batches, TrainConfig, fit, resolve_device
+from ferbench.models.backbones import BackboneSpec, build_backbone
+from ferbench.models.classifier import ImageClassifier, Standardize, build_head
+from ferbench.models.preprocess import Preprocess, random_hflip
+from ferbench.params import load_params
+
+SEED_BACKBONES = ("resnet18", "vgg16", "densenet121", "vit_b_16", "clip_vit_b32")
+
+
+def synthetic_splits(per_class: int, device: torch.device) -> dict[str, Batches]:
+    rng = np.random.default_rng(0)
+    splits = {}
+    for name, count in (("train", per_class), ("val", per_class // 8), ("test", per_class // 4)):
+        labels = np.repeat(np.arange(7), count)
+        images = np.stack([render_face(FER2013_CLASSES[c], rng) for c in labels])
+        splits[name] = Batches(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device))
+    return splits
+
+
+def get_splits(args: argparse.Namespace, device: torch.device) -> dict[str, Batches]:
+    return load_device_splits(args.prepared, device) if args.prepared else synthetic_splits(args.per_class, device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def feature_cost(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    splits = get_splits(args, device)
+    spec = BackboneSpec("bench", "torchvision", args.backbone, False, None, args.input_size)
+    backbone = build_backbone(spec)
+    extractor = torch.nn.Sequential(Preprocess(backbone.input_size, backbone.mean, backbone.std), backbone.trunk)
+    extractor = extractor.to(device).eval()
+    images = sum(len(s) for s in splits.values()) + len(splits["train"])
+    start = time.perf_counter()
+    arrays = compute_embeddings(backbone, splits, flip=True, batch_size=256, device=device)
+    sync(device)
+    embed_seconds = time.perf_counter() - start
+    features = {
+        name: Batches(torch.from_numpy(arrays[name].astype(np.float32)).to(device), splits[name].labels, features=True)
+        for name in splits
+    }
+    train_features = features["train"].inputs.flatten(0, 1)
+    head = torch.nn.Sequential(Standardize(train_features.mean(0), train_features.std(0)),
+                               build_head(backbone.feature_dim, 7)).to(device)  # fmt: skip
+    config = TrainConfig(epochs=20, batch_size=256, lr=1e-3, flip=True)
+    start = time.perf_counter()
+    fit(head, features["train"], features["val"], config, 7, Path("/tmp/ferbench-bench-head.pt"), description="head")
+    sync(device)
+    head_seconds = time.perf_counter() - start
+    # The naive way: every epoch runs the frozen trunk on every (randomly mirrored) train batch.
+    naive_head = build_head(backbone.feature_dim, 7).to(device)
+    optimizer = torch.optim.Adam(naive_head.parameters(), 1e-3)
+    start = time.perf_counter()
+    for index in torch.randperm(len(splits["train"]), device=device).split(256):
+        with torch.no_grad():
+            feats = extractor(random_hflip(splits["train"].inputs[index]))
+        loss = torch.nn.functional.cross_entropy(naive_head(feats), splits["train"].labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        for index in torch.arange(len(splits["val"]), device=device).split(256):
+            naive_head(extractor(splits["val"].inputs[index]))
+    sync(device)
+    naive_epoch = time.perf_counter() - start
+    forward_pass = embed_seconds  # embedding is exactly one forward pass over every image it needs
+    print(f"{args.backbone} @ {backbone.input_size}px on {device}, {images} images incl. mirrored train copies")
+    print(f"  one forward pass over all images (the embed stage): {forward_pass:.1f} s")
+    print(f"  20 head epochs on cached features:                  {head_seconds:.1f} s")
+    print(f"  feature-extraction benchmark total:                 {forward_pass + head_seconds:.1f} s "
+          f"= {(forward_pass + head_seconds) / forward_pass:.2f}x one forward pass")  # fmt: skip
+    print(f"  naive 20 epochs through the frozen trunk (1 timed): {20 * naive_epoch:.1f} s "
+          f"= {20 * naive_epoch / forward_pass:.1f}x one forward pass")  # fmt: skip
+
+
+def overhead(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    splits = get_splits(args, device)
+    torch.manual_seed(0)
+    backbone = build_backbone(BackboneSpec("bench", "torchvision", args.backbone, False, None, args.input_size))
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    train = splits["train"]
+    batches = list(torch.randperm(len(train), device=device).split(args.batch_size))[: args.steps]
+    batches = [b for b in batches if len(b) == args.batch_size]
+    with torch.no_grad():
+        ready = [model.preprocess(random_hflip(train.inputs[b])).contiguous(memory_format=torch.channels_last)
+                 for b in batches]  # fmt: skip
+
+    def step(inputs: torch.Tensor, labels: torch.Tensor, full: bool) -> None:
+        logits = model(inputs) if full else model.head(model.trunk(inputs))
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    timings = {"pipeline": [], "ready": []}
+    for _ in range(args.rounds):
+        for mode in ("ready", "pipeline"):
+            sync(device)
+            start = time.perf_counter()
+            for index, prepared in zip(batches, ready, strict=True):
+                if mode == "pipeline":
+                    step(random_hflip(train.inputs[index]), train.labels[index], full=True)
+                else:
+                    step(prepared, train.labels[index], full=False)
+            sync(device)
+            timings[mode].append((time.perf_counter() - start) / len(batches))
+    pipeline, ready_time = min(timings["pipeline"]), min(timings["ready"])
+    print(f"{args.backbone} @ {backbone.input_size}px, batch {args.batch_size}, {len(batches)} steps x "
+          f"{args.rounds} rounds on {device} (best round)")  # fmt: skip
+    print(f"  step with batches already on the device: {1000 * ready_time:.1f} ms")
+    print(f"  step with the on-device input pipeline:  {1000 * pipeline:.1f} ms")
+    print(f"  input-pipeline overhead: {100 * (pipeline / ready_time - 1):+.1f}%")
+
+
+def throughput(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    splits = get_splits(args, device)
+    params = load_params(Path(__file__).resolve().parent.parent / "params.yaml")
+    for name in args.backbones:
+        spec = BackboneSpec.from_params(name, {**params["backbones"][name], "pretrained": False})
+        torch.manual_seed(0)
+        backbone = build_backbone(spec)
+        model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).to(device)
+        if backbone.convolutional:
+            model = model.to(memory_format=torch.channels_last)
+        config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-4)
+        train = splits["train"]
+        subset = Batches(train.inputs[: args.steps * args.batch_size], train.labels[: args.steps * args.batch_size])
+        tiny_val = Batches(splits["val"].inputs[:64], splits["val"].labels[:64])
+        fit(model, Batches(subset.inputs[: args.batch_size * 2], subset.labels[: args.batch_size * 2]), tiny_val,
+            config, 7, Path("/tmp/ferbench-bench.pt"), description=f"{name} warm-up")  # fmt: skip
+        result = fit(model, subset, tiny_val, config, 7, Path("/tmp/ferbench-bench.pt"), description=name)
+        print(f"{name} @ {backbone.input_size}px, batch {args.batch_size}, on {device}: "
+              f"{result.train_images_per_second:.0f} training images/s")  # fmt: skip
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["feature-cost", "overhead", "throughput"])
+    parser.add_argument("--prepared", type=Path, help="data/prepared folder of a real run (default: synthetic)")
+    parser.add_argument("--per-class", type=int, default=200, help="synthetic train images per class")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--backbone", default="resnet18", help="torchvision model for feature-cost and overhead")
+    parser.add_argument("--input-size", type=int, default=64, help="input size for feature-cost and overhead")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20, help="training steps timed (overhead, throughput)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (overhead)")
+    parser.add_argument("--backbones", nargs="+", default=list(SEED_BACKBONES), help="throughput: params names")
+    args = parser.parse_args()
+    {"feature-cost": feature_cost, "overhead": overhead, "throughput": throughput}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
