@@ -100,3 +100,14 @@ def test_balanced_class_weights():
     weights = class_weights(torch.tensor([0, 0, 0, 1]), 2, "balanced")
     torch.testing.assert_close(weights, torch.tensor([4 / 6, 2.0]))
     assert class_weights(torch.tensor([0, 1]), 2, "none") is None
+
+
+def test_long_cpu_runs_warn_up_front_and_point_to_the_demo(capsys):
+    from ferbench.engine import warn_if_slow
+
+    warn_if_slow(3 * 3600, CPU, "finetune@vgg16")
+    printed = capsys.readouterr().out
+    assert "finetune@vgg16 would take about 3.0 h" in printed and "make demo" in printed
+    warn_if_slow(60, CPU, "finetune@resnet18")
+    warn_if_slow(3 * 3600, torch.device("cuda"), "finetune@vgg16")
+    assert capsys.readouterr().out == ""
