@@ -209,7 +209,7 @@ def fit(
 
 
 def estimate_seconds(model: nn.Module, train: Batches, config: TrainConfig, probe_batches: int = 2) -> float:
-    """Time a few training steps (on a copy of nothing: the weights are restored) and extrapolate."""
+    """Time a few real training steps, restore the weights, and extrapolate to the whole run."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], config)
     model.train()
