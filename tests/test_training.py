@@ -80,8 +80,12 @@ def test_preprocess_resizes_to_three_normalised_channels():
     out = Preprocess(224, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(images)
     assert out.shape == (2, 3, 224, 224)
     torch.testing.assert_close(out, torch.full_like(out, 2.0))
-    flipped = random_hflip(torch.arange(4 * 48 * 48, dtype=torch.int32).view(4, 48, 48) % 256)
-    assert flipped.shape == (4, 48, 48)
+    images = torch.randint(0, 256, (64, 48, 48), dtype=torch.uint8)
+    flipped = random_hflip(images)
+    mirrored = [bool(torch.equal(f, i.flip(-1))) for f, i in zip(flipped, images, strict=True)]
+    unchanged = [bool(torch.equal(f, i)) for f, i in zip(flipped, images, strict=True)]
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True))
+    assert 10 < sum(mirrored) < 54  # about half, never all or none
 
 
 def test_best_checkpoint_is_the_best_val_epoch(tmp_path):
