@@ -27,24 +27,31 @@ from ferbench.engine import Batches, FitResult, TrainConfig, estimate_seconds, f
 from ferbench.errors import FerbenchError
 from ferbench.metrics import classification_metrics
 from ferbench.models.backbones import Backbone, BackboneSpec, build_backbone
-from ferbench.models.checkpoint import load_checkpoint
-from ferbench.models.classifier import ImageClassifier, Standardize, build_head
-from ferbench.models.preprocess import Preprocess
+from ferbench.models.checkpoint import load_checkpoint, unwrap
+from ferbench.models.classifier import ImageClassifier, Standardize, build_head, frozen_extractor
 from ferbench.plots import save_confusion_matrix
 
 FEATURE_VIEWS = ("original", "mirrored")
 
 
-def train_config(section: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str) -> TrainConfig:
-    """A stage's params section with a backbone's overrides merged, as a TrainConfig."""
+HEAD_KEYS = ("hidden", "dropout")  # head shape, feature_extract only (fine-tuning keeps the seed's linear head)
+
+
+def stage_settings(
+    section: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str, head_keys: Sequence[str] = ()
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """A stage's params section with a backbone's overrides merged: the TrainConfig and head settings."""
     merged = {**section, **(overrides or {})}
     known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(merged) - known - {"hidden", "dropout"})
+    unknown = sorted(set(merged) - known - set(head_keys))
     if unknown:
         raise FerbenchError(
-            f"params.yaml: unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(known))}"
+            f"params.yaml: unknown key(s) {', '.join(unknown)} in {where}; "
+            f"known: {', '.join(sorted(known | set(head_keys)))}"
         )
-    return TrainConfig(**{k: v for k, v in merged.items() if k in known})
+    config = TrainConfig(**{k: v for k, v in merged.items() if k in known})
+    head = {"hidden": [int(width) for width in merged.get("hidden", [])], "dropout": float(merged.get("dropout", 0.0))}
+    return config, head
 
 
 def load_device_splits(prepared_dir: Path, device: torch.device) -> dict[str, Batches]:
@@ -56,22 +63,12 @@ def load_device_splits(prepared_dir: Path, device: torch.device) -> dict[str, Ba
     return splits
 
 
-def _frozen_extractor(backbone: Backbone, device: torch.device) -> torch.nn.Module:
-    module = torch.nn.Sequential(Preprocess(backbone.input_size, backbone.mean, backbone.std), backbone.trunk)
-    module = module.to(device).eval()
-    if backbone.convolutional:
-        module = module.to(memory_format=torch.channels_last)
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    return module
-
-
 @torch.no_grad()
 def compute_embeddings(
     backbone: Backbone, splits: Mapping[str, Batches], flip: bool, batch_size: int, device: torch.device
 ) -> dict[str, np.ndarray]:
     """Features of every split once (and of mirrored train images when `flip`), float16 V x N x D."""
-    extractor = _frozen_extractor(backbone, device)
+    extractor = frozen_extractor(backbone).to(device)
     jobs = [
         (name, view) for name in splits for view in FEATURE_VIEWS if view == "original" or (flip and name == "train")
     ]
@@ -159,7 +156,7 @@ def train_and_report(
                                 log_epoch=_epoch_logger(live), description=description,
                                 checkpoint_metadata=dict(extra))  # fmt: skip
     state, _ = load_checkpoint(outputs.checkpoint)
-    model.load_state_dict(state)
+    unwrap(model).load_state_dict(state)
     report: dict[str, Any] = {}
     predictions = {}
     start = time.perf_counter()
@@ -197,19 +194,20 @@ def run_feature_extract(
 ) -> dict[str, Any]:  # fmt: skip
     """Train a head on cached features of a frozen backbone."""
     torch.manual_seed(seed)
-    config = train_config(section, overrides, f"feature_extract / backbones.{name}.feature_extract")
-    merged = {**section, **(overrides or {})}
+    config, head_settings = stage_settings(
+        section, overrides, f"feature_extract / backbones.{name}.feature_extract", HEAD_KEYS
+    )
     splits, metadata = load_embeddings(features_path, device)
     if config.flip and splits["train"].inputs.shape[0] < 2:
         raise FerbenchError(f"{features_path}: no mirrored features; rerun `dvc repro embed@{name}`")
     train_features = splits["train"].inputs.flatten(0, 1)
     head = torch.nn.Sequential(
         Standardize(train_features.mean(0), train_features.std(0)),
-        build_head(metadata["feature_dim"], len(classes), merged.get("hidden", []), float(merged.get("dropout", 0.0))),
+        build_head(metadata["feature_dim"], len(classes), **head_settings),
     )
     return train_and_report(head.to(device), splits, config, RunOutputs("feature_extract", name), classes,
                             f"feature_extract@{name}", {"backbone": name, "feature_dim": metadata["feature_dim"],
-                                                        "head_hidden": list(merged.get("hidden", []))})  # fmt: skip
+                                                        "head_hidden": head_settings["hidden"]})  # fmt: skip
 
 
 def run_finetune(
@@ -218,13 +216,9 @@ def run_finetune(
 ) -> dict[str, Any]:  # fmt: skip
     """Train the whole network (backbone and a linear head) end to end."""
     torch.manual_seed(seed)
-    config = train_config(section, overrides, f"finetune / backbones.{spec.name}.finetune")
-    merged = {**section, **(overrides or {})}
+    config, _ = stage_settings(section, overrides, f"finetune / backbones.{spec.name}.finetune")
     backbone = build_backbone(spec)
-    model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(classes), merged.get("hidden", []),
-                                                 float(merged.get("dropout", 0.0)))).to(device)  # fmt: skip
-    if backbone.convolutional:
-        model = model.to(memory_format=torch.channels_last)
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(classes))).to(device)
     runnable = torch.compile(model) if compile_model else model
     splits = load_device_splits(prepared_dir, device)
     return train_and_report(runnable, splits, config, RunOutputs("finetune", spec.name), classes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -20,3 +21,10 @@ def run_stage(main: Callable[[], None], stage: str) -> None:
     except KeyboardInterrupt:
         print(f"{stage}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def backbone_argument(stage: str, description: str) -> str:
+    """Parse the one argument of a per-backbone stage: a name under `params.yaml: backbones`."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=description)
+    parser.add_argument("backbone", help="a backbone name under params.yaml: backbones (dvc.yaml passes it)")
+    return parser.parse_args().backbone

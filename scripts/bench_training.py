@@ -27,8 +27,8 @@ from ferbench.data.classes import FER2013_CLASSES
 from ferbench.data.synthetic import render_face
 from ferbench.engine import Batches, TrainConfig, fit, resolve_device
 from ferbench.models.backbones import BackboneSpec, build_backbone
-from ferbench.models.classifier import ImageClassifier, Standardize, build_head
-from ferbench.models.preprocess import Preprocess, random_hflip
+from ferbench.models.classifier import ImageClassifier, Standardize, build_head, frozen_extractor
+from ferbench.models.preprocess import random_hflip
 from ferbench.params import load_params
 
 SEED_BACKBONES = ("resnet18", "vgg16", "densenet121", "vit_b_16", "clip_vit_b32")
@@ -58,8 +58,7 @@ def feature_cost(args: argparse.Namespace) -> None:
     splits = get_splits(args, device)
     spec = BackboneSpec("bench", "torchvision", args.backbone, False, None, args.input_size)
     backbone = build_backbone(spec)
-    extractor = torch.nn.Sequential(Preprocess(backbone.input_size, backbone.mean, backbone.std), backbone.trunk)
-    extractor = extractor.to(device).eval()
+    extractor = frozen_extractor(backbone).to(device)
     images = sum(len(s) for s in splits.values()) + len(splits["train"])
     start = time.perf_counter()
     arrays = compute_embeddings(backbone, splits, flip=True, batch_size=256, device=device)
@@ -109,14 +108,12 @@ def overhead(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     backbone = build_backbone(BackboneSpec("bench", "torchvision", args.backbone, False, None, args.input_size))
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).to(device)
-    model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     train = splits["train"]
     batches = list(torch.randperm(len(train), device=device).split(args.batch_size))[: args.steps]
     batches = [b for b in batches if len(b) == args.batch_size]
     with torch.no_grad():
-        ready = [model.preprocess(random_hflip(train.inputs[b])).contiguous(memory_format=torch.channels_last)
-                 for b in batches]  # fmt: skip
+        ready = [model.preprocess(random_hflip(train.inputs[b])) for b in batches]
 
     def step(inputs: torch.Tensor, labels: torch.Tensor, full: bool) -> None:
         logits = model(inputs) if full else model.head(model.trunk(inputs))
@@ -155,8 +152,6 @@ def throughput(args: argparse.Namespace) -> None:
         torch.manual_seed(0)
         backbone = build_backbone(spec)
         model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).to(device)
-        if backbone.convolutional:
-            model = model.to(memory_format=torch.channels_last)
         config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-4)
         train = splits["train"]
         subset = Batches(train.inputs[: args.steps * args.batch_size], train.labels[: args.steps * args.batch_size])

@@ -1,20 +1,19 @@
 """DVC stage `embed@<backbone>`: frozen-backbone features of every split, computed once."""
 
-import sys
-
 import torch
 
 from ferbench import params as P
 from ferbench.benchmark import compute_embeddings, load_device_splits, save_embeddings
-from ferbench.cli import run_stage
+from ferbench.cli import backbone_argument, run_stage
 from ferbench.models.backbones import build_backbone
 from ferbench.paths import FEATURES_DIR, PREPARED_DIR
 from ferbench.stage_params import backbone_spec, device
 
 
 def main() -> None:
+    name = backbone_argument("embed", __doc__)
     params = P.load_params()
-    spec = backbone_spec(params, sys.argv[1])
+    spec = backbone_spec(params, name)
     target = device(params)
     torch.manual_seed(P.get(params, "seed", int))
     backbone = build_backbone(spec)

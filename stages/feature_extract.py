@@ -1,17 +1,15 @@
 """DVC stage `feature_extract@<backbone>`: a head trained on the cached frozen features."""
 
-import sys
-
 from ferbench import params as P
 from ferbench.benchmark import run_feature_extract
-from ferbench.cli import run_stage
+from ferbench.cli import backbone_argument, run_stage
 from ferbench.paths import FEATURES_DIR
 from ferbench.stage_params import backbone_overrides, device
 
 
 def main() -> None:
+    name = backbone_argument("feature_extract", __doc__)
     params = P.load_params()
-    name = sys.argv[1]
     summary = run_feature_extract(
         name,
         FEATURES_DIR / f"{name}.npz",

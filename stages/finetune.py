@@ -1,17 +1,16 @@
 """DVC stage `finetune@<backbone>`: the whole network trained end to end."""
 
-import sys
-
 from ferbench import params as P
 from ferbench.benchmark import run_finetune
-from ferbench.cli import run_stage
+from ferbench.cli import backbone_argument, run_stage
 from ferbench.paths import PREPARED_DIR
 from ferbench.stage_params import backbone_overrides, backbone_spec, device
 
 
 def main() -> None:
+    name = backbone_argument("finetune", __doc__)
     params = P.load_params()
-    spec = backbone_spec(params, sys.argv[1])
+    spec = backbone_spec(params, name)
     summary = run_finetune(
         spec,
         P.get(params, "finetune", dict),

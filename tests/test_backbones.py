@@ -111,3 +111,11 @@ def test_checkpoint_round_trip(tmp_path):
     state, metadata = load_checkpoint(tmp_path / "m.pt")
     assert metadata == {"epoch": 3, "backbone": "resnet18"}
     torch.testing.assert_close(state["weight"], model.weight.detach())
+
+
+def test_checkpoint_of_a_compiled_model_has_plain_keys(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    save_checkpoint(tmp_path / "m.pt", torch.compile(model))
+    state, _ = load_checkpoint(tmp_path / "m.pt")
+    assert sorted(state) == ["0.bias", "0.weight"]
+    torch.nn.Sequential(torch.nn.Linear(4, 2)).load_state_dict(state)

@@ -11,10 +11,15 @@ from torch import nn
 from ferbench.errors import FerbenchError
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module itself under a torch.compile wrapper, so checkpoint keys never carry `_orig_mod.`."""
+    return getattr(model, "_orig_mod", model)
+
+
 def save_checkpoint(path: Path, model: nn.Module, **metadata: Any) -> None:
     """Write atomically (temp file, then rename) so an interrupted save never leaves a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    state = {name: tensor.detach().cpu() for name, tensor in unwrap(model).state_dict().items()}
     partial = path.with_suffix(path.suffix + ".partial")
     torch.save({"state_dict": state, "metadata": metadata}, partial)
     partial.replace(path)

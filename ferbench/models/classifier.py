@@ -39,18 +39,31 @@ def build_head(in_features: int, num_classes: int, hidden: Sequence[int] = (), d
     return nn.Sequential(*layers)
 
 
+def backbone_preprocess(backbone: Backbone) -> Preprocess:
+    """The preprocessing a backbone expects: its input size, mean/std, and NHWC for CNNs."""
+    return Preprocess(backbone.input_size, backbone.mean, backbone.std, channels_last=backbone.convolutional)
+
+
 class ImageClassifier(nn.Module):
     """uint8 48x48 batch -> logits: preprocessing, trunk and head in one module (one export)."""
 
     def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
-        self.preprocess = Preprocess(backbone.input_size, backbone.mean, backbone.std)
+        self.preprocess = backbone_preprocess(backbone)
         self.trunk = backbone.trunk
         self.head = head
-        self.channels_last = backbone.convolutional
+        if backbone.convolutional:
+            self.trunk.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(images)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.trunk(x))
+        return self.head(self.trunk(self.preprocess(images)))
+
+
+def frozen_extractor(backbone: Backbone) -> nn.Sequential:
+    """uint8 batch -> features through the frozen trunk, in eval mode, without gradients."""
+    module = nn.Sequential(backbone_preprocess(backbone), backbone.trunk).eval()
+    if backbone.convolutional:
+        module.to(memory_format=torch.channels_last)
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module

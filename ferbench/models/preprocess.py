@@ -15,11 +15,17 @@ from torch.nn import functional as F
 
 
 class Preprocess(nn.Module):
-    """uint8 (B x H x W) -> normalised float (B x 3 x S x S); exportable with the model."""
+    """uint8 (B x H x W) -> normalised float (B x 3 x S x S); exportable with the model.
 
-    def __init__(self, input_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    With `channels_last` the output is laid out NHWC in memory, which CNN kernels run faster on.
+    """
+
+    def __init__(
+        self, input_size: int, mean: Sequence[float], std: Sequence[float], channels_last: bool = False
+    ) -> None:
         super().__init__()
         self.input_size = int(input_size)
+        self.channels_last = channels_last
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -27,7 +33,8 @@ class Preprocess(nn.Module):
         x = images.unsqueeze(1).float() / 255.0
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
