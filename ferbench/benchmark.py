@@ -7,12 +7,13 @@ dvclive/<stage>/<name>/ (per-epoch curves).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +24,52 @@ from dvclive import Live
 from tqdm import tqdm
 
 from ferbench.data.prepared import PREPARED_SPLITS, load_split
-from ferbench.engine import Batches, FitResult, TrainConfig, estimate_seconds, fit, predict_logits, warn_if_slow
+from ferbench.engine import (
+    Batches,
+    FitResult,
+    ResumeFile,
+    TrainConfig,
+    estimate_seconds,
+    fit,
+    predict_logits,
+    warn_if_slow,
+)
 from ferbench.errors import FerbenchError
 from ferbench.metrics import classification_metrics
 from ferbench.models.backbones import Backbone, BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint, unwrap
-from ferbench.models.classifier import ImageClassifier, Standardize, build_head, frozen_extractor
+from ferbench.models.classifier import (
+    ImageClassifier,
+    Standardize,
+    build_head,
+    frozen_extractor,
+    parse_trainable,
+    set_trainable,
+)
 from ferbench.plots import save_confusion_matrix
 
 FEATURE_VIEWS = ("original", "mirrored")
 
 
 HEAD_KEYS = ("hidden", "dropout")  # head shape, feature_extract only (fine-tuning keeps the seed's linear head)
+TRAIN_KEYS = ("trainable",)  # train@<candidate> only: which part of the network learns
+TRAIN_SECTION_ONLY = ("candidates",)  # in the train section, not a hyperparameter
 
 
 def stage_settings(
-    section: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str, head_keys: Sequence[str] = ()
+    section: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str, extra_keys: Sequence[str] = ()
 ) -> tuple[TrainConfig, dict[str, Any]]:
-    """A stage's params section with a backbone's overrides merged: the TrainConfig and head settings."""
-    merged = {**section, **(overrides or {})}
+    """A stage's params section with a backbone's overrides merged: the TrainConfig and the extra keys set."""
+    merged = {k: v for k, v in {**section, **(overrides or {})}.items() if k not in TRAIN_SECTION_ONLY}
     known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(merged) - known - set(head_keys))
+    unknown = sorted(set(merged) - known - set(extra_keys))
     if unknown:
         raise FerbenchError(
             f"params.yaml: unknown key(s) {', '.join(unknown)} in {where}; "
-            f"known: {', '.join(sorted(known | set(head_keys)))}"
+            f"known: {', '.join(sorted(known | set(extra_keys)))}"
         )
     config = TrainConfig(**{k: v for k, v in merged.items() if k in known})
-    head = {"hidden": [int(width) for width in merged.get("hidden", [])], "dropout": float(merged.get("dropout", 0.0))}
-    return config, head
+    return config, {k: merged[k] for k in extra_keys if k in merged}
 
 
 def load_device_splits(prepared_dir: Path, device: torch.device) -> dict[str, Batches]:
@@ -122,6 +140,7 @@ class RunOutputs:
         self.metrics = Path("metrics") / stage / f"{name}.json"
         self.plots = Path("plots") / stage / name
         self.live = Path("dvclive") / stage / name
+        self.resume = Path("models") / stage / f"{name}.resume.pt"  # full state after each epoch (train only)
 
     def clear(self) -> None:
         shutil.rmtree(self.live, ignore_errors=True)
@@ -146,6 +165,7 @@ def train_and_report(
     classes: Sequence[str],
     description: str,
     extra: Mapping[str, Any],
+    resume: ResumeFile | None = None,
 ) -> dict[str, Any]:
     """Fit with DVCLive curves, reload the best-on-val checkpoint, evaluate it on every split, write."""
     outputs.clear()
@@ -154,7 +174,7 @@ def train_and_report(
     with Live(dir=str(outputs.live), save_dvc_exp=False, dvcyaml=None) as live:
         result: FitResult = fit(model, splits["train"], splits["val"], config, len(classes), outputs.checkpoint,
                                 log_epoch=_epoch_logger(live), description=description,
-                                checkpoint_metadata=dict(extra))  # fmt: skip
+                                checkpoint_metadata=dict(extra), resume=resume)  # fmt: skip
     state, _ = load_checkpoint(outputs.checkpoint)
     unwrap(model).load_state_dict(state)
     report: dict[str, Any] = {}
@@ -164,6 +184,7 @@ def train_and_report(
         logits = predict_logits(model, data, config.eval_batch_size)
         predictions[name] = logits.argmax(1).cpu().numpy()
         report[name] = classification_metrics(data.labels.cpu().numpy(), predictions[name], classes)
+        report[name]["loss"] = float(torch.nn.functional.cross_entropy(logits, data.labels).item())
     eval_seconds = time.perf_counter() - start
     test_labels = splits["test"].labels.cpu().numpy()
     outputs.plots.mkdir(parents=True, exist_ok=True)
@@ -172,9 +193,9 @@ def train_and_report(
     save_confusion_matrix(np.array(report["test"]["confusion_matrix"]), classes, outputs.plots / "confusion.png",
                           title=f"{description}: test accuracy {report['test']['accuracy']:.3f}")  # fmt: skip
     summary = {
-        "train": {"accuracy": report["train"]["accuracy"], "macro_f1": report["train"]["macro_f1"]},
-        "val": {"accuracy": report["val"]["accuracy"], "macro_f1": report["val"]["macro_f1"]},
+        **{split: {key: report[split][key] for key in ("accuracy", "macro_f1", "loss")} for split in ("train", "val")},
         "test": report["test"],
+        "overfitting": overfitting_gaps(result.history, result.best_epoch, report),
         "best_epoch": result.best_epoch,
         "epochs": config.epochs,
         "train_seconds": round(result.seconds, 2),
@@ -188,15 +209,42 @@ def train_and_report(
     return summary
 
 
+def overfitting_gaps(
+    history: Sequence[Mapping[str, float]], best_epoch: int, report: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Train-val gaps: of the shipped (best-on-val) model evaluated cleanly, and from the epoch log.
+
+    `accuracy_gap` (train minus val accuracy) and `loss_gap` (val minus train loss) grow as a
+    model memorises. The epoch-log gaps use the running train metrics of that epoch (with
+    augmentation), at the best and at the last epoch; the clean ones are what selection uses.
+    """
+
+    def from_row(row: Mapping[str, float]) -> dict[str, float]:
+        return {
+            "accuracy_gap": row["train_accuracy"] - row["val_accuracy"],
+            "loss_gap": row["val_loss"] - row["train_loss"],
+        }
+
+    rows = {int(row["epoch"]): row for row in history}
+    return {
+        "accuracy_gap": report["train"]["accuracy"] - report["val"]["accuracy"],
+        "loss_gap": report["val"]["loss"] - report["train"]["loss"],
+        "best_epoch": best_epoch,
+        "at_best_epoch": from_row(rows[best_epoch]),
+        "at_last_epoch": from_row(history[-1]),
+    }
+
+
 def run_feature_extract(
     name: str, features_path: Path, section: Mapping[str, Any], overrides: Mapping[str, Any] | None,
     classes: Sequence[str], device: torch.device, seed: int,
 ) -> dict[str, Any]:  # fmt: skip
     """Train a head on cached features of a frozen backbone."""
     torch.manual_seed(seed)
-    config, head_settings = stage_settings(
-        section, overrides, f"feature_extract / backbones.{name}.feature_extract", HEAD_KEYS
-    )
+    where = f"feature_extract / backbones.{name}.feature_extract"
+    config, extras = stage_settings(section, overrides, where, HEAD_KEYS)
+    head_settings = {"hidden": [int(width) for width in extras.get("hidden", [])],
+                     "dropout": float(extras.get("dropout", 0.0))}  # fmt: skip
     splits, metadata = load_embeddings(features_path, device)
     if config.flip and splits["train"].inputs.shape[0] < 2:
         raise FerbenchError(f"{features_path}: no mirrored features; rerun `dvc repro embed@{name}`")
@@ -224,3 +272,40 @@ def run_finetune(
     return train_and_report(runnable, splits, config, RunOutputs("finetune", spec.name), classes,
                             f"finetune@{spec.name}", {"backbone": spec.name, "input_size": backbone.input_size,
                                                       "feature_dim": backbone.feature_dim})  # fmt: skip
+
+
+def data_digest(splits: Mapping[str, Batches]) -> str:
+    """A short hash of the train and val data, so a resume state from other data is never used."""
+    digest = hashlib.sha256()
+    for name in ("train", "val"):
+        digest.update(splits[name].inputs.cpu().numpy().tobytes())
+        digest.update(splits[name].labels.cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_train(
+    spec: BackboneSpec, section: Mapping[str, Any], overrides: Mapping[str, Any] | None, prepared_dir: Path,
+    classes: Sequence[str], device: torch.device, seed: int, compile_model: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Final training of a shortlisted candidate: longer, with the chosen part trainable, resumable."""
+    torch.manual_seed(seed)
+    config, extras = stage_settings(section, overrides, f"train / train.candidates.{spec.name}", TRAIN_KEYS)
+    try:
+        trainable = parse_trainable(extras.get("trainable", "all"))
+    except ValueError as exc:
+        raise FerbenchError(f"params.yaml: train.candidates.{spec.name}: {exc}") from exc
+    backbone = build_backbone(spec)
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(classes)))
+    trainable_parameters = set_trainable(model, trainable)
+    model = model.to(device)
+    runnable = torch.compile(model) if compile_model else model
+    splits = load_device_splits(prepared_dir, device)
+    outputs = RunOutputs("train", spec.name)
+    fingerprint = hashlib.sha256(json.dumps(
+        {"config": asdict(config), "spec": asdict(spec), "trainable": trainable, "classes": list(classes),
+         "seed": seed, "data": data_digest(splits)}, sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
+    return train_and_report(runnable, splits, config, outputs, classes, f"train@{spec.name}",
+                            {"backbone": spec.name, "input_size": backbone.input_size,
+                             "feature_dim": backbone.feature_dim, "trainable": trainable,
+                             "trainable_parameters": trainable_parameters},
+                            resume=ResumeFile(outputs.resume, fingerprint))  # fmt: skip

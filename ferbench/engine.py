@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ferbench.errors import FerbenchError
-from ferbench.models.checkpoint import save_checkpoint
+from ferbench.models.checkpoint import atomic_torch_save, save_checkpoint, save_state, unwrap
 from ferbench.models.preprocess import random_hflip
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -157,19 +157,37 @@ def fit(
     log_epoch: Callable[[dict[str, float]], None] | None = None,
     description: str = "train",
     checkpoint_metadata: dict[str, Any] | None = None,
+    resume: ResumeFile | None = None,
 ) -> FitResult:
-    """Train for `config.epochs`, keep the best-on-val state dict in `checkpoint`."""
+    """Train for `config.epochs`, keep the best-on-val state dict in `checkpoint`.
+
+    With `resume`, the full training state is saved after every epoch, and a run that finds a
+    matching unfinished state (same fingerprint) continues from it instead of starting over;
+    the earlier epochs' rows are replayed through `log_epoch` so curves stay complete.
+    """
     device = train.labels.device
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(trainable, config)
     scheduler = _scheduler(optimizer, config)
     weights = class_weights(train.labels, num_classes, config.class_weighting)
     result = FitResult(best_epoch=-1, best_val_accuracy=-math.inf)
+    metadata = checkpoint_metadata or {}
+    first_epoch = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    state = resume.load(config.epochs) if resume is not None else None
+    if state is not None:
+        first_epoch, best_state = _restore(state, model, optimizer, scheduler, result, device)
+        print(f"{description}: resuming after epoch {first_epoch} of {config.epochs} ({resume.path})")
+        save_state(checkpoint, best_state, epoch=result.best_epoch, **metadata)
+        for row in result.history:
+            if log_epoch is not None:
+                log_epoch(row)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     start = time.perf_counter()
     train_seconds = 0.0
-    with tqdm(total=config.epochs * steps_per_epoch, desc=description, unit="batch", mininterval=2.0) as progress:
-        for epoch in range(config.epochs):
+    with tqdm(total=config.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch, desc=description,
+              unit="batch", mininterval=2.0) as progress:  # fmt: skip
+        for epoch in range(first_epoch, config.epochs):
             model.train()
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
@@ -201,11 +219,77 @@ def fit(
                 log_epoch(row)
             if row["val_accuracy"] > result.best_val_accuracy:
                 result.best_epoch, result.best_val_accuracy = epoch + 1, row["val_accuracy"]
-                save_checkpoint(checkpoint, model, epoch=epoch + 1, **(checkpoint_metadata or {}))
+                save_checkpoint(checkpoint, model, epoch=epoch + 1, **metadata)
+                if resume is not None:
+                    best_state = _cpu_state(model)
+            if resume is not None:
+                resume.save(epoch + 1, model, optimizer, scheduler, result, best_state)
             progress.set_postfix(epoch=epoch + 1, val_acc=f"{row['val_accuracy']:.3f}")
     result.seconds = time.perf_counter() - start
-    result.train_images_per_second = config.epochs * len(train) / max(train_seconds, 1e-9)
+    epochs_run = config.epochs - first_epoch
+    result.train_images_per_second = epochs_run * len(train) / max(train_seconds, 1e-9) if epochs_run else 0.0
     return result
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu().clone() for name, tensor in unwrap(model).state_dict().items()}
+
+
+@dataclass(frozen=True)
+class ResumeFile:
+    """Where a run keeps its full state after each epoch, and what it must match to be resumed.
+
+    `fingerprint` identifies everything that shapes the run (hyperparameters, backbone, data);
+    a state with another fingerprint, or one that already finished, is ignored.
+    """
+
+    path: Path
+    fingerprint: str
+
+    def load(self, epochs: int) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file: start over, say why
+            print(f"warning: cannot read {self.path} ({type(exc).__name__}); starting over")
+            return None
+        if state.get("fingerprint") != self.fingerprint or not 0 < state.get("epoch", 0) < epochs:
+            return None
+        return state
+
+    def save(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None, result: FitResult,
+             best_state: dict[str, torch.Tensor] | None) -> None:  # fmt: skip
+        state = {
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "model": _cpu_state(model),
+            "best_state": best_state,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": result.best_val_accuracy,
+            "history": result.history,
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        atomic_torch_save(self.path, state)
+
+
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None, result: FitResult,
+             device: torch.device) -> tuple[int, dict[str, torch.Tensor]]:  # fmt: skip
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    result.best_epoch, result.best_val_accuracy = state["best_epoch"], state["best_val_accuracy"]
+    result.history = list(state["history"])
+    torch.set_rng_state(state["cpu_rng"])
+    if device.type == "cuda" and state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["epoch"]), state["best_state"]
 
 
 def estimate_seconds(model: nn.Module, train: Batches, config: TrainConfig, probe_batches: int = 2) -> float:

@@ -1,6 +1,8 @@
 """Short benchmark runs on synthetic faces: both must learn well above chance (1/7)."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,9 +19,17 @@ from ferbench.benchmark import (
 from ferbench.data.classes import FER2013_CLASSES
 from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
 from ferbench.data.synthetic import write_synthetic_archive
-from ferbench.engine import Batches, TrainConfig, class_weights, fit
+from ferbench.engine import Batches, ResumeFile, TrainConfig, class_weights, fit
 from ferbench.models.backbones import BackboneSpec, build_backbone
-from ferbench.models.classifier import frozen_extractor
+from ferbench.models.checkpoint import load_checkpoint
+from ferbench.models.classifier import (
+    ImageClassifier,
+    build_head,
+    frozen_extractor,
+    parse_trainable,
+    set_trainable,
+    trunk_blocks,
+)
 from ferbench.models.preprocess import Preprocess, random_hflip
 
 CLASSES = list(FER2013_CLASSES)
@@ -117,3 +127,69 @@ def test_long_cpu_runs_warn_up_front_and_point_to_the_demo(capsys):
     warn_if_slow(60, CPU, "finetune@resnet18")
     warn_if_slow(3 * 3600, torch.device("cuda"), "finetune@vgg16")
     assert capsys.readouterr().out == ""
+
+
+def _small_resnet() -> ImageClassifier:
+    torch.manual_seed(0)
+    backbone = build_backbone(SPEC)
+    return ImageClassifier(backbone, build_head(backbone.feature_dim, 7))
+
+
+def _subset(data: Batches, count: int) -> Batches:
+    return Batches(data.inputs[:count], data.labels[:count])
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, capsys):
+    splits = {name: _subset(data, 96) for name, data in load_device_splits(prepared, CPU).items()}
+    config = TrainConfig(epochs=4, batch_size=32, lr=0.001)
+    resume = ResumeFile(tmp_path / "state.resume.pt", "fingerprint-a")
+    interrupted: list[dict] = []
+
+    def killed_during_epoch_3(row):
+        interrupted.append(row)
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_small_resnet(), splits["train"], splits["val"], config, 7, tmp_path / "best.pt",
+            log_epoch=killed_during_epoch_3, resume=resume)  # fmt: skip
+    assert torch.load(resume.path, weights_only=True)["epoch"] == 2
+    (tmp_path / "best.pt").unlink()  # DVC removes a stage's regular outputs before rerunning it
+
+    logged: list[dict] = []
+    result = fit(_small_resnet(), splits["train"], splits["val"], config, 7, tmp_path / "best.pt",
+                 log_epoch=logged.append, resume=resume)  # fmt: skip
+    assert "resuming after epoch 2 of 4" in capsys.readouterr().out
+    assert [row["epoch"] for row in logged] == [1, 2, 3, 4]
+    assert logged[:2] == interrupted[:2]  # the earlier epochs are replayed, not retrained
+    _, metadata = load_checkpoint(tmp_path / "best.pt")
+    assert metadata["epoch"] == result.best_epoch
+    assert torch.load(resume.path, weights_only=True)["epoch"] == 4
+
+    # another fingerprint (changed params or data), or a finished state, starts over
+    fresh: list[dict] = []
+    fit(_small_resnet(), splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=32, lr=0.001), 7,
+        tmp_path / "best.pt", log_epoch=fresh.append, resume=ResumeFile(resume.path, "fingerprint-b"))  # fmt: skip
+    assert [row["epoch"] for row in fresh] == [1] and "resuming" not in capsys.readouterr().out
+
+
+def test_trainable_head_keeps_the_backbone_and_its_batchnorm_statistics(prepared):
+    splits = {name: _subset(data, 128) for name, data in load_device_splits(prepared, CPU).items()}
+    model = _small_resnet()
+    assert set_trainable(model, "head") == 512 * 7 + 7
+    before = {name: tensor.clone() for name, tensor in model.trunk.state_dict().items()}
+    fit(model, splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=64, lr=0.01), 7, Path(os.devnull))
+    for name, tensor in model.trunk.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_trainable_last_blocks_are_the_last_residual_stage(prepared):
+    model = _small_resnet()
+    assert trunk_blocks(model.trunk)[-2:] == ["layer4.0", "layer4.1"]
+    set_trainable(model, 2)
+    trainable = {name.split(".")[0] for name, p in model.trunk.named_parameters() if p.requires_grad}
+    assert trainable == {"layer4"}
+    model.train()
+    assert not model.trunk.layer3.training and model.trunk.layer4.training
+    with pytest.raises(ValueError, match="use all, head, or a number"):
+        parse_trainable("last")

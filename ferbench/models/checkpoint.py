@@ -17,11 +17,19 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path: Path, model: nn.Module, **metadata: Any) -> None:
+    """Write a model's weights (on the CPU) and metadata; see `save_state`."""
+    save_state(path, {name: tensor.detach().cpu() for name, tensor in unwrap(model).state_dict().items()}, **metadata)
+
+
+def save_state(path: Path, state: dict[str, torch.Tensor], **metadata: Any) -> None:
     """Write atomically (temp file, then rename) so an interrupted save never leaves a torn file."""
+    atomic_torch_save(path, {"state_dict": state, "metadata": metadata})
+
+
+def atomic_torch_save(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu() for name, tensor in unwrap(model).state_dict().items()}
     partial = path.with_suffix(path.suffix + ".partial")
-    torch.save({"state_dict": state, "metadata": metadata}, partial)
+    torch.save(payload, partial)
     partial.replace(path)
 
 

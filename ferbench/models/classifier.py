@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ferbench.models.backbones import Backbone
+from ferbench.models.backbones import Backbone, BackboneSpec, build_backbone
+from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.preprocess import Preprocess
 
 
@@ -52,8 +55,15 @@ class ImageClassifier(nn.Module):
         self.preprocess = backbone_preprocess(backbone)
         self.trunk = backbone.trunk
         self.head = head
+        self.frozen: list[nn.Module] = []  # set by set_trainable; kept in eval mode while training
         if backbone.convolutional:
             self.trunk.to(memory_format=torch.channels_last)
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(self.preprocess(images)))
@@ -67,3 +77,78 @@ def frozen_extractor(backbone: Backbone) -> nn.Sequential:
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     return module
+
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def trunk_blocks(trunk: nn.Module) -> list[str]:
+    """Names of the trunk's repeated blocks, in order (ResNet BasicBlocks, ViT/CLIP encoder layers, ...).
+
+    The block type is the non-container module class that occurs more than once and holds the
+    most parameters in total; a plain stack of layers (VGG) falls back to its parameterised layers.
+    """
+    totals: dict[type, int] = {}
+    counts: dict[type, int] = {}
+    for module in trunk.modules():
+        if module is trunk or isinstance(module, _CONTAINERS) or not any(True for _ in module.children()):
+            continue
+        counts[type(module)] = counts.get(type(module), 0) + 1
+        totals[type(module)] = totals.get(type(module), 0) + sum(p.numel() for p in module.parameters())
+    repeated = [kind for kind, count in counts.items() if count > 1 and totals[kind] > 0]
+    if repeated:
+        kind = max(repeated, key=lambda k: totals[k])
+        return [name for name, module in trunk.named_modules() if type(module) is kind and name]
+    return [
+        name for name, module in trunk.named_modules()
+        if name and not any(True for _ in module.children()) and any(True for _ in module.parameters(recurse=False))
+    ]  # fmt: skip
+
+
+def parse_trainable(value: object) -> str | int:
+    """`all`, `head`, or a positive int N (the last N trunk blocks and what follows them, plus the head)."""
+    if value in ("all", "head"):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise ValueError(f"trainable is {value!r}; use all, head, or a number of last blocks (e.g. 2)")
+
+
+def set_trainable(model: ImageClassifier, trainable: str | int) -> int:
+    """Freeze everything but the chosen part; return the number of trainable parameters.
+
+    Fully frozen submodules stay in eval mode during training (see ImageClassifier.train), so a
+    frozen BatchNorm keeps its statistics and a frozen part really is the pretrained network.
+    """
+    names = [name for name, _ in model.trunk.named_parameters()]
+    if trainable == "all":
+        first = 0
+    elif trainable == "head":
+        first = len(names)
+    else:
+        blocks = trunk_blocks(model.trunk)
+        start_block = blocks[max(0, len(blocks) - int(trainable))]
+        first = next(i for i, name in enumerate(names) if name.startswith(start_block + "."))
+    for index, (_, parameter) in enumerate(model.trunk.named_parameters()):
+        parameter.requires_grad_(index >= first)
+    for parameter in model.head.parameters():
+        parameter.requires_grad_(True)
+    model.frozen = [
+        module for module in model.trunk.modules()
+        if not any(p.requires_grad for p in module.parameters()) and (any(True for _ in module.parameters())
+                                                                     or any(True for _ in module.buffers()))
+    ]  # fmt: skip
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def load_classifier(spec: BackboneSpec, checkpoint: Path, num_classes: int) -> ImageClassifier:
+    """Rebuild a trained ImageClassifier (backbone + linear head) from its checkpoint, in eval mode.
+
+    The architecture comes from the spec without fetching pretrained weights (the checkpoint holds
+    all of them), except for transformers, whose architecture is read from the pretrained config.
+    """
+    state, _ = load_checkpoint(checkpoint)
+    backbone = build_backbone(spec if spec.source == "transformers" else replace(spec, pretrained=False))
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, num_classes))
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,37 @@
+"""DVC stage `train@<candidate>`: final, longer training of a shortlisted backbone (resumable)."""
+
+from ferbench import params as P
+from ferbench.benchmark import run_train
+from ferbench.cli import backbone_argument, run_stage
+from ferbench.errors import FerbenchError
+from ferbench.paths import PREPARED_DIR
+from ferbench.stage_params import backbone_spec, device
+
+
+def main() -> None:
+    name = backbone_argument("train", __doc__)
+    params = P.load_params()
+    candidates = P.get(params, "train.candidates", dict)
+    if name not in candidates:
+        raise FerbenchError(f"params.yaml: '{name}' is not under train.candidates (have: {', '.join(candidates)})")
+    overrides = candidates[name] or {}
+    if not isinstance(overrides, dict):
+        raise FerbenchError(f"params.yaml: 'train.candidates.{name}' must be a mapping of overrides (or {{}})")
+    spec = backbone_spec(params, name)
+    summary = run_train(
+        spec,
+        P.get(params, "train", dict),
+        overrides,
+        PREPARED_DIR,
+        P.get(params, "data.classes", list),
+        device(params),
+        P.get(params, "seed", int),
+        bool(P.get(params, "compile")),
+    )
+    gap = summary["overfitting"]["accuracy_gap"]
+    print(f"train@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}, "
+          f"train-val gap {gap:+.3f} (best epoch {summary['best_epoch']})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage(main, "train")
