@@ -73,3 +73,14 @@ def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("synthetic") / "fer2013.zip"
     write_synthetic_archive(path, SMALL_COUNTS, seed=7)
     return path
+
+
+def save_tiny_clip(folder: Path) -> Path:
+    """A 2-layer CLIP vision tower saved like a downloaded one (save_pretrained), mean (0.1, 0.2, 0.3)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=64, patch_size=16)  # fmt: skip
+    CLIPVisionModel(config).save_pretrained(folder)
+    CLIPImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.5, 0.5, 0.5]).save_pretrained(folder)
+    return folder

@@ -7,7 +7,7 @@ from ferbench.errors import FerbenchError
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint, save_checkpoint
 from ferbench.params import load_params
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, save_tiny_clip
 
 SEED_FEATURES = {"resnet18": 512, "vgg16": 4096, "densenet121": 1024, "vit_b_16": 768, "clip_vit_b32": 768}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,12 +71,7 @@ def test_timm_weights_file_loads_back(tmp_path):
 
 
 def test_transformers_folder_loads_back_with_its_own_preprocessing(tmp_path):
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
-
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=64, patch_size=16)  # fmt: skip
-    CLIPVisionModel(config).save_pretrained(tmp_path / "clip")
-    CLIPImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.5, 0.5, 0.5]).save_pretrained(tmp_path / "clip")
+    save_tiny_clip(tmp_path / "clip")
     loaded = build_backbone(
         spec("clip", source="transformers", model="x/y", pretrained=True, weights=str(tmp_path / "clip"))
     )

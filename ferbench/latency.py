@@ -1,0 +1,150 @@
+"""CPU latency of a classifier at batch 1, per runtime variant, and how faithful each variant is.
+
+Variants: PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime int8 (dynamic quantization).
+Each is timed on the same single 48x48 image after warm-up; faithfulness is the share of val
+images on which a variant predicts the same class as PyTorch fp32.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ferbench.errors import FerbenchError
+from ferbench.models.export import export_onnx, onnx_logits, onnx_session, quantize_int8
+
+VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8")
+ONNX_FILES = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx"}
+
+
+def timing(call: Callable[[], object], warmup: int, runs: int) -> dict[str, float]:
+    """Milliseconds per call (p50/p90/p99/mean) and calls per second, after `warmup` untimed calls."""
+    if runs < 1:
+        raise FerbenchError("params.yaml: latency.runs must be at least 1")
+    for _ in range(warmup):
+        call()
+    samples = np.empty(runs)
+    for index in range(runs):
+        start = time.perf_counter()
+        call()
+        samples[index] = (time.perf_counter() - start) * 1000.0
+    p50, p90, p99 = np.percentile(samples, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(samples.mean()),
+            "fps": float(1000.0 / samples.mean())}  # fmt: skip
+
+
+def agreement(reference: np.ndarray, predictions: np.ndarray) -> float:
+    """Share of images on which two models predict the same class."""
+    if reference.shape != predictions.shape or len(reference) == 0:
+        raise ValueError("agreement needs two non-empty prediction arrays of the same length")
+    return float((reference == predictions).mean())
+
+
+def count_flops(model: nn.Module, image_size: int = 48) -> int:
+    """Floating-point operations of one forward pass at batch 1 (a multiply-add counts 2)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, image_size, image_size, dtype=torch.uint8))
+    return int(counter.get_total_flops())
+
+
+@dataclass
+class Runtime:
+    """One variant: a function from a uint8 batch (numpy) to logits (numpy)."""
+
+    name: str
+    logits: Callable[[np.ndarray], np.ndarray]
+
+
+def torch_runtime(model: nn.Module) -> Runtime:
+    model = model.eval().cpu()
+
+    def logits(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(np.ascontiguousarray(images))).float().numpy()
+
+    return Runtime("torch_fp32", logits)
+
+
+def onnx_runtime(name: str, path: Path, threads: int) -> Runtime:
+    session = onnx_session(path, threads)
+    return Runtime(name, lambda images: onnx_logits(session, images))
+
+
+def build_runtimes(model: nn.Module, folder: Path, threads: int) -> dict[str, Runtime]:
+    """Export fp32 and int8 ONNX files into `folder` and return all three runtimes."""
+    fp32 = export_onnx(model, folder / ONNX_FILES["onnx_fp32"])
+    int8 = quantize_int8(fp32, folder / ONNX_FILES["onnx_int8"])
+    return {
+        "torch_fp32": torch_runtime(model),
+        "onnx_fp32": onnx_runtime("onnx_fp32", fp32, threads),
+        "onnx_int8": onnx_runtime("onnx_int8", int8, threads),
+    }
+
+
+def batched_predictions(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([runtime.logits(images[start : start + batch_size]).argmax(1)
+                           for start in range(0, len(images), batch_size)])  # fmt: skip
+
+
+def measure_variants(
+    runtimes: Mapping[str, Runtime], images: np.ndarray, labels: np.ndarray, warmup: int, runs: int
+) -> dict[str, dict[str, float]]:
+    """Per variant: batch-1 timing on images[0], val accuracy, and agreement with torch_fp32."""
+    if len(images) == 0:
+        raise FerbenchError("latency: the val split is empty; nothing to measure agreement on")
+    reference = batched_predictions(runtimes["torch_fp32"], images)
+    single = images[:1]
+    results = {}
+    for name, runtime in runtimes.items():
+        predictions = reference if name == "torch_fp32" else batched_predictions(runtime, images)
+        results[name] = {
+            **timing(lambda runtime=runtime: runtime.logits(single), warmup, runs),
+            "agreement": agreement(reference, predictions),
+            "val_accuracy": float((predictions == labels).mean()),
+        }
+    return results
+
+
+def fastest_faithful(variants: Mapping[str, Mapping[str, float]], min_agreement: float) -> str:
+    """The variant with the lowest p50 among those agreeing with fp32 on >= min_agreement of val."""
+    faithful = [name for name, result in variants.items() if result["agreement"] >= min_agreement]
+    if not faithful:  # torch_fp32 agrees with itself, so this only happens with min_agreement > 1
+        raise FerbenchError(f"params.yaml: latency.min_agreement {min_agreement} is above 1; use a share <= 1")
+    return min(faithful, key=lambda name: (variants[name]["p50_ms"], name))
+
+
+def set_threads(threads: int) -> None:
+    if threads < 1:
+        raise FerbenchError("params.yaml: latency.threads must be at least 1")
+    torch.set_num_threads(threads)
+
+
+def latency_report(
+    model: nn.Module, folder: Path, images: np.ndarray, labels: np.ndarray, threads: int, warmup: int, runs: int,
+    min_agreement: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Everything latency@<backbone> records: per-variant timing and faithfulness, FLOPs, the pick."""
+    set_threads(threads)
+    runtimes = build_runtimes(model, folder, threads)
+    variants = measure_variants(runtimes, images, labels, warmup, runs)
+    return {
+        "threads": threads,
+        "batch_size": 1,
+        "runs": runs,
+        "gflops": count_flops(model) / 1e9,
+        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "variants": variants,
+        "fastest_faithful": fastest_faithful(variants, min_agreement),
+        "speedup_vs_torch_fp32": {
+            name: variants["torch_fp32"]["p50_ms"] / result["p50_ms"] for name, result in variants.items()
+        },
+    }

@@ -1,0 +1,43 @@
+"""DVC stage `latency@<backbone>`: CPU latency (batch 1) of the fine-tuned model in each runtime variant.
+
+Variants: PyTorch eager fp32, ONNX Runtime fp32 and int8 (dynamic quantization), each with its
+agreement with fp32 predictions on val. Latency is a property of the architecture, so the
+numbers also stand for the same backbone after `train`.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+from ferbench import params as P
+from ferbench.cli import backbone_argument, run_stage
+from ferbench.data.prepared import load_split
+from ferbench.latency import latency_report
+from ferbench.models.classifier import load_classifier
+from ferbench.paths import FINETUNE_MODELS, LATENCY_METRICS, PREPARED_DIR
+from ferbench.stage_params import backbone_spec
+
+
+def main() -> None:
+    name = backbone_argument("latency", __doc__)
+    params = P.load_params()
+    spec = backbone_spec(params, name)
+    classes = P.get(params, "data.classes", list)
+    model = load_classifier(spec, FINETUNE_MODELS / f"{name}.pt", len(classes))
+    val = load_split(PREPARED_DIR / "val.npz")
+    with tempfile.TemporaryDirectory() as scratch:
+        report = latency_report(
+            model, Path(scratch), val.images, val.labels,
+            threads=P.get(params, "latency.threads", int), warmup=P.get(params, "latency.warmup", int),
+            runs=P.get(params, "latency.runs", int), min_agreement=float(P.get(params, "latency.min_agreement")),
+        )  # fmt: skip
+    report = {"backbone": name, "model": str(FINETUNE_MODELS / f"{name}.pt"), **report}
+    LATENCY_METRICS.mkdir(parents=True, exist_ok=True)
+    (LATENCY_METRICS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    line = ", ".join(f"{variant} p50 {result['p50_ms']:.2f} ms (agreement {result['agreement']:.3f})"
+                     for variant, result in report["variants"].items())  # fmt: skip
+    print(f"latency@{name}: {line}; fastest faithful: {report['fastest_faithful']}")
+
+
+if __name__ == "__main__":
+    run_stage(main, "latency")
