@@ -1,0 +1,128 @@
+"""Choosing the model to ship from the trained candidates, on validation numbers only.
+
+Criteria (params `select.criterion`):
+- `accuracy`: the highest val accuracy.
+- `generalization`: val accuracy minus `gap_penalty` x (train-val accuracy gap beyond
+  `gap_tolerance`), so a model that memorises the train split pays for it.
+Limits applied first: `max_gap` (largest train-val accuracy gap allowed) and
+`latency_budget_ms` (p50 CPU latency of the candidate's deployment variant). Ties go to the
+smaller gap, then the lower latency, then the name. Test accuracy is carried along for the
+report and never read here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ferbench.errors import FerbenchError
+
+CRITERIA = ("accuracy", "generalization")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    gap_tolerance: float = 0.0
+    gap_penalty: float = 1.0
+    max_gap: float | None = None
+    latency_budget_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in CRITERIA:
+            raise FerbenchError(f"params.yaml: 'select.criterion' is {self.name!r}; use one of: {', '.join(CRITERIA)}")
+        if self.gap_penalty < 0 or self.gap_tolerance < 0:
+            raise FerbenchError("params.yaml: select.gap_penalty and select.gap_tolerance must be >= 0")
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> Criterion:
+        known = {"criterion", "gap_tolerance", "gap_penalty", "max_gap", "latency_budget_ms"}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise FerbenchError(f"params.yaml: unknown key(s) {', '.join(unknown)} in select; known: {sorted(known)}")
+
+        def optional(key: str) -> float | None:
+            value = section.get(key)
+            return None if value is None else float(value)
+
+        return cls(str(section.get("criterion", "accuracy")), float(section.get("gap_tolerance", 0.0)),
+                   float(section.get("gap_penalty", 1.0)), optional("max_gap"),
+                   optional("latency_budget_ms"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What selection knows about one trained candidate."""
+
+    name: str
+    val_accuracy: float
+    accuracy_gap: float  # train minus val accuracy of the best-on-val checkpoint
+    latency_ms: float | None = None  # p50 of its deployment variant on the CPU; None: not measured
+
+
+def score(candidate: Candidate, criterion: Criterion) -> float:
+    if criterion.name == "accuracy":
+        return candidate.val_accuracy
+    excess = max(0.0, candidate.accuracy_gap - criterion.gap_tolerance)
+    return candidate.val_accuracy - criterion.gap_penalty * excess
+
+
+def _exclusion(candidate: Candidate, criterion: Criterion) -> str | None:
+    if criterion.max_gap is not None and candidate.accuracy_gap > criterion.max_gap:
+        return f"train-val gap {candidate.accuracy_gap:.3f} > max_gap {criterion.max_gap:g}"
+    if criterion.latency_budget_ms is not None:
+        if candidate.latency_ms is None:
+            return "no latency measurement to check against latency_budget_ms"
+        if candidate.latency_ms > criterion.latency_budget_ms:
+            return f"latency {candidate.latency_ms:.2f} ms > latency_budget_ms {criterion.latency_budget_ms:g}"
+    return None
+
+
+def _explain(candidate: Candidate, criterion: Criterion) -> str:
+    if criterion.name == "accuracy":
+        return f"val accuracy {candidate.val_accuracy:.4f}"
+    excess = max(0.0, candidate.accuracy_gap - criterion.gap_tolerance)
+    return (f"val accuracy {candidate.val_accuracy:.4f} - {criterion.gap_penalty:g} x gap beyond tolerance "
+            f"{excess:.4f} (gap {candidate.accuracy_gap:.4f}, tolerance {criterion.gap_tolerance:g}) "
+            f"= {score(candidate, criterion):.4f}")  # fmt: skip
+
+
+def select(candidates: Sequence[Candidate], criterion: Criterion) -> dict[str, Any]:
+    """Rank the candidates; return `selected`, `ranking` (each with score or exclusion) and `reason`."""
+    if not candidates:
+        raise FerbenchError("params.yaml: train.candidates is empty; name at least one backbone to train")
+    eligible, excluded = [], []
+    for candidate in candidates:
+        why = _exclusion(candidate, criterion)
+        (excluded if why else eligible).append((candidate, why))
+    if not eligible:
+        details = "; ".join(f"{c.name}: {why}" for c, why in excluded)
+        raise FerbenchError(
+            f"select: no candidate meets the limits ({details}). Raise select.max_gap / select.latency_budget_ms, "
+            "or set them to null"
+        )
+
+    def order(item: tuple[Candidate, str | None]) -> tuple[float, float, float, str]:
+        candidate = item[0]
+        latency = candidate.latency_ms if candidate.latency_ms is not None else math.inf
+        return (-score(candidate, criterion), candidate.accuracy_gap, latency, candidate.name)
+
+    ranked = sorted(eligible, key=order)
+    ranking = [
+        {**asdict(c), "rank": rank, "score": score(c, criterion), "excluded": None}
+        for rank, (c, _) in enumerate(ranked, start=1)
+    ]
+    ranking += [{**asdict(c), "rank": None, "score": score(c, criterion), "excluded": why} for c, why in excluded]
+    best = ranked[0][0]
+    reason = f"{best.name} ranks first by '{criterion.name}': {_explain(best, criterion)}"
+    if len(ranked) > 1:
+        runner_up = ranked[1][0]
+        tie = score(runner_up, criterion) == score(best, criterion)
+        reason += f"; runner-up {runner_up.name}: {_explain(runner_up, criterion)}"
+        if tie:
+            reason += " (a tie, broken by the smaller train-val gap, then lower latency, then name)"
+    if excluded:
+        reason += "; excluded: " + "; ".join(f"{c.name} ({why})" for c, why in excluded)
+    return {"selected": best.name, "criterion": asdict(criterion), "ranking": ranking, "reason": reason}

@@ -1,0 +1,90 @@
+"""Selection criteria on validation numbers: scores, ties, limits, and the error when nobody qualifies."""
+
+import pytest
+
+from ferbench.errors import FerbenchError
+from ferbench.selection import Candidate, Criterion, score, select
+
+ACCURATE_BUT_OVERFIT = Candidate("resnet18", val_accuracy=0.70, accuracy_gap=0.25, latency_ms=8.0)
+MODEST_AND_STABLE = Candidate("clip_vit_b32", val_accuracy=0.64, accuracy_gap=0.02, latency_ms=25.0)
+SLOW_AND_GOOD = Candidate("vgg16", val_accuracy=0.66, accuracy_gap=0.04, latency_ms=120.0)
+
+
+@pytest.mark.parametrize(
+    ("criterion", "candidates", "expected"),
+    [
+        (Criterion("accuracy"), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "resnet18"),
+        # 0.70 - (0.25 - 0.05) = 0.50 < 0.64: the gap costs resnet18 the win
+        (Criterion("generalization", gap_tolerance=0.05), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "clip_vit_b32"),
+        # a tolerance above the gap makes generalization equal to accuracy
+        (Criterion("generalization", gap_tolerance=0.3), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "resnet18"),
+        # a weak penalty: 0.70 - 0.1 x 0.20 = 0.68 > 0.64
+        (Criterion("generalization", 0.05, 0.1), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "resnet18"),
+        (Criterion("accuracy", max_gap=0.1), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "clip_vit_b32"),
+        (Criterion("accuracy", latency_budget_ms=50), [SLOW_AND_GOOD, MODEST_AND_STABLE], "clip_vit_b32"),
+        (Criterion("accuracy"), [SLOW_AND_GOOD, MODEST_AND_STABLE], "vgg16"),
+    ],
+)
+def test_criteria_pick_the_expected_candidate(criterion, candidates, expected):
+    result = select(candidates, criterion)
+    assert result["selected"] == expected
+    ranked = [entry for entry in result["ranking"] if entry["rank"] is not None]
+    assert [entry["rank"] for entry in ranked] == list(range(1, len(ranked) + 1))
+    assert ranked[0]["name"] == expected and expected in result["reason"]
+    scores = [entry["score"] for entry in ranked]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_generalization_score_is_val_accuracy_minus_the_excess_gap():
+    criterion = Criterion("generalization", gap_tolerance=0.05, gap_penalty=2.0)
+    assert score(ACCURATE_BUT_OVERFIT, criterion) == pytest.approx(0.70 - 2.0 * 0.20)
+    assert score(MODEST_AND_STABLE, criterion) == pytest.approx(0.64)  # gap under tolerance: no penalty
+
+
+def test_ties_go_to_the_smaller_gap_then_latency_then_name():
+    tight = Candidate("b", 0.6, 0.01, 30.0)
+    loose = Candidate("a", 0.6, 0.08, 10.0)
+    assert select([loose, tight], Criterion("accuracy"))["selected"] == "b"
+    fast = Candidate("z", 0.6, 0.01, 5.0)
+    assert select([tight, fast], Criterion("accuracy"))["selected"] == "z"
+    twin = Candidate("a", 0.6, 0.01, 30.0)
+    result = select([tight, twin], Criterion("accuracy"))
+    assert result["selected"] == "a" and "tie" in result["reason"]
+
+
+def test_excluded_candidates_are_listed_with_the_reason():
+    result = select([ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], Criterion("accuracy", max_gap=0.1))
+    excluded = [entry for entry in result["ranking"] if entry["excluded"]]
+    assert [entry["name"] for entry in excluded] == ["resnet18"]
+    assert "max_gap" in excluded[0]["excluded"] and "excluded: resnet18" in result["reason"]
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [Criterion("accuracy", max_gap=0.01), Criterion("generalization", latency_budget_ms=1.0),
+     Criterion("accuracy", max_gap=0.5, latency_budget_ms=2.0)],
+)  # fmt: skip
+def test_limits_that_exclude_everyone_are_a_clear_error(criterion):
+    with pytest.raises(FerbenchError, match=r"no candidate meets the limits.*select\.max_gap.*null"):
+        select([ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], criterion)
+
+
+def test_a_latency_budget_needs_a_measurement():
+    unmeasured = Candidate("x", 0.9, 0.0, None)
+    with pytest.raises(FerbenchError, match="no latency measurement"):
+        select([unmeasured], Criterion("accuracy", latency_budget_ms=100))
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [({"criterion": "f1"}, "use one of: accuracy, generalization"), ({"criterion": "accuracy", "gap": 1}, "unknown"),
+     ({"criterion": "generalization", "gap_penalty": -1}, ">= 0")],
+)  # fmt: skip
+def test_bad_select_params_name_the_key(section, message):
+    with pytest.raises(FerbenchError, match=message):
+        Criterion.from_params(section)
+
+
+def test_no_candidates_is_an_error():
+    with pytest.raises(FerbenchError, match="train.candidates is empty"):
+        select([], Criterion("accuracy"))
