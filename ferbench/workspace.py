@@ -93,7 +93,7 @@ def create_workspace(destination: Path, overrides: Mapping[str, Any], source_roo
     if not (destination / ".dvc").exists():
         subprocess.run([sys.executable, "-m", "dvc", "init", "--quiet"], cwd=destination, check=True)
         subprocess.run([sys.executable, "-m", "dvc", "config", "core.autostage", "true"], cwd=destination, check=True)
-    (destination / ".gitignore").write_text("__pycache__/\n")
+    (destination / ".gitignore").write_text("__pycache__/\n*.resume.pt\n")  # training state: large, local
     if not (destination / ".git" / "refs" / "heads").exists() or not any(
         (destination / ".git" / "refs" / "heads").iterdir()
     ):

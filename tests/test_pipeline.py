@@ -1,12 +1,18 @@
 """End to end: `dvc repro` in a temporary copy of the project, on synthetic data."""
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import yaml
 
 from ferbench.data.prepared import load_split
 from ferbench.workspace import commit_all, create_workspace, load_overrides, merge_overrides, python_env
@@ -67,10 +73,93 @@ def test_head_only_change_keeps_embed_up_to_date(workspace):
     (workspace / "params.yaml").write_text(params)
 
 
+def test_every_declared_output_exists(workspace):
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())
+    stages = set(lock["stages"])
+    for backbone in ("resnet18", "resnet34"):
+        assert {f"embed@{backbone}", f"finetune@{backbone}", f"latency@{backbone}", f"train@{backbone}"} <= stages
+    assert {"select", "report"} <= stages
+    declared = [out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])]
+    missing = [path for path in declared if not (workspace / path).exists()]
+    assert not missing and len(declared) > 40
+
+
+def test_train_select_latency_and_report_outputs(workspace):
+    trained = json.loads((workspace / "metrics/train/resnet18.json").read_text())
+    gaps = trained["overfitting"]
+    assert set(gaps) >= {"accuracy_gap", "loss_gap", "best_epoch", "at_best_epoch", "at_last_epoch"}
+    assert gaps["accuracy_gap"] == pytest.approx(trained["train"]["accuracy"] - trained["val"]["accuracy"])
+    assert len(pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 4
+    latency = json.loads((workspace / "metrics/latency/resnet34.json").read_text())
+    for variant in ("torch_fp32", "onnx_fp32", "onnx_int8"):
+        result = latency["variants"][variant]
+        assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
+    selection = json.loads((workspace / "metrics/selection.json").read_text())
+    assert selection["selected"] in ("resnet18", "resnet34") and selection["reason"]
+    assert [entry["rank"] for entry in selection["ranking"]] == [1, 2]
+    card = json.loads((workspace / "models/selected/model_card.json").read_text())
+    assert card["backbone"] == selection["selected"] and card["classes"][0] == "angry"
+    assert (workspace / "models/selected" / card["files"]["model"]).is_file()
+    assert card["agreement_with_fp32_on_val"][card["variant"]] >= 0.99
+    summary = json.loads((workspace / "metrics/summary.json").read_text())
+    assert summary["selected"] == selection["selected"] and set(summary["backbones"]) == {"resnet18", "resnet34"}
+    table = (workspace / "reports/results.md").read_text()
+    assert f"**Selected: {selection['selected']}**" in table and "| resnet34 |" in table
+    for name in ("benchmark_accuracy", "learning_curves", "accuracy_latency", "selected_confusion"):
+        assert (workspace / f"plots/report/{name}.png").stat().st_size > 10_000
+    assert len(pd.read_csv(workspace / "plots/report/benchmark_accuracy.csv")) == 4  # 2 backbones x 2 modes
+
+
 def test_plots_render(workspace):
     out = dvc(workspace, "plots", "show", "--json")
-    for expected in ("class_distribution", "feature_extract/resnet18/predictions.csv", "val/accuracy.tsv"):
-        assert expected in out
+    for expected in ("Class distribution", "feature_extract/resnet18/predictions.csv", "val/accuracy.tsv",
+                     "Test accuracy per backbone", "Accuracy against CPU latency", "Selected model, test confusion",
+                     "learning_curves.png", "train/resnet34/predictions.csv"):  # fmt: skip
+        assert expected in out, expected
+
+
+def test_changing_the_criterion_reruns_only_select_and_report(workspace):
+    params = (workspace / "params.yaml").read_text()
+    assert "criterion: generalization" in params
+    (workspace / "params.yaml").write_text(params.replace("criterion: generalization", "criterion: accuracy"))
+    status = dvc(workspace, "status")
+    changed = {line.rstrip(":") for line in status.splitlines() if line and not line.startswith((" ", "\t"))}
+    assert changed == {"select", "report"}, status
+    assert "select.criterion" in dvc(workspace, "params", "diff")
+    dvc(workspace, "repro")
+    diff = json.loads(dvc(workspace, "metrics", "diff", "--json"))
+    assert diff["metrics/summary.json"]["criterion"]["new"] == "accuracy"
+    commit_all(workspace, "criterion accuracy")
+
+
+def test_a_killed_training_run_resumes_on_the_next_repro(workspace):
+    params = (workspace / "params.yaml").read_text()
+    longer, count = re.subn(r"(\ntrain:.*?\n  epochs: )4\b", r"\g<1>6", params, count=1, flags=re.DOTALL)
+    assert count == 1
+    (workspace / "params.yaml").write_text(longer)
+    resume = workspace / "models/train/resnet18.resume.pt"
+    old = torch.load(resume, weights_only=True)["fingerprint"]
+    run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train@resnet18"], cwd=workspace, env=python_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and run.poll() is None:
+            state = torch.load(resume, weights_only=True) if resume.is_file() else {}
+            if state.get("fingerprint") not in (None, old) and state["epoch"] >= 2:
+                break
+            time.sleep(0.2)
+        assert run.poll() is None, "training finished before it could be interrupted"
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    assert torch.load(resume, weights_only=True)["epoch"] < 6
+    out = dvc(workspace, "repro", "train@resnet18")
+    assert "resuming after epoch" in out
+    metrics = json.loads((workspace / "metrics/train/resnet18.json").read_text())
+    assert metrics["epochs"] == 6 and 1 <= metrics["best_epoch"] <= 6
+    assert len(pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 6
+    dvc(workspace, "repro")  # select and report follow the retrained candidate
+    commit_all(workspace, "six epochs, after a resumed run")
 
 
 def test_last_nothing_reruns_and_a_param_change_reruns_only_prepare(workspace):
