@@ -7,12 +7,16 @@ and inference uses it on face crops, so training and serving see identical pixel
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ferbench.data.classes import IMAGE_SIZE
+
+T = TypeVar("T")
 
 
 class UndecodableImage(ValueError):
@@ -29,7 +33,8 @@ class FerPixels:
 
 
 def image_to_fer(image: Image.Image) -> FerPixels:
-    """Convert a loaded PIL image to 48x48 grayscale (ITU-R 601 luma, bilinear with antialiasing)."""
+    """Convert a PIL image to 48x48 grayscale (ITU-R 601 luma, bilinear with antialiasing)."""
+    image.load()
     converted = image.mode != "L"
     if converted:
         image = image.convert("L")
@@ -41,12 +46,29 @@ def image_to_fer(image: Image.Image) -> FerPixels:
 
 def decode_fer(data: bytes | None) -> FerPixels:
     """Decode image bytes into a FER sample; raise UndecodableImage with the reason."""
+    return _decode(data, image_to_fer)
+
+
+def decode_rgb(data: bytes | None, max_pixels: int = 40_000_000) -> np.ndarray:
+    """Decode a photo (any size, EXIF orientation applied) to uint8 RGB H x W x 3, for face detection."""
+
+    def to_rgb(image: Image.Image) -> np.ndarray:
+        if image.width * image.height > max_pixels:
+            raise UndecodableImage(f"too large ({image.width}x{image.height} pixels; the limit is {max_pixels:,})")
+        image.load()
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8).copy()
+
+    return _decode(data, to_rgb)
+
+
+def _decode(data: bytes | None, convert: Callable[[Image.Image], T]) -> T:
     if not data:
         raise UndecodableImage("empty file")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image_to_fer(image)
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only: `convert` may check the size first
+            return convert(image)
+    except UndecodableImage:
+        raise
     except UnidentifiedImageError as exc:
         raise UndecodableImage("not an image") from exc
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

@@ -1,0 +1,107 @@
+"""Recognise emotions in photos: one JSON line per image on stdout.
+
+Each line: {"file": ..., "faces": [{"box": [x, y, w, h], "label": ..., "probabilities": {...}}]}.
+An image without a face gets "faces": [] and a note; a file that cannot be read gets an
+"error" line (and a message on stderr) and the run goes on. Exit status: 0 when every file was
+read, 1 when some could not be, 2 on a usage or model error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferbench.data.decode import UndecodableImage, decode_rgb
+from ferbench.errors import FerbenchError
+from ferbench.inference import DEFAULT_MODEL_DIR, EmotionModel, EmotionRecognizer, FaceResult
+
+
+def image_files(paths: Sequence[Path]) -> Iterator[Path]:
+    """Files as given, and every non-hidden file under a folder (sorted), so bad files get reported too."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        else:
+            yield path
+
+
+def whole_image(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """A 'detector' that takes the whole image as the face (for already-cropped faces)."""
+    return [(0, 0, rgb.shape[1], rgb.shape[0])]
+
+
+def predict_file(recognizer: EmotionRecognizer, path: Path, max_pixels: int) -> tuple[dict[str, Any], list[FaceResult]]:
+    try:
+        rgb = decode_rgb(path.read_bytes(), max_pixels)
+    except (OSError, UndecodableImage) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return {"file": str(path), "error": reason}, []
+    faces = recognizer.analyze(rgb)
+    record: dict[str, Any] = {"file": str(path), "faces": [face.to_dict() for face in faces]}
+    if not faces:
+        record["note"] = "no face found"
+    return record, faces
+
+
+def write_csv(path: Path, rows: list[tuple[dict[str, Any], list[FaceResult]]], classes: Sequence[str]) -> None:
+    """One row per face (a file without faces, or unreadable, gets one row with an empty face)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "face", "x", "y", "width", "height", "label", *[f"p_{c}" for c in classes], "error"])
+        for record, faces in rows:
+            if not faces:
+                writer.writerow([record["file"], "", "", "", "", "", "", *[""] * len(classes),
+                                 record.get("error", record.get("note", ""))])  # fmt: skip
+            for index, face in enumerate(faces):
+                writer.writerow([record["file"], index, *face.box, face.label,
+                                 *[f"{face.probabilities[c]:.6f}" for c in classes], ""])  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ferbench.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="image files or folders (searched recursively)")  # fmt: skip
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR,
+                        help=f"model folder with model_card.json (default: {DEFAULT_MODEL_DIR}, from `dvc repro`)")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="also write a table, one row per face")
+    parser.add_argument("--margin", type=float, default=0.1, help="added around each face box, as a share of its size")
+    parser.add_argument("--whole-image", action="store_true",
+                        help="skip face detection: each image is one face (for already-cropped faces such as FER-2013)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: all cores)")
+    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse images larger than this")
+    args = parser.parse_args(argv)
+    try:
+        model = EmotionModel(args.model, threads=args.threads or None)
+        recognizer = EmotionRecognizer(model, detector=whole_image if args.whole_image else None, margin=args.margin,
+                                       smoothing=0.0)  # fmt: skip
+    except FerbenchError as exc:
+        print(f"predict: error: {exc}", file=sys.stderr)
+        return 2
+    rows = []
+    failed = 0
+    for path in image_files(args.paths):
+        record, faces = predict_file(recognizer, path, args.max_pixels)
+        if "error" in record:
+            failed += 1
+            print(f"predict: cannot read {path}: {record['error']}", file=sys.stderr)
+        print(json.dumps(record), flush=True)
+        rows.append((record, faces))
+    if not rows:
+        print("predict: error: no files found under the given paths", file=sys.stderr)
+        return 2
+    if args.csv:
+        write_csv(args.csv, rows, model.classes)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The inference core and the predict CLI: faces found, batched, classified like the training data."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from ferbench import predict
+from ferbench.data.classes import FER2013_CLASSES
+from ferbench.data.decode import image_to_fer
+from ferbench.data.synthetic import render_face
+from ferbench.deploy import write_model_folder
+from ferbench.errors import FerbenchError
+from ferbench.inference import EmotionModel, EmotionRecognizer, HaarFaceDetector, crop_face, draw_results
+from ferbench.models.backbones import BackboneSpec, build_backbone
+from ferbench.models.classifier import ImageClassifier, build_head
+from tests.conftest import REAL_ARCHIVE
+
+CLASSES = list(FER2013_CLASSES)
+
+
+def astronaut() -> np.ndarray:
+    """A real photo with one frontal face, shipped inside scikit-image (public domain, NASA)."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    torch.manual_seed(0)
+    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
+    backbone = build_backbone(spec)
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval()
+    folder = tmp_path_factory.mktemp("selected")
+    write_model_folder(folder, spec, model, CLASSES, "onnx_fp32")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(model_folder):
+    return EmotionModel(model_folder, threads=1)
+
+
+def synthetic_frame(boxes):
+    """A 640x480 frame with a drawn face (upscaled from 48x48) in each box."""
+    rng = np.random.default_rng(0)
+    frame = np.full((480, 640, 3), 90, dtype=np.uint8)
+    for index, (x, y, w, h) in enumerate(boxes):
+        face = render_face(CLASSES[index % 7], rng)
+        frame[y : y + h, x : x + w] = np.asarray(Image.fromarray(face).resize((w, h)))[:, :, None]
+    return frame
+
+
+def test_every_face_of_a_frame_gets_a_box_a_label_and_probabilities(model):
+    boxes = [(40, 60, 150, 150), (300, 200, 120, 120), (480, 40, 100, 100)]
+    frame = synthetic_frame(boxes)
+    calls = []
+    original = model.probabilities
+
+    def counting(crops):
+        calls.append(len(crops))
+        return original(crops)
+
+    model.probabilities = counting
+    try:
+        faces = EmotionRecognizer(model, detector=lambda rgb: boxes, margin=0.0).analyze(frame)
+    finally:
+        model.probabilities = original
+    assert calls == [3]  # all faces in one model call
+    assert [face.box for face in faces] == boxes
+    for face in faces:
+        assert set(face.probabilities) == set(CLASSES)
+        assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert face.label == max(face.probabilities, key=face.probabilities.get)
+        x, y, w, h = face.box
+        expected = image_to_fer(Image.fromarray(frame[y : y + h, x : x + w])).pixels  # as prepare makes samples
+        np.testing.assert_array_equal(face.crop, expected)
+        assert CLASSES[int(model.probabilities(expected[None]).argmax())] == face.label
+
+
+def test_the_card_runtime_matches_the_pytorch_checkpoint(model_folder, model):
+    torch_card = json.loads((model_folder / "model_card.json").read_text())
+    torch_folder = model_folder.parent / "torch_runtime"
+    torch_folder.mkdir(exist_ok=True)
+    (torch_folder / "model.pt").write_bytes((model_folder / "model.pt").read_bytes())
+    torch_card.update(runtime="torch", variant="torch_fp32", files={"checkpoint": "model.pt", "model": "model.pt"})
+    (torch_folder / "model_card.json").write_text(json.dumps(torch_card))
+    crops = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    np.testing.assert_allclose(EmotionModel(torch_folder).probabilities(crops), model.probabilities(crops), atol=1e-4)
+
+
+def test_a_real_photo_has_one_face_found_by_the_bundled_detector(model):
+    photo = astronaut()
+    faces = EmotionRecognizer(model).analyze(photo)
+    assert len(faces) == 1
+    x, y, w, h = faces[0].box
+    assert 150 < x + w / 2 < 290 and 60 < y + h / 2 < 200  # around her face, not elsewhere
+    assert sum(faces[0].probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    crop = crop_face(photo, faces[0].box, 0.1)
+    assert CLASSES[int(model.probabilities(crop[None]).argmax())] == faces[0].label
+    drawn = draw_results(photo, faces, fps=31.0)
+    assert drawn.shape == photo.shape and not np.array_equal(drawn, photo)
+
+
+@pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"{REAL_ARCHIVE} not present (real FER-2013 zip)")
+def test_real_fer_faces_are_detected_and_classified_like_their_crops(model):
+    detector = HaarFaceDetector()
+    recognizer = EmotionRecognizer(model, detector=detector, margin=0.0)
+    with zipfile.ZipFile(REAL_ARCHIVE) as archive:
+        names = sorted(n for n in archive.namelist() if n.startswith("test/") and n.endswith(".jpg"))[::700][:10]
+        samples = [np.asarray(Image.open(io.BytesIO(archive.read(n))).convert("L")) for n in names]
+    found = 0
+    for sample in samples:
+        frame = np.full((320, 320), 128, dtype=np.uint8)
+        frame[64:256, 64:256] = np.asarray(Image.fromarray(sample).resize((192, 192), Image.Resampling.BILINEAR))
+        faces = recognizer.analyze(frame)
+        assert len(faces) <= 1
+        for face in faces:
+            found += 1
+            assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+            rgb = np.repeat(frame[:, :, None], 3, axis=2)
+            assert CLASSES[int(model.probabilities(crop_face(rgb, face.box, 0.0)[None]).argmax())] == face.label
+    assert found >= 5  # Haar finds most tightly cropped FER faces once they have some background
+
+
+def test_video_smoothing_blends_probabilities_of_the_same_face(model):
+    boxes = [(200, 150, 160, 160)]
+    first, second = synthetic_frame(boxes), synthetic_frame(boxes)[:, ::-1].copy()
+    mirrored_boxes = [(640 - 200 - 160, 150, 160, 160)]
+    raw = EmotionRecognizer(model, detector=lambda rgb: boxes, smoothing=0.0)
+    p1 = np.array(list(raw.analyze(first)[0].probabilities.values()))
+    p2_raw = np.array(list(EmotionRecognizer(model, detector=lambda rgb: mirrored_boxes, smoothing=0.0)
+                           .analyze(second)[0].probabilities.values()))  # fmt: skip
+    detections = iter([boxes, mirrored_boxes])
+    smooth = EmotionRecognizer(model, detector=lambda rgb: next(detections), smoothing=0.75)
+    smooth.process_frame(first)
+    p2 = np.array(list(smooth.process_frame(second)[0].probabilities.values()))
+    overlap = (160 - abs(200 - 280)) * 160 / (2 * 160 * 160 - (160 - abs(200 - 280)) * 160)
+    assert overlap > 0.3  # the two boxes count as the same face
+    np.testing.assert_allclose(p2, 0.75 * p1 + 0.25 * p2_raw, atol=1e-5)
+
+
+def test_detection_runs_every_nth_video_frame(model):
+    seen = []
+
+    def detector(rgb):
+        seen.append(1)
+        return [(10, 10, 50, 50)]
+
+    recognizer = EmotionRecognizer(model, detector=detector, detect_every=3)
+    for _ in range(7):
+        assert len(recognizer.process_frame(synthetic_frame([]))) == 1
+    assert len(seen) == 3  # frames 0, 3 and 6
+
+
+def test_bad_settings_and_missing_model_are_clear_errors(model, tmp_path):
+    with pytest.raises(FerbenchError, match="smoothing"):
+        EmotionRecognizer(model, detector=lambda rgb: [], smoothing=1.0)
+    with pytest.raises(FerbenchError, match="no model card.*dvc repro"):
+        EmotionModel(tmp_path)
+
+
+def test_predict_cli_on_a_folder(model_folder, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    Image.fromarray(astronaut()).save(folder / "astronaut.jpg")
+    (folder / "notes.jpg").write_bytes(b"this is not an image")
+    Image.fromarray(np.full((200, 300, 3), 200, np.uint8)).save(folder / "nested" / "wall.png")
+    status = predict.main([str(folder), "--model", str(model_folder), "--csv", str(tmp_path / "out.csv")])
+    captured = capsys.readouterr()
+    records = {json.loads(line)["file"].split("/")[-1]: json.loads(line) for line in captured.out.splitlines()}
+    assert status == 1  # one file could not be read; the others were still processed
+    assert set(records) == {"astronaut.jpg", "notes.jpg", "wall.png"}
+    assert records["notes.jpg"]["error"] == "not an image" and "cannot read" in captured.err
+    assert records["wall.png"]["faces"] == [] and records["wall.png"]["note"] == "no face found"
+    (face,) = records["astronaut.jpg"]["faces"]
+    assert len(face["box"]) == 4 and face["label"] in CLASSES
+    assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    table = pd.read_csv(tmp_path / "out.csv")
+    assert len(table) == 3 and list(table.columns[:7]) == ["file", "face", "x", "y", "width", "height", "label"]
+    assert table["p_happy"].notna().sum() == 1
+
+
+def test_predict_cli_whole_image_mode_and_errors(model_folder, tmp_path, capsys):
+    Image.fromarray(render_face("happy", np.random.default_rng(0))).save(tmp_path / "crop.png")
+    assert predict.main([str(tmp_path / "crop.png"), "--model", str(model_folder), "--whole-image"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["faces"][0]["box"] == [0, 0, 48, 48]
+    assert predict.main([str(tmp_path / "crop.png"), "--model", str(tmp_path / "nowhere")]) == 2
+    assert "no model card" in capsys.readouterr().err
