@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint clean-demo help
+.PHONY: install demo app test lint clean-demo help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -19,6 +19,9 @@ install: $(INSTALLED)  ## create .venv and install the pinned requirements
 
 demo: $(INSTALLED)  ## run the whole pipeline offline on synthetic data, in demo/ (params-demo.yaml)
 	$(PY) -m ferbench.workspace demo
+
+app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (models/selected, else demo's; MODEL=DIR to choose)
+	$(VENV)/bin/streamlit run streamlit_app.py $(if $(MODEL),-- --model $(MODEL))
 
 test: $(INSTALLED)  ## run the test suite
 	$(PY) -m pytest

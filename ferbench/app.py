@@ -1,0 +1,154 @@
+"""The Streamlit app: emotions of every face, live from a webcam or from a snapshot/upload.
+
+Run it with `make app` (or `streamlit run streamlit_app.py -- --model DIR`). The model folder
+is `--model`, else $FERBENCH_MODEL, else models/selected, else demo/models/selected (after
+`make demo`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ferbench.data.decode import UndecodableImage, decode_rgb
+from ferbench.errors import FerbenchError
+from ferbench.inference import EmotionModel, EmotionRecognizer, FaceResult, HaarFaceDetector, draw_results
+
+MAX_UPLOAD_MB = 10  # also the server's cap (.streamlit/config.toml: server.maxUploadSize)
+MAX_PIXELS = 40_000_000
+MODEL_CANDIDATES = (Path("models/selected"), Path("demo/models/selected"))
+MODES = ("Live webcam", "Snapshot", "Upload a photo")
+LOG_EVERY_FRAMES = 90
+
+
+def model_folder() -> Path:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--model", type=Path)
+    args, _ = parser.parse_known_args()
+    if args.model:
+        return args.model
+    if os.environ.get("FERBENCH_MODEL"):
+        return Path(os.environ["FERBENCH_MODEL"])
+    return next((path for path in MODEL_CANDIDATES if (path / "model_card.json").is_file()), MODEL_CANDIDATES[0])
+
+
+@st.cache_resource
+def load_model(folder: str) -> EmotionModel:
+    return EmotionModel(folder)
+
+
+def sidebar(model: EmotionModel) -> dict[str, float]:
+    card = model.card
+    st.sidebar.header("Model")
+    st.sidebar.markdown(f"**{card['backbone']}** (`{card['spec']['model']}`), {card['variant']} on {card['runtime']}")
+    metrics, latency, selection = card.get("metrics"), card.get("latency"), card.get("selection")
+    if metrics:
+        st.sidebar.metric("Test accuracy", f"{metrics['test_accuracy']:.1%}")
+    if latency:
+        st.sidebar.metric("CPU latency (p50, batch 1)", f"{latency['p50_ms']:.1f} ms")
+    if selection:
+        st.sidebar.markdown(f"Criterion: `{selection['criterion']['name']}`")
+        with st.sidebar.expander("Why this model"):
+            st.write(selection["reason"])
+    st.sidebar.caption(f"Classes: {', '.join(model.classes)}. Folder: {model.folder}")
+    st.sidebar.header("Settings")
+    return {
+        "smoothing": st.sidebar.slider("Smoothing over video frames", 0.0, 0.9, 0.5, 0.05,
+                                       help="weight of the previous frames' probabilities (0: none)"),
+        "margin": st.sidebar.slider("Margin around each face", 0.0, 0.4, 0.1, 0.05),
+        "detect_every": st.sidebar.slider("Detect faces every N video frames", 1, 5, 2,
+                                          help="boxes are reused in between; every frame is classified"),
+    }  # fmt: skip
+
+
+def show_results(rgb: np.ndarray, faces: list[FaceResult], classes: list[str]) -> None:
+    st.image(draw_results(rgb, faces), caption=f"{len(faces)} face(s)", use_container_width=True)
+    if not faces:
+        st.warning("No face found. Try a photo with a frontal, well-lit face that is not too small.")
+        return
+    rows = [{"face": index + 1, "emotion": face.label, **{name: face.probabilities[name] for name in classes}}
+            for index, face in enumerate(faces)]  # fmt: skip
+    st.dataframe(pd.DataFrame(rows).style.format(dict.fromkeys(classes, "{:.1%}")), hide_index=True)
+
+
+def analyze_bytes(data: bytes | None, name: str, recognizer: EmotionRecognizer, classes: list[str]) -> None:
+    """Decode, detect, classify and show; every failure becomes a message, never a crash."""
+    if data is None:
+        return
+    if len(data) > MAX_UPLOAD_MB * 1024 * 1024:
+        st.error(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_MB} MB.")
+        return
+    try:
+        rgb = decode_rgb(data, MAX_PIXELS)
+    except UndecodableImage as exc:
+        st.error(f"Cannot read {name}: {exc}. Upload a JPEG, PNG, BMP or WebP photo.")
+        return
+    show_results(rgb, recognizer.analyze(rgb), classes)
+
+
+def live(model: EmotionModel, settings: dict[str, float]) -> None:
+    import av
+    from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+    recognizer = EmotionRecognizer(
+        model, detector=HaarFaceDetector.for_video(), margin=settings["margin"], smoothing=settings["smoothing"],
+        detect_every=int(settings["detect_every"]),
+    )  # fmt: skip
+    lock = threading.Lock()
+    clock = {"last": None, "fps": None, "frames": 0}
+
+    def on_frame(frame: av.VideoFrame) -> av.VideoFrame:
+        rgb = frame.to_ndarray(format="rgb24")
+        with lock:
+            faces = recognizer.process_frame(rgb)
+            now = time.perf_counter()
+            if clock["last"] is not None:
+                rate = 1.0 / max(now - clock["last"], 1e-6)
+                clock["fps"] = rate if clock["fps"] is None else 0.9 * clock["fps"] + 0.1 * rate
+            clock["last"] = now
+            fps = clock["fps"]
+            clock["frames"] += 1
+            if faces and clock["frames"] % LOG_EVERY_FRAMES == 1:  # a trace in the server log, every few seconds
+                labels = ", ".join(f"{face.label} {face.probabilities[face.label]:.2f}" for face in faces)
+                print(f"live: frame {clock['frames']}: {len(faces)} face(s): {labels}; {fps or 0:.1f} FPS", flush=True)
+        return av.VideoFrame.from_ndarray(draw_results(rgb, faces, fps=fps), format="rgb24")
+
+    st.caption("Allow the camera in your browser, then press START. Boxes, labels, probabilities and the measured "
+               "FPS are drawn on the video.")  # fmt: skip
+    webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, video_frame_callback=on_frame,
+                    media_stream_constraints={"video": True, "audio": False},
+                    rtc_configuration={"iceServers": []}, async_processing=True)  # fmt: skip
+
+
+def main() -> None:
+    st.set_page_config(page_title="ferbench: facial emotions", layout="wide")
+    st.title("Facial emotion recognition")
+    folder = model_folder()
+    try:
+        model = load_model(str(folder))
+    except FerbenchError as exc:
+        st.error(f"{exc}")
+        st.info("Run `make demo` (a small model in demo/) or `dvc repro` first, or pass `-- --model DIR`.")
+        return
+    settings = sidebar(model)
+    mode = st.radio("Mode", MODES, horizontal=True,
+                    help="Live needs WebRTC in the browser; Snapshot and Upload work everywhere")  # fmt: skip
+    recognizer = EmotionRecognizer(model, margin=settings["margin"], smoothing=0.0)
+    if mode == MODES[0]:
+        try:
+            live(model, settings)
+        except Exception as exc:  # WebRTC needs a running Streamlit server and a browser that supports it
+            st.error(f"Live mode is not available here ({type(exc).__name__}: {exc}). Use Snapshot or Upload.")
+    elif mode == MODES[1]:
+        shot = st.camera_input("Take a snapshot")
+        analyze_bytes(shot.getvalue() if shot else None, "the snapshot", recognizer, model.classes)
+    else:
+        upload = st.file_uploader(f"A photo (up to {MAX_UPLOAD_MB} MB)", type=["jpg", "jpeg", "png", "bmp", "webp"])
+        analyze_bytes(upload.getvalue() if upload else None, upload.name if upload else "", recognizer, model.classes)

@@ -1,0 +1,94 @@
+"""The Streamlit app through Streamlit's own testing API: model card, upload flow, bad uploads."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from ferbench.data.classes import FER2013_CLASSES
+from ferbench.deploy import write_model_folder
+from ferbench.models.backbones import BackboneSpec, build_backbone
+from ferbench.models.classifier import ImageClassifier, build_head
+from tests.conftest import PROJECT_ROOT
+
+APP = str(PROJECT_ROOT / "streamlit_app.py")
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    torch.manual_seed(0)
+    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
+    backbone = build_backbone(spec)
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval()
+    folder = tmp_path_factory.mktemp("selected")
+    metrics = {"val_accuracy": 0.63, "train_accuracy": 0.7, "accuracy_gap": 0.07, "test_accuracy_fp32": 0.625,
+               "test_accuracy": 0.6244, "test_macro_f1": 0.6}
+    latency = {"threads": 2, "p50_ms": 12.5, "p99_ms": 14.0, "fps": 80.0}
+    selection = {"criterion": {"name": "generalization"}, "reason": "resnet18 ranks first"}
+    write_model_folder(folder, spec, model, list(FER2013_CLASSES), "onnx_int8", metrics=metrics, latency=latency,
+                       agreement_with_fp32_on_val={"onnx_int8": 0.995}, selection=selection)  # fmt: skip
+    return folder
+
+
+@pytest.fixture
+def app(model_folder, monkeypatch):
+    monkeypatch.setenv("FERBENCH_MODEL", str(model_folder))
+    test = AppTest.from_file(APP, default_timeout=60)
+    test.run()
+    assert not test.exception
+    test.radio[0].set_value("Upload a photo").run()
+    return test
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(app, name, content, mime="image/png"):
+    app.file_uploader[0].set_value((name, content, mime)).run()
+    assert not app.exception
+    return app
+
+
+def test_sidebar_shows_the_model_card(app):
+    values = [metric.value for metric in app.sidebar.metric]
+    assert "62.4%" in values and "12.5 ms" in values
+    assert any("onnx_int8" in markdown.value for markdown in app.sidebar.markdown)
+    assert any("generalization" in markdown.value for markdown in app.sidebar.markdown)
+
+
+def test_an_uploaded_photo_shows_its_faces_and_probabilities(app):
+    from skimage import data
+
+    upload(app, "astronaut.png", png(data.astronaut()))
+    assert not app.error and not app.warning
+    assert len(app.dataframe) == 1
+    table = app.dataframe[0].value
+    assert len(table) == 1 and table.iloc[0]["emotion"] in FER2013_CLASSES
+    assert table[list(FER2013_CLASSES)].iloc[0].sum() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [("notes.png", b"not an image at all", "Cannot read notes.png: not an image"),
+     ("cut.png", png(np.zeros((300, 300, 3), np.uint8))[:200], "Cannot read cut.png: corrupt image"),
+     ("huge.png", b"0" * (11 * 1024 * 1024), "the limit is 10 MB")],
+)  # fmt: skip
+def test_bad_uploads_get_a_message_and_the_app_keeps_running(app, name, content, message):
+    upload(app, name, content)
+    assert any(message in error.value for error in app.error), [error.value for error in app.error]
+    upload(app, "blank.png", png(np.full((240, 320, 3), 180, np.uint8)))  # still working afterwards
+    assert any("No face found" in warning.value for warning in app.warning)
+
+
+def test_a_missing_model_is_explained(monkeypatch, tmp_path):
+    monkeypatch.setenv("FERBENCH_MODEL", str(tmp_path))
+    test = AppTest.from_file(APP, default_timeout=60)
+    test.run()
+    assert not test.exception
+    assert "no model card" in test.error[0].value and "make demo" in test.info[0].value
