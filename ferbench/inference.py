@@ -209,7 +209,7 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim == 3 and image.shape[2] in (3, 4):
-        return image[:, :, :3]
+        return np.ascontiguousarray(image[:, :, :3])
     raise FerbenchError(f"expected an H x W or H x W x 3 image, got shape {image.shape}")
 
 

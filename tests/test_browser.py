@@ -2,7 +2,8 @@
 
 Needs Debian's chromium and chromium-driver (`.ci/run` installs them; by hand:
 `apt-get install chromium chromium-driver`); without them the test skips and says so.
-Set FERBENCH_SCREENSHOT=path to keep the screenshot (the README's comes from here).
+Set FERBENCH_SCREENSHOT=path to keep the screenshot (the README's comes from here) and
+FERBENCH_MODEL=folder to serve that model instead of an untrained one.
 """
 
 import os
@@ -74,12 +75,15 @@ def free_port() -> int:
 
 @pytest.fixture
 def served_app(tmp_path):
-    torch.manual_seed(0)
-    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
-    backbone = build_backbone(spec)
-    folder = tmp_path / "selected"
-    write_model_folder(folder, spec, ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval(),
-                       list(FER2013_CLASSES), "onnx_fp32")  # fmt: skip
+    if os.environ.get("FERBENCH_MODEL"):
+        folder = Path(os.environ["FERBENCH_MODEL"]).resolve()
+    else:
+        torch.manual_seed(0)
+        spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
+        backbone = build_backbone(spec)
+        folder = tmp_path / "selected"
+        write_model_folder(folder, spec, ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval(),
+                           list(FER2013_CLASSES), "onnx_fp32")  # fmt: skip
     port = free_port()
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
