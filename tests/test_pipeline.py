@@ -29,9 +29,9 @@ def dvc(workspace, *args):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    overrides = merge_overrides(
-        load_overrides(PROJECT_ROOT / "params-demo.yaml"), {"data": {"synthetic": SMALL_COUNTS}}
-    )
+    quicker = {"data": {"synthetic": SMALL_COUNTS}, "feature_extract": {"epochs": 5}, "train": {"epochs": 3},
+               "latency": {"warmup": 2, "runs": 10}}  # fmt: skip
+    overrides = merge_overrides(load_overrides(PROJECT_ROOT / "params-demo.yaml"), quicker)
     path = create_workspace(tmp_path_factory.mktemp("e2e") / "project", overrides)
     dvc(path, "repro")
     commit_all(path, "first run")
@@ -89,7 +89,7 @@ def test_train_select_latency_and_report_outputs(workspace):
     gaps = trained["overfitting"]
     assert set(gaps) >= {"accuracy_gap", "loss_gap", "best_epoch", "at_best_epoch", "at_last_epoch"}
     assert gaps["accuracy_gap"] == pytest.approx(trained["train"]["accuracy"] - trained["val"]["accuracy"])
-    assert len(pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 4
+    assert len(pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 3
     latency = json.loads((workspace / "metrics/latency/resnet34.json").read_text())
     for variant in ("torch_fp32", "onnx_fp32", "onnx_int8"):
         result = latency["variants"][variant]
@@ -135,7 +135,7 @@ def test_changing_the_criterion_reruns_only_select_and_report(workspace):
 
 def test_a_killed_training_run_resumes_on_the_next_repro(workspace):
     params = (workspace / "params.yaml").read_text()
-    longer, count = re.subn(r"(\ntrain:.*?\n  epochs: )4\b", r"\g<1>6", params, count=1, flags=re.DOTALL)
+    longer, count = re.subn(r"(\ntrain:.*?\n  epochs: )3\b", r"\g<1>6", params, count=1, flags=re.DOTALL)
     assert count == 1
     (workspace / "params.yaml").write_text(longer)
     resume = workspace / "models/train/resnet18.resume.pt"
