@@ -19,11 +19,17 @@ import streamlit as st
 
 from ferbench.data.decode import UndecodableImage, decode_rgb
 from ferbench.errors import FerbenchError
-from ferbench.inference import EmotionModel, EmotionRecognizer, FaceResult, HaarFaceDetector, draw_results
+from ferbench.inference import (
+    EmotionModel,
+    EmotionRecognizer,
+    FaceResult,
+    HaarFaceDetector,
+    default_model_folder,
+    draw_results,
+)
 
 MAX_UPLOAD_MB = 10  # also the server's cap (.streamlit/config.toml: server.maxUploadSize)
 MAX_PIXELS = 40_000_000
-MODEL_CANDIDATES = (Path("models/selected"), Path("demo/models/selected"))
 MODES = ("Live webcam", "Snapshot", "Upload a photo")
 LOG_EVERY_FRAMES = 90
 
@@ -36,7 +42,7 @@ def model_folder() -> Path:
         return args.model
     if os.environ.get("FERBENCH_MODEL"):
         return Path(os.environ["FERBENCH_MODEL"])
-    return next((path for path in MODEL_CANDIDATES if (path / "model_card.json").is_file()), MODEL_CANDIDATES[0])
+    return default_model_folder()
 
 
 @st.cache_resource

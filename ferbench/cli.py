@@ -23,8 +23,8 @@ def run_stage(main: Callable[[], None], stage: str) -> None:
         sys.exit(130)
 
 
-def backbone_argument(stage: str, description: str) -> str:
-    """Parse the one argument of a per-backbone stage: a name under `params.yaml: backbones`."""
+def backbone_argument(stage: str, description: str, where: str = "backbones") -> str:
+    """Parse the one argument of a per-backbone stage: a name under `params.yaml: <where>`."""
     parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=description)
-    parser.add_argument("backbone", help="a backbone name under params.yaml: backbones (dvc.yaml passes it)")
+    parser.add_argument("backbone", help=f"a backbone name under params.yaml: {where} (dvc.yaml passes it)")
     return parser.parse_args().backbone

@@ -25,6 +25,15 @@ from ferbench.deploy import read_card
 from ferbench.errors import FerbenchError
 
 DEFAULT_MODEL_DIR = Path("models/selected")
+DEMO_MODEL_DIR = Path("demo/models/selected")
+
+
+def default_model_folder() -> Path:
+    """models/selected (written by `dvc repro`), else demo/models/selected (written by `make demo`)."""
+    for folder in (DEFAULT_MODEL_DIR, DEMO_MODEL_DIR):
+        if (folder / "model_card.json").is_file():
+            return folder
+    return DEFAULT_MODEL_DIR
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 

@@ -20,7 +20,14 @@ import numpy as np
 
 from ferbench.data.decode import UndecodableImage, decode_rgb
 from ferbench.errors import FerbenchError
-from ferbench.inference import DEFAULT_MODEL_DIR, EmotionModel, EmotionRecognizer, FaceResult
+from ferbench.inference import (
+    DEFAULT_MODEL_DIR,
+    DEMO_MODEL_DIR,
+    EmotionModel,
+    EmotionRecognizer,
+    FaceResult,
+    default_model_folder,
+)
 
 
 def image_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -70,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="image files or folders (searched recursively)")  # fmt: skip
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR,
-                        help=f"model folder with model_card.json (default: {DEFAULT_MODEL_DIR}, from `dvc repro`)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"model folder with model_card.json (default: {DEFAULT_MODEL_DIR} from `dvc repro`, "
+                        f"else {DEMO_MODEL_DIR} from `make demo`)")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write a table, one row per face")
     parser.add_argument("--margin", type=float, default=0.1, help="added around each face box, as a share of its size")
     parser.add_argument("--whole-image", action="store_true",
@@ -80,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse images larger than this")
     args = parser.parse_args(argv)
     try:
-        model = EmotionModel(args.model, threads=args.threads or None)
+        model = EmotionModel(args.model or default_model_folder(), threads=args.threads or None)
         recognizer = EmotionRecognizer(model, detector=whole_image if args.whole_image else None, margin=args.margin,
                                        smoothing=0.0)  # fmt: skip
     except FerbenchError as exc:

@@ -9,7 +9,7 @@ from ferbench.stage_params import backbone_spec, device
 
 
 def main() -> None:
-    name = backbone_argument("train", __doc__)
+    name = backbone_argument("train", __doc__, where="train.candidates")
     params = P.load_params()
     candidates = P.get(params, "train.candidates", dict)
     if name not in candidates:
