@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from ferbench.errors import FerbenchError
 from ferbench.plots import save_confusion_matrix
@@ -119,6 +120,8 @@ def plot_learning_curves(curves: pd.DataFrame, csv_path: Path, png_path: Path) -
     sns.set_theme(style="whitegrid")
     grid = sns.relplot(data=curves, x="epoch", y="value", hue="candidate", style="split", col="metric",
                        kind="line", facet_kws={"sharey": False}, height=3.8, aspect=1.2)  # fmt: skip
+    for axes in grid.axes.flat:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     grid.figure.suptitle("Candidates: learning curves (solid train, dashed val)", y=1.02)
     grid.savefig(png_path, dpi=110)
     plt.close(grid.figure)
@@ -138,6 +141,8 @@ def plot_accuracy_latency(table: pd.DataFrame, selected: str, csv_path: Path, pn
         axes.annotate(point["backbone"] + marker, (point["latency_ms"], point["val_accuracy"]),
                       textcoords="offset points", xytext=(6, 4))  # fmt: skip
     axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(ScalarFormatter())
     axes.set_xlabel("CPU latency, batch 1, fastest faithful runtime (ms, log scale)")
     axes.set_ylabel("val accuracy (fine-tuned)")
     axes.set_title("Accuracy against CPU latency")
