@@ -18,7 +18,7 @@ from typing import Any
 from ferbench.data.classes import IMAGE_SIZE
 from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
-from ferbench.latency import ONNX_FILES, batched_predictions, build_runtimes, set_threads
+from ferbench.latency import ONNX_FILES, agreement, batched_predictions, build_runtimes, set_threads
 from ferbench.metrics import classification_metrics
 from ferbench.models.backbones import BackboneSpec
 from ferbench.models.checkpoint import save_checkpoint
@@ -92,8 +92,9 @@ def write_selected(
     with tempfile.TemporaryDirectory() as scratch:
         runtimes = build_runtimes(model, Path(scratch), threads)
         reference = batched_predictions(runtimes["torch_fp32"], val.images)
-        agreements = {name: float((batched_predictions(runtime, val.images) == reference).mean())
-                      for name, runtime in runtimes.items()}  # fmt: skip
+        agreements = {"torch_fp32": 1.0}
+        for name in ("onnx_fp32", "onnx_int8"):
+            agreements[name] = agreement(reference, batched_predictions(runtimes[name], val.images))
         variant = deployment_variant(agreements, latency["variants"], min_agreement)
         deployed_test = classification_metrics(test.labels, batched_predictions(runtimes[variant], test.images),
                                                classes)  # fmt: skip

@@ -84,3 +84,19 @@ def save_tiny_clip(folder: Path) -> Path:
     CLIPVisionModel(config).save_pretrained(folder)
     CLIPImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.5, 0.5, 0.5]).save_pretrained(folder)
     return folder
+
+
+def untrained_model_folder(folder: Path, variant: str = "onnx_fp32", **card_fields: object) -> Path:
+    """A deployable model folder (card + export) of resnet18 at 48 px with random weights."""
+    import torch
+
+    from ferbench.deploy import write_model_folder
+    from ferbench.models.backbones import BackboneSpec, build_backbone
+    from ferbench.models.classifier import ImageClassifier, build_head
+
+    torch.manual_seed(0)
+    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
+    backbone = build_backbone(spec)
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(FER2013_CLASSES))).eval()
+    write_model_folder(folder, spec, model, list(FER2013_CLASSES), variant, **card_fields)
+    return folder

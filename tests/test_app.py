@@ -4,33 +4,24 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ferbench.data.classes import FER2013_CLASSES
-from ferbench.deploy import write_model_folder
-from ferbench.models.backbones import BackboneSpec, build_backbone
-from ferbench.models.classifier import ImageClassifier, build_head
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, untrained_model_folder
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    torch.manual_seed(0)
-    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
-    backbone = build_backbone(spec)
-    model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval()
     folder = tmp_path_factory.mktemp("selected")
     metrics = {"val_accuracy": 0.63, "train_accuracy": 0.7, "accuracy_gap": 0.07, "test_accuracy_fp32": 0.625,
                "test_accuracy": 0.6244, "test_macro_f1": 0.6}
     latency = {"threads": 2, "p50_ms": 12.5, "p99_ms": 14.0, "fps": 80.0}
     selection = {"criterion": {"name": "generalization"}, "reason": "resnet18 ranks first"}
-    write_model_folder(folder, spec, model, list(FER2013_CLASSES), "onnx_int8", metrics=metrics, latency=latency,
-                       agreement_with_fp32_on_val={"onnx_int8": 0.995}, selection=selection)  # fmt: skip
-    return folder
+    return untrained_model_folder(folder, "onnx_int8", metrics=metrics, latency=latency,
+                                  agreement_with_fp32_on_val={"onnx_int8": 0.995}, selection=selection)  # fmt: skip
 
 
 @pytest.fixture

@@ -17,14 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ferbench.data.classes import FER2013_CLASSES
-from ferbench.deploy import write_model_folder
-from ferbench.models.backbones import BackboneSpec, build_backbone
-from ferbench.models.classifier import ImageClassifier, build_head
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, untrained_model_folder
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -78,12 +74,7 @@ def served_app(tmp_path):
     if os.environ.get("FERBENCH_MODEL"):
         folder = Path(os.environ["FERBENCH_MODEL"]).resolve()
     else:
-        torch.manual_seed(0)
-        spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
-        backbone = build_backbone(spec)
-        folder = tmp_path / "selected"
-        write_model_folder(folder, spec, ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval(),
-                           list(FER2013_CLASSES), "onnx_fp32")  # fmt: skip
+        folder = untrained_model_folder(tmp_path / "selected")
     port = free_port()
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(

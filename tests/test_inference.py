@@ -7,19 +7,15 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from ferbench import predict
 from ferbench.data.classes import FER2013_CLASSES
 from ferbench.data.decode import image_to_fer
 from ferbench.data.synthetic import render_face
-from ferbench.deploy import write_model_folder
 from ferbench.errors import FerbenchError
 from ferbench.inference import EmotionModel, EmotionRecognizer, HaarFaceDetector, crop_face, draw_results
-from ferbench.models.backbones import BackboneSpec, build_backbone
-from ferbench.models.classifier import ImageClassifier, build_head
-from tests.conftest import REAL_ARCHIVE
+from tests.conftest import REAL_ARCHIVE, untrained_model_folder
 
 CLASSES = list(FER2013_CLASSES)
 
@@ -33,13 +29,7 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    torch.manual_seed(0)
-    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
-    backbone = build_backbone(spec)
-    model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval()
-    folder = tmp_path_factory.mktemp("selected")
-    write_model_folder(folder, spec, model, CLASSES, "onnx_fp32")
-    return folder
+    return untrained_model_folder(tmp_path_factory.mktemp("selected"))
 
 
 @pytest.fixture(scope="module")
