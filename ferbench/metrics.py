@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ferbench.errors import FerbenchError
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -32,3 +36,10 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes:
         "per_class_recall": {name: float(value) for name, value in zip(classes, recall, strict=True)},
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A metrics JSON written by an earlier stage; missing means that stage has not run."""
+    if not path.is_file():
+        raise FerbenchError(f"{path}: not found; run `dvc repro` (the stage that writes it has not run)")
+    return json.loads(path.read_text())

@@ -18,25 +18,20 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from ferbench.errors import FerbenchError
+from ferbench.metrics import read_metrics
 from ferbench.plots import save_confusion_matrix
 
 BENCHMARK_STAGES = ("feature_extract", "finetune")
 
 
-def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FerbenchError(f"{path}: not found; run `dvc repro` (the stage that writes it has not run)")
-    return json.loads(path.read_text())
-
-
 def collect(metrics_dir: Path, backbones: Sequence[str], candidates: Sequence[str]) -> dict[str, Any]:
     """Every metric the report needs, read once."""
     return {
-        "benchmark": {stage: {name: _read(metrics_dir / stage / f"{name}.json") for name in backbones}
+        "benchmark": {stage: {name: read_metrics(metrics_dir / stage / f"{name}.json") for name in backbones}
                       for stage in BENCHMARK_STAGES},
-        "train": {name: _read(metrics_dir / "train" / f"{name}.json") for name in candidates},
-        "latency": {name: _read(metrics_dir / "latency" / f"{name}.json") for name in backbones},
-        "selection": _read(metrics_dir / "selection.json"),
+        "train": {name: read_metrics(metrics_dir / "train" / f"{name}.json") for name in candidates},
+        "latency": {name: read_metrics(metrics_dir / "latency" / f"{name}.json") for name in backbones},
+        "selection": read_metrics(metrics_dir / "selection.json"),
     }  # fmt: skip
 
 

@@ -8,28 +8,23 @@ from ferbench.cli import run_stage
 from ferbench.data.prepared import load_split
 from ferbench.deploy import write_selected
 from ferbench.errors import FerbenchError
+from ferbench.metrics import read_metrics
 from ferbench.paths import LATENCY_METRICS, PREPARED_DIR, SELECTED_DIR, SELECTION_METRICS, TRAIN_METRICS, TRAIN_MODELS
 from ferbench.selection import Candidate, Criterion, select
 from ferbench.stage_params import backbone_spec
-
-
-def read_json(path):
-    if not path.is_file():
-        raise FerbenchError(f"{path}: not found; run `dvc repro` (the stage that writes it has not run)")
-    return json.loads(path.read_text())
 
 
 def main() -> None:
     params = P.load_params()
     names = list(P.get(params, "train.candidates", dict))
     criterion = Criterion.from_params(P.get(params, "select", dict))
-    trained = {name: read_json(TRAIN_METRICS / f"{name}.json") for name in names}
+    trained = {name: read_metrics(TRAIN_METRICS / f"{name}.json") for name in names}
     latency = {}
     for name in names:
         path = LATENCY_METRICS / f"{name}.json"
         if not path.is_file():
             raise FerbenchError(f"{path}: not found; every candidate must also be under backbones (latency@{name})")
-        latency[name] = read_json(path)
+        latency[name] = read_metrics(path)
     candidates = [
         Candidate(name, trained[name]["val"]["accuracy"], trained[name]["overfitting"]["accuracy_gap"],
                   latency[name]["variants"][latency[name]["fastest_faithful"]]["p50_ms"])
