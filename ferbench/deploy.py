@@ -18,7 +18,14 @@ from typing import Any
 from ferbench.data.classes import IMAGE_SIZE
 from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
-from ferbench.latency import ONNX_FILES, agreement, batched_predictions, build_runtimes, set_threads
+from ferbench.latency import (
+    ONNX_FILES,
+    agreement,
+    batched_predictions,
+    build_runtimes,
+    fastest_faithful,
+    set_threads,
+)
 from ferbench.metrics import classification_metrics
 from ferbench.models.backbones import BackboneSpec
 from ferbench.models.checkpoint import save_checkpoint
@@ -28,15 +35,6 @@ from ferbench.models.export import export_onnx, quantize_int8
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "ferbench-model-card/1"
 RUNTIMES = {"torch_fp32": "torch", "onnx_fp32": "onnxruntime", "onnx_int8": "onnxruntime"}
-
-
-def deployment_variant(agreements: Mapping[str, float], latency: Mapping[str, Mapping[str, float]],
-                       min_agreement: float) -> str:  # fmt: skip
-    """The variant with the lowest measured p50 among those agreeing with fp32 on >= min_agreement of val."""
-    faithful = [name for name, share in agreements.items() if share >= min_agreement and name in latency]
-    if not faithful:
-        raise FerbenchError(f"params.yaml: latency.min_agreement {min_agreement} is above 1; use a share <= 1")
-    return min(faithful, key=lambda name: (latency[name]["p50_ms"], name))
 
 
 def write_model_folder(
@@ -95,7 +93,10 @@ def write_selected(
         agreements = {"torch_fp32": 1.0}
         for name in ("onnx_fp32", "onnx_int8"):
             agreements[name] = agreement(reference, batched_predictions(runtimes[name], val.images))
-        variant = deployment_variant(agreements, latency["variants"], min_agreement)
+        # the latency stage's timings (same architecture), this checkpoint's own agreement
+        measured = {name: {"p50_ms": latency["variants"][name]["p50_ms"], "agreement": share}
+                    for name, share in agreements.items()}  # fmt: skip
+        variant = fastest_faithful(measured, min_agreement)
         deployed_test = classification_metrics(test.labels, batched_predictions(runtimes[variant], test.images),
                                                classes)  # fmt: skip
         exported = Path(scratch) / ONNX_FILES[variant] if variant in ONNX_FILES else None

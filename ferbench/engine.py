@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ferbench.errors import FerbenchError
-from ferbench.models.checkpoint import atomic_torch_save, save_checkpoint, save_state, unwrap
+from ferbench.models.checkpoint import atomic_torch_save, model_state, save_state, unwrap
 from ferbench.models.preprocess import random_hflip
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -217,22 +217,19 @@ def fit(
             result.history.append(row)
             if log_epoch is not None:
                 log_epoch(row)
-            if row["val_accuracy"] > result.best_val_accuracy:
+            improved = row["val_accuracy"] > result.best_val_accuracy
+            current = model_state(model) if improved or resume is not None else None  # one copy per epoch
+            if improved:
                 result.best_epoch, result.best_val_accuracy = epoch + 1, row["val_accuracy"]
-                save_checkpoint(checkpoint, model, epoch=epoch + 1, **metadata)
-                if resume is not None:
-                    best_state = _cpu_state(model)
+                save_state(checkpoint, current, epoch=epoch + 1, **metadata)
+                best_state = current
             if resume is not None:
-                resume.save(epoch + 1, model, optimizer, scheduler, result, best_state)
+                resume.save(epoch + 1, current, optimizer, scheduler, result, best_state)
             progress.set_postfix(epoch=epoch + 1, val_acc=f"{row['val_accuracy']:.3f}")
     result.seconds = time.perf_counter() - start
     epochs_run = config.epochs - first_epoch
     result.train_images_per_second = epochs_run * len(train) / max(train_seconds, 1e-9) if epochs_run else 0.0
     return result
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().cpu().clone() for name, tensor in unwrap(model).state_dict().items()}
 
 
 @dataclass(frozen=True)
@@ -258,13 +255,13 @@ class ResumeFile:
             return None
         return state
 
-    def save(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+    def save(self, epoch: int, weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LRScheduler | None, result: FitResult,
              best_state: dict[str, torch.Tensor] | None) -> None:  # fmt: skip
         state = {
             "fingerprint": self.fingerprint,
             "epoch": epoch,
-            "model": _cpu_state(model),
+            "model": weights,
             "best_state": best_state,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,

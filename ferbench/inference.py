@@ -54,19 +54,14 @@ class EmotionModel:
         elif self.card["runtime"] == "torch":
             import torch
 
+            from ferbench.latency import torch_runtime
             from ferbench.models.backbones import BackboneSpec
             from ferbench.models.classifier import load_classifier
 
             if threads:
                 torch.set_num_threads(threads)
-            spec = BackboneSpec(**self.card["spec"])
-            model = load_classifier(spec, path, len(self.classes))
-
-            def logits(crops: np.ndarray) -> np.ndarray:
-                with torch.inference_mode():
-                    return model(torch.from_numpy(np.ascontiguousarray(crops))).float().numpy()
-
-            self._logits = logits
+            model = load_classifier(BackboneSpec(**self.card["spec"]), path, len(self.classes))
+            self._logits = torch_runtime(model).logits
         else:
             raise FerbenchError(f"{self.folder}: model card names an unknown runtime {self.card['runtime']!r}")
 

@@ -16,9 +16,14 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights on the CPU (plain keys, also under torch.compile)."""
+    return {name: tensor.detach().cpu().clone() for name, tensor in unwrap(model).state_dict().items()}
+
+
 def save_checkpoint(path: Path, model: nn.Module, **metadata: Any) -> None:
     """Write a model's weights (on the CPU) and metadata; see `save_state`."""
-    save_state(path, {name: tensor.detach().cpu() for name, tensor in unwrap(model).state_dict().items()}, **metadata)
+    save_state(path, model_state(model), **metadata)
 
 
 def save_state(path: Path, state: dict[str, torch.Tensor], **metadata: Any) -> None:
