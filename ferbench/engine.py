@@ -1,12 +1,17 @@
 """Training and evaluation loops on data that already lives on the training device.
 
 Inputs are indexed straight from one device tensor per split (uint8 images or cached
-features); augmentation and preprocessing run on whole batches there. There is no
-DataLoader and no per-image Python work in the loop.
+features); augmentation (`ferbench.augment`) and preprocessing run on whole batches there.
+There is no DataLoader and no per-image Python work in the loop. The recipe around it:
+optimizers, learning-rate schedules stepped per batch (linear warm-up, cosine, step,
+one-cycle) or per epoch on val loss (plateau), label smoothing, class weighting or a
+class-balanced sampler, mixup/cutmix, bf16 mixed precision, and an exponential moving
+average of the weights that is evaluated and checkpointed as the model when on.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -20,13 +25,15 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ferbench.augment import AugmentConfig, augment_images, mix_batch
 from ferbench.errors import FerbenchError
 from ferbench.models.checkpoint import atomic_torch_save, model_state, save_state, unwrap
-from ferbench.models.preprocess import random_hflip
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine", "step")
+SCHEDULERS = ("none", "cosine", "step", "onecycle", "plateau")
 CLASS_WEIGHTING = ("none", "balanced")
+SAMPLERS = ("shuffle", "balanced")
+PRECISIONS = ("auto", "bf16", "fp32")
 CPU_WARNING_SECONDS = 30 * 60
 
 
@@ -40,20 +47,54 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     scheduler: str = "none"
+    warmup_epochs: float = 0.0  # linear warm-up from lr/100 (none, cosine, step); onecycle's rising phase
+    plateau_factor: float = 0.5  # plateau: multiply the lr by this ...
+    plateau_patience: int = 2  # ... after this many epochs without a lower val loss
     label_smoothing: float = 0.0
     class_weighting: str = "none"
+    sampler: str = "shuffle"  # shuffle: each image once per epoch; balanced: classes drawn equally often
     flip: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    ema_decay: float = 0.0  # 0: off; else the weights' exponential moving average is the model
+    precision: str = "auto"  # training steps: see mixed_precision
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
         for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS),
-                              ("class_weighting", CLASS_WEIGHTING)):  # fmt: skip
+                              ("class_weighting", CLASS_WEIGHTING), ("sampler", SAMPLERS)):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise FerbenchError(
                     f"params.yaml: '{name}' is {getattr(self, name)!r}; use one of: {', '.join(allowed)}"
                 )
-        if self.epochs < 1 or self.batch_size < 1:
-            raise FerbenchError("params.yaml: epochs and batch_size must be at least 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise FerbenchError("params.yaml: epochs, batch_size and eval_batch_size must be at least 1")
+        if not 0 <= self.warmup_epochs < self.epochs and self.warmup_epochs != 0:
+            raise FerbenchError(f"params.yaml: warmup_epochs is {self.warmup_epochs}; use 0 up to fewer than epochs")
+        if not 0 <= self.ema_decay < 1:
+            raise FerbenchError(f"params.yaml: ema_decay is {self.ema_decay}; use 0 (off) or a decay below 1 (0.999)")
+        if not 0 < self.plateau_factor < 1 or self.plateau_patience < 0:
+            raise FerbenchError("params.yaml: plateau_factor must lie in (0, 1) and plateau_patience be >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise FerbenchError(f"params.yaml: label_smoothing is {self.label_smoothing}; use a value in [0, 1)")
+        if self.precision not in PRECISIONS:
+            raise FerbenchError(f"params.yaml: 'precision' is {self.precision!r}; use one of: {', '.join(PRECISIONS)}")
+        if not isinstance(self.augment, AugmentConfig):
+            object.__setattr__(self, "augment", AugmentConfig.from_params(self.augment, "training section"))
+
+
+def mixed_precision(precision: str, device: torch.device) -> bool:
+    """Whether training steps run under bf16 autocast: `auto` on CUDA and on CPUs with native bf16
+    (AVX512-BF16 or AMX, where it about halves a plain CNN's step time), `bf16` always, `fp32` never.
+    Depthwise convolutions (EfficientNet, MobileNet) train slower in bf16 on CPUs: give them `fp32`."""
+    if precision not in PRECISIONS:
+        raise FerbenchError(f"params.yaml: 'precision' is {precision!r}; use one of: {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and bool(
+        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,14 +121,17 @@ class Batches:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def get(self, index: torch.Tensor, augment: bool) -> torch.Tensor:
+    def get(self, index: torch.Tensor, flip: bool = False, augment: AugmentConfig | None = None) -> torch.Tensor:
+        """The inputs at `index`: as stored, or randomly mirrored (`flip`) and augmented (images only)."""
         if self.features:
-            if augment and self.inputs.shape[0] > 1:
+            if augment is not None and (augment.geometric or augment.erase):
+                raise FerbenchError("params.yaml: augment (shift/rotate/scale/erase) needs images, but this run "
+                                    "trains on cached features; only flip applies there")  # fmt: skip
+            if flip and self.inputs.shape[0] > 1:
                 view = torch.randint(0, self.inputs.shape[0], (len(index),), device=index.device)
                 return self.inputs[view, index]
             return self.inputs[0, index]
-        images = self.inputs[index]
-        return random_hflip(images) if augment else images
+        return augment_images(self.inputs[index], flip, augment or AugmentConfig())
 
 
 @dataclass
@@ -107,12 +151,73 @@ def _optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
+WARMUP_START = 0.01  # warm-up starts at this share of the learning rate
+
+
+def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
+    """The learning rate of batch `step` (0-based) as a share of `config.lr`, for the per-batch
+    schedules: linear warm-up over `warmup_epochs`, then constant (none), half a cosine down to 0
+    (cosine), or x0.1 after each third of the epochs (step)."""
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return WARMUP_START + (1 - WARMUP_START) * step / warmup
     if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+        total = config.epochs * steps_per_epoch
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
     if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, config.epochs // 3), gamma=0.1)
-    return None
+        return 0.1 ** ((step // steps_per_epoch) // max(1, config.epochs // 3))
+    return 1.0
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
+    """Stepped after every batch, except `plateau`, which `fit` steps with the val loss after every epoch."""
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
+                                                          patience=config.plateau_patience)  # fmt: skip
+    if config.scheduler == "onecycle":
+        rising = config.warmup_epochs / config.epochs if config.warmup_epochs else 0.3
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=rising,
+                                                   total_steps=config.epochs * steps_per_epoch)  # fmt: skip
+    if config.scheduler == "none" and not config.warmup_epochs:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, config))
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights and buffers (BatchNorm statistics too).
+
+    The decay ramps up as (1 + t) / (10 + t) over the first steps, so the average is not
+    dominated by the random initialisation. `module` is an ordinary copy of the model, used
+    for evaluation and saved as the checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(unwrap(model)).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        averaged, live = [], []
+        for mine, theirs in zip(self.module.state_dict().values(), unwrap(model).state_dict().values(),
+                                strict=True):  # fmt: skip
+            if mine.is_floating_point():
+                averaged.append(mine)
+                live.append(theirs.detach())
+            else:
+                mine.copy_(theirs)
+        torch._foreach_lerp_(averaged, live, 1 - decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": model_state(self.module), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["weights"])
+        self.updates = int(state["updates"])
 
 
 def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor | None:
@@ -123,8 +228,19 @@ def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Te
     return len(labels) / (num_classes * counts)
 
 
+def balanced_sample(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """An epoch's worth of indices (with replacement) in which every class is drawn equally often on average."""
+    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
+    return torch.multinomial((1.0 / counts)[labels], len(labels), replacement=True)
+
+
 def _autocast(device: torch.device) -> Any:
+    """Evaluation: bf16 on CUDA, exact fp32 on the CPU (the numbers match the exported model's)."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _training_autocast(device: torch.device, bf16: bool) -> Any:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 @torch.no_grad()
@@ -135,7 +251,7 @@ def predict_logits(model: nn.Module, data: Batches, batch_size: int) -> torch.Te
     outputs = []
     for index in torch.arange(len(data), device=device).split(batch_size):
         with _autocast(device):
-            outputs.append(model(data.get(index, augment=False)).float())
+            outputs.append(model(data.get(index)).float())
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
@@ -161,14 +277,21 @@ def fit(
 ) -> FitResult:
     """Train for `config.epochs`, keep the best-on-val state dict in `checkpoint`.
 
-    With `resume`, the full training state is saved after every epoch, and a run that finds a
-    matching unfinished state (same fingerprint) continues from it instead of starting over;
-    the earlier epochs' rows are replayed through `log_epoch` so curves stay complete.
+    With `config.ema_decay`, the moving average of the weights is what is evaluated each epoch
+    and checkpointed. With `resume`, the full training state is saved after every epoch, and a
+    run that finds a matching unfinished state (same fingerprint) continues from it instead of
+    starting over; the earlier epochs' rows are replayed through `log_epoch` so curves stay
+    complete. `config.precision` decides on bf16 autocast for the training steps (`mixed_precision`).
     """
     device = train.labels.device
+    bf16 = mixed_precision(config.precision, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(trainable, config)
-    scheduler = _scheduler(optimizer, config)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch)
+    per_batch = scheduler is not None and config.scheduler != "plateau"
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    evaluated = average.module if average is not None else model
     weights = class_weights(train.labels, num_classes, config.class_weighting)
     result = FitResult(best_epoch=-1, best_val_accuracy=-math.inf)
     metadata = checkpoint_metadata or {}
@@ -176,13 +299,12 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     state = resume.load(config.epochs) if resume is not None else None
     if state is not None:
-        first_epoch, best_state = _restore(state, model, optimizer, scheduler, result, device)
+        first_epoch, best_state = _restore(state, model, optimizer, scheduler, average, result, device)
         print(f"{description}: resuming after epoch {first_epoch} of {config.epochs} ({resume.path})")
         save_state(checkpoint, best_state, epoch=result.best_epoch, **metadata)
         for row in result.history:
             if log_epoch is not None:
                 log_epoch(row)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
     start = time.perf_counter()
     train_seconds = 0.0
     with tqdm(total=config.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch, desc=description,
@@ -192,39 +314,54 @@ def fit(
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
-            for index in torch.randperm(len(train), device=device).split(config.batch_size):
-                inputs, labels = train.get(index, augment=config.flip), train.labels[index]
-                with _autocast(device):
+            order = (balanced_sample(train.labels, num_classes) if config.sampler == "balanced"
+                     else torch.randperm(len(train), device=device))  # fmt: skip
+            for index in order.split(config.batch_size):
+                inputs = train.get(index, flip=config.flip, augment=config.augment)
+                labels = partner_labels = train.labels[index]
+                share = 1.0
+                if config.augment.mixing:
+                    inputs, labels, partner_labels, share = mix_batch(inputs.float(), labels, config.augment)
+                with _training_autocast(device, bf16):
                     logits = model(inputs).float()
                 loss = F.cross_entropy(logits, labels, weight=weights, label_smoothing=config.label_smoothing)
+                if share < 1.0:
+                    loss = share * loss + (1 - share) * F.cross_entropy(
+                        logits, partner_labels, weight=weights, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if per_batch:
+                    scheduler.step()
+                if average is not None:
+                    average.update(model)
                 loss_sum += loss.detach() * len(index)
                 correct += (logits.argmax(1) == labels).sum()
                 progress.update()
-            if scheduler is not None:
-                scheduler.step()
             train_seconds += time.perf_counter() - epoch_start
-            val_metrics = evaluate(model, val, config.eval_batch_size)
+            val_metrics = evaluate(evaluated, val, config.eval_batch_size)
+            if scheduler is not None and not per_batch:
+                scheduler.step(val_metrics["loss"])
             row = {
                 "epoch": epoch + 1,
                 "train_loss": float(loss_sum.item() / len(train)),
                 "train_accuracy": float(correct.item() / len(train)),
                 "val_loss": val_metrics["loss"],
                 "val_accuracy": val_metrics["accuracy"],
+                "lr": float(optimizer.param_groups[0]["lr"]),
             }
             result.history.append(row)
             if log_epoch is not None:
                 log_epoch(row)
             improved = row["val_accuracy"] > result.best_val_accuracy
-            current = model_state(model) if improved or resume is not None else None  # one copy per epoch
+            current = model_state(evaluated) if improved or resume is not None else None  # one copy per epoch
             if improved:
                 result.best_epoch, result.best_val_accuracy = epoch + 1, row["val_accuracy"]
                 save_state(checkpoint, current, epoch=epoch + 1, **metadata)
                 best_state = current
             if resume is not None:
-                resume.save(epoch + 1, current, optimizer, scheduler, result, best_state)
+                live = model_state(model) if average is not None else current
+                resume.save(epoch + 1, live, optimizer, scheduler, average, result, best_state)
             progress.set_postfix(epoch=epoch + 1, val_acc=f"{row['val_accuracy']:.3f}")
     result.seconds = time.perf_counter() - start
     epochs_run = config.epochs - first_epoch
@@ -256,12 +393,13 @@ class ResumeFile:
         return state
 
     def save(self, epoch: int, weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler | None, result: FitResult,
+             scheduler: Any, average: WeightAverage | None, result: FitResult,
              best_state: dict[str, torch.Tensor] | None) -> None:  # fmt: skip
         state = {
             "fingerprint": self.fingerprint,
             "epoch": epoch,
             "model": weights,
+            "average": average.state_dict() if average is not None else None,
             "best_state": best_state,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -274,13 +412,15 @@ class ResumeFile:
         atomic_torch_save(self.path, state)
 
 
-def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler | None, result: FitResult,
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             average: WeightAverage | None, result: FitResult,
              device: torch.device) -> tuple[int, dict[str, torch.Tensor]]:  # fmt: skip
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
+    if average is not None and state.get("average") is not None:
+        average.load_state_dict(state["average"])
     result.best_epoch, result.best_val_accuracy = state["best_epoch"], state["best_val_accuracy"]
     result.history = list(state["history"])
     torch.set_rng_state(state["cpu_rng"])
@@ -291,6 +431,7 @@ def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Opt
 
 def estimate_seconds(model: nn.Module, train: Batches, config: TrainConfig, probe_batches: int = 2) -> float:
     """Time a few real training steps, restore the weights, and extrapolate to the whole run."""
+    bf16 = mixed_precision(config.precision, train.labels.device)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], config)
     model.train()
@@ -299,8 +440,8 @@ def estimate_seconds(model: nn.Module, train: Batches, config: TrainConfig, prob
     timings = []
     for _ in range(probe_batches + 1):
         start = time.perf_counter()
-        with _autocast(device):
-            loss = F.cross_entropy(model(train.get(index, augment=False)).float(), train.labels[index])
+        with _training_autocast(device, bf16):
+            loss = F.cross_entropy(model(train.get(index)).float(), train.labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -2,8 +2,9 @@
 
   feature-cost   embedding once + 20 head epochs, against one forward pass over all images
                  (mirrored copies included) and against the naive 20 passes through the frozen trunk
-  overhead       training-step time with the on-device input pipeline (index uint8, flip, resize,
-                 normalise) against batches already preprocessed on the device
+  overhead       training-step time with the on-device input pipeline (index uint8, the recipe's
+                 augmentation from --recipe: flip, affine warp, erasing; resize, normalise) against
+                 batches already augmented and preprocessed on the device
   throughput     training images/s per backbone at its native input size (meant for a GPU machine)
 
 Data: --prepared DIR (data/prepared of a real run), else synthetic faces generated in memory.
@@ -22,14 +23,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ferbench.augment import AugmentConfig, augment_images, random_hflip
 from ferbench.benchmark import compute_embeddings, load_device_splits
 from ferbench.data.classes import FER2013_CLASSES
 from ferbench.data.synthetic import render_face
-from ferbench.engine import Batches, TrainConfig, fit, resolve_device
+from ferbench.engine import Batches, TrainConfig, fit, mixed_precision, resolve_device
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.classifier import ImageClassifier, Standardize, build_head, frozen_extractor
-from ferbench.models.preprocess import random_hflip
 from ferbench.params import load_params
+from ferbench.workspace import load_overrides
 
 SEED_BACKBONES = ("resnet18", "vgg16", "densenet121", "vit_b_16", "clip_vit_b32")
 
@@ -102,21 +104,32 @@ def feature_cost(args: argparse.Namespace) -> None:
           f"= {20 * naive_epoch / forward_pass:.1f}x one forward pass")  # fmt: skip
 
 
+def recipe_augmentation(path: Path | None) -> tuple[bool, AugmentConfig]:
+    """The flip and augment settings of the train section of an overrides file (None: flip only)."""
+    if path is None:
+        return True, AugmentConfig()
+    train = load_overrides(path).get("train", {})
+    return bool(train.get("flip", True)), AugmentConfig.from_params(train.get("augment"), f"{path}: train")
+
+
 def overhead(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     splits = get_splits(args, device)
     torch.manual_seed(0)
-    backbone = build_backbone(BackboneSpec("bench", "torchvision", args.backbone, False, None, args.input_size))
+    flip, augment = recipe_augmentation(args.recipe)
+    bf16 = mixed_precision(args.precision, device)
+    backbone = build_backbone(BackboneSpec("bench", args.source, args.backbone, False, None, args.input_size))
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     train = splits["train"]
     batches = list(torch.randperm(len(train), device=device).split(args.batch_size))[: args.steps]
     batches = [b for b in batches if len(b) == args.batch_size]
     with torch.no_grad():
-        ready = [model.preprocess(random_hflip(train.inputs[b])) for b in batches]
+        ready = [model.preprocess(augment_images(train.inputs[b], flip, augment)) for b in batches]
 
     def step(inputs: torch.Tensor, labels: torch.Tensor, full: bool) -> None:
-        logits = model(inputs) if full else model.head(model.trunk(inputs))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = (model(inputs) if full else model.head(model.trunk(inputs))).float()
         loss = torch.nn.functional.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,14 +143,15 @@ def overhead(args: argparse.Namespace) -> None:
             start = time.perf_counter()
             for index, prepared in zip(batches, ready, strict=True):
                 if mode == "pipeline":
-                    step(random_hflip(train.inputs[index]), train.labels[index], full=True)
+                    step(augment_images(train.inputs[index], flip, augment), train.labels[index], full=True)
                 else:
                     step(prepared, train.labels[index], full=False)
             sync(device)
             timings[mode].append((time.perf_counter() - start) / len(batches))
     pipeline, ready_time = min(timings["pipeline"]), min(timings["ready"])
+    recipe = f"augmentation of {args.recipe}" if args.recipe else "flip only"
     print(f"{args.backbone} @ {backbone.input_size}px, batch {args.batch_size}, {len(batches)} steps x "
-          f"{args.rounds} rounds on {device} (best round)")  # fmt: skip
+          f"{args.rounds} rounds on {device}, {'bf16' if bf16 else 'fp32'}, {recipe} (best round)")  # fmt: skip
     print(f"  step with batches already on the device: {1000 * ready_time:.1f} ms")
     print(f"  step with the on-device input pipeline:  {1000 * pipeline:.1f} ms")
     print(f"  input-pipeline overhead: {100 * (pipeline / ready_time - 1):+.1f}%")
@@ -172,8 +186,12 @@ def main() -> None:
     parser.add_argument("--prepared", type=Path, help="data/prepared folder of a real run (default: synthetic)")
     parser.add_argument("--per-class", type=int, default=200, help="synthetic train images per class")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--backbone", default="resnet18", help="torchvision model for feature-cost and overhead")
+    parser.add_argument("--backbone", default="resnet18", help="model for feature-cost (torchvision) and overhead")
+    parser.add_argument("--source", default="torchvision", help="overhead: the backbone's library (e.g. ferbench)")
     parser.add_argument("--input-size", type=int, default=64, help="input size for feature-cost and overhead")
+    parser.add_argument("--recipe", type=Path, help="overhead: take flip/augment from this overrides file's train "
+                        "section (e.g. params-cpu.yaml); default: flip only")
+    parser.add_argument("--precision", default="auto", help="overhead: auto | bf16 | fp32 (as params.yaml)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="training steps timed (overhead, throughput)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (overhead)")
