@@ -3,8 +3,9 @@
 A spec names the library (`source`), the model (`model`), whether to load pretrained weights
 (`pretrained`), optionally a local weights file or folder (`weights`), and optionally an input
 size (`input_size`, default: the size the weights were trained at). Adding a model is a
-params change: any torchvision classification model, any timm model, and the CLIP vision
-tower of transformers. Preprocessing constants come from each library's own config.
+params change: any torchvision classification model, any timm model, the CLIP vision tower
+of transformers, and the FER-native networks of `ferbench.models.fernets` (trained from
+scratch on 48x48 grayscale). Preprocessing constants come from each library's own config.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from ferbench.errors import FerbenchError
 
-SOURCES: tuple[str, ...] = ("torchvision", "timm", "transformers")
+SOURCES: tuple[str, ...] = ("torchvision", "timm", "transformers", "ferbench")
 SPEC_KEYS: tuple[str, ...] = ("source", "model", "pretrained", "weights", "input_size")
 
 
@@ -53,13 +54,16 @@ class BackboneSpec:
 
 @dataclass
 class Backbone:
-    """A trunk mapping a normalised image batch (B x 3 x S x S) to features (B x feature_dim)."""
+    """A trunk mapping a normalised image batch (B x C x S x S) to features (B x feature_dim).
+
+    C is the length of `mean`/`std`: 3 for ImageNet-style backbones, 1 for the FER-native ones.
+    """
 
     trunk: nn.Module
     feature_dim: int
     input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     convolutional: bool  # CNNs run faster channels_last
 
 
@@ -201,7 +205,15 @@ def _transformers(spec: BackboneSpec) -> Backbone:
     )
 
 
-_BUILDERS = {"torchvision": _torchvision, "timm": _timm, "transformers": _transformers}
+def _ferbench(spec: BackboneSpec) -> Backbone:
+    from ferbench.models import fernets
+
+    network = fernets.build_fer_network(spec.model, spec.name, spec.pretrained, spec.weights)
+    return Backbone(trunk=network, feature_dim=network.feature_dim, input_size=spec.input_size or fernets.NATIVE_SIZE,
+                    mean=fernets.MEAN, std=fernets.STD, convolutional=True)  # fmt: skip
+
+
+_BUILDERS = {"torchvision": _torchvision, "timm": _timm, "transformers": _transformers, "ferbench": _ferbench}
 
 
 def build_backbone(spec: BackboneSpec) -> Backbone:

@@ -1,0 +1,84 @@
+"""The FER-native networks: first-class backbones that build, export faithfully and learn from scratch."""
+
+import numpy as np
+import pytest
+import torch
+
+from ferbench.benchmark import RunSettings, run_train
+from ferbench.data.classes import FER2013_CLASSES
+from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
+from ferbench.data.synthetic import write_synthetic_archive
+from ferbench.errors import FerbenchError
+from ferbench.latency import torch_runtime
+from ferbench.models.backbones import BackboneSpec, build_backbone
+from ferbench.models.classifier import ImageClassifier, TTAConfig, build_head, load_classifier, trunk_blocks, with_tta
+from ferbench.models.export import export_onnx, onnx_logits, onnx_session
+from ferbench.models.fernets import NETWORKS
+
+CLASSES = list(FER2013_CLASSES)
+CPU = torch.device("cpu")
+
+
+def fer_spec(model: str, **changes) -> BackboneSpec:
+    return BackboneSpec.from_params(model, {"source": "ferbench", "model": model, "pretrained": False,
+                                            "weights": None, "input_size": None, **changes})  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_fer_networks_build_and_export_to_onnx_with_identical_outputs(name, tmp_path):
+    torch.manual_seed(0)
+    backbone = build_backbone(fer_spec(name))
+    assert backbone.input_size == 48 and len(backbone.mean) == 1  # one grayscale channel at the native size
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval()
+    images = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    expected = torch_runtime(model).logits(images)
+    session = onnx_session(export_onnx(model, tmp_path / "model.onnx"), threads=1)
+    np.testing.assert_allclose(onnx_logits(session, images), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(onnx_logits(session, images[:1]), expected[:1], rtol=1e-4, atol=1e-4)
+    # with test-time augmentation inside the graph too
+    tta = with_tta(model, TTAConfig(flip=True, shifts=4))
+    session = onnx_session(export_onnx(tta, tmp_path / "tta.onnx"), threads=1)
+    np.testing.assert_allclose(onnx_logits(session, images), torch_runtime(tta).logits(images), rtol=1e-4, atol=1e-4)
+
+
+def test_trainable_last_blocks_of_a_fer_network_are_its_last_conv_units():
+    backbone = build_backbone(fer_spec("vgg8_w32"))
+    blocks = trunk_blocks(backbone.trunk)
+    assert len(blocks) == 8 and blocks[-1] == "features.10"
+
+
+def test_fer_network_weights_need_a_local_file(tmp_path):
+    with pytest.raises(FerbenchError, match="no published weights"):
+        build_backbone(fer_spec("vgg8_w32", pretrained=True))
+    with pytest.raises(FerbenchError, match="has no network 'vgg99'"):
+        build_backbone(fer_spec("vgg99"))
+    trunk = build_backbone(fer_spec("vgg8_w32")).trunk
+    torch.save(trunk.state_dict(), tmp_path / "trunk.pt")
+    loaded = build_backbone(fer_spec("vgg8_w32", pretrained=True, weights=str(tmp_path / "trunk.pt"))).trunk
+    for name, tensor in trunk.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name])
+    torch.save({"other": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(FerbenchError, match="not a state dict of ferbench's 'vgg8_w32'"):
+        build_backbone(fer_spec("vgg8_w32", pretrained=True, weights=str(tmp_path / "foreign.pt")))
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fer")
+    counts = {"train": dict.fromkeys(CLASSES, 80), "test": dict.fromkeys(CLASSES, 15)}
+    write_synthetic_archive(root / "fer.zip", counts, seed=5)
+    write_prepared(prepare_dataset(root / "fer.zip", CLASSES, 0.15, 0, QualityPolicy(), 64), root / "prepared")
+    return root / "prepared"
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_fer_networks_learn_synthetic_faces_from_scratch_with_the_recipe(name, prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    section = {"epochs": 4, "batch_size": 32, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.01,
+               "scheduler": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1, "ema_decay": 0.9,
+               "augment": {"shift": 0.05, "rotate": 5, "scale": 0.05, "erase": 0.25}, "eval_batch_size": 128}
+    settings = RunSettings(CLASSES, CPU, 0, prepared, tta=TTAConfig(flip=True))
+    summary = run_train(fer_spec(name), section, None, settings)
+    assert summary["test"]["accuracy"] >= 2 / 7 and summary["tta"]["test"]["accuracy"] >= 2 / 7
+    reloaded = load_classifier(fer_spec(name), tmp_path / f"models/train/{name}.pt", 7)
+    assert sum(p.numel() for p in reloaded.parameters()) > 1e6
