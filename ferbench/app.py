@@ -57,8 +57,16 @@ def sidebar(model: EmotionModel) -> dict[str, float]:
     metrics, latency, selection = card.get("metrics"), card.get("latency"), card.get("selection")
     if metrics:
         st.sidebar.metric("Test accuracy", f"{metrics['test_accuracy']:.1%}")
+        if "test_leakage_free_accuracy" in metrics:
+            st.sidebar.caption(f"{metrics['test_leakage_free_accuracy']:.1%} on the test images that do not also occur "
+                               "in the training folder")  # fmt: skip
     if latency:
         st.sidebar.metric("CPU latency (p50, batch 1)", f"{latency['p50_ms']:.1f} ms")
+    views = card.get("tta", {}).get("views", 1)
+    st.sidebar.caption(
+        (f"Test-time augmentation: {views} views per face. " if views > 1 else "No test-time augmentation. ")
+        + f"Probabilities calibrated with temperature {card['temperature']:.2f}."
+    )
     if selection:
         st.sidebar.markdown(f"Criterion: `{selection['criterion']['name']}`")
         with st.sidebar.expander("Why this model"):

@@ -13,7 +13,7 @@ import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ import torch
 from dvclive import Live
 from tqdm import tqdm
 
-from ferbench.data.prepared import PREPARED_SPLITS, load_split
+from ferbench.augment import AugmentConfig
+from ferbench.calibration import calibration_report
+from ferbench.data.prepared import PREPARED_SPLITS, leakage_free_test_mask, load_split
 from ferbench.engine import (
     Batches,
     FitResult,
@@ -31,6 +33,7 @@ from ferbench.engine import (
     TrainConfig,
     estimate_seconds,
     fit,
+    mixed_precision,
     predict_logits,
     warn_if_slow,
 )
@@ -41,10 +44,12 @@ from ferbench.models.checkpoint import load_checkpoint, unwrap
 from ferbench.models.classifier import (
     ImageClassifier,
     Standardize,
+    TTAConfig,
     build_head,
     frozen_extractor,
     parse_trainable,
     set_trainable,
+    with_tta,
 )
 from ferbench.plots import save_confusion_matrix
 
@@ -60,7 +65,10 @@ def stage_settings(
     section: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str, extra_keys: Sequence[str] = ()
 ) -> tuple[TrainConfig, dict[str, Any]]:
     """A stage's params section with a backbone's overrides merged: the TrainConfig and the extra keys set."""
-    merged = {k: v for k, v in {**section, **(overrides or {})}.items() if k not in TRAIN_SECTION_ONLY}
+    overrides = dict(overrides or {})
+    if isinstance(section.get("augment"), Mapping) and isinstance(overrides.get("augment"), Mapping):
+        overrides["augment"] = {**section["augment"], **overrides["augment"]}  # strengths merge one by one
+    merged = {k: v for k, v in {**section, **overrides}.items() if k not in TRAIN_SECTION_ONLY}
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(merged) - known - set(extra_keys))
     if unknown:
@@ -68,7 +76,12 @@ def stage_settings(
             f"params.yaml: unknown key(s) {', '.join(unknown)} in {where}; "
             f"known: {', '.join(sorted(known | set(extra_keys)))}"
         )
-    config = TrainConfig(**{k: v for k, v in merged.items() if k in known})
+    settings = {k: v for k, v in merged.items() if k in known}
+    settings["augment"] = AugmentConfig.from_params(settings.get("augment"), where)
+    try:
+        config = TrainConfig(**settings)
+    except TypeError as exc:
+        raise FerbenchError(f"params.yaml: {where}: {exc}") from exc
     return config, {k: merged[k] for k in extra_keys if k in merged}
 
 
@@ -152,9 +165,53 @@ def _epoch_logger(live: Live):
         for split in ("train", "val"):
             live.log_metric(f"{split}/loss", row[f"{split}_loss"])
             live.log_metric(f"{split}/accuracy", row[f"{split}_accuracy"])
+        if "lr" in row:
+            live.log_metric("lr", row["lr"])
         live.next_step()
 
     return log
+
+
+def _headline(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {key: metrics[key] for key in ("accuracy", "macro_f1")}
+
+
+def evaluate_model(
+    model: torch.nn.Module, splits: Mapping[str, Batches], classes: Sequence[str], batch_size: int,
+    leakage_free: np.ndarray, tta: TTAConfig | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
+    """Metrics of a trained model on every split: accuracy, macro-F1, per-class recall, confusion and
+    loss; the leakage-free test subset; with `tta`, the same on val and test averaged over the TTA
+    views; and calibration (ECE and NLL before and after a temperature fitted on val).
+
+    Returns the metrics and the plain test predictions (for the confusion plot data).
+    """
+    report: dict[str, Any] = {}
+    logits: dict[str, torch.Tensor] = {}
+    for name, data in splits.items():
+        logits[name] = predict_logits(model, data, batch_size)
+        report[name] = classification_metrics(data.labels.cpu().numpy(), logits[name].argmax(1).cpu().numpy(),
+                                               classes)  # fmt: skip
+        report[name]["loss"] = float(torch.nn.functional.cross_entropy(logits[name], data.labels).item())
+    test_labels = splits["test"].labels.cpu().numpy()
+    test_predictions = logits["test"].argmax(1).cpu().numpy()
+    report["test_leakage_free"] = {
+        **_headline(classification_metrics(test_labels[leakage_free], test_predictions[leakage_free], classes)),
+        "images": int(leakage_free.sum()),
+    }
+    if tta is not None and tta.enabled:
+        augmented = with_tta(model, tta)
+        views: dict[str, Any] = {"views": tta.views}
+        for name in ("val", "test"):
+            predicted = predict_logits(augmented, splits[name], max(1, batch_size // tta.views)).argmax(1).cpu().numpy()
+            views[name] = _headline(classification_metrics(splits[name].labels.cpu().numpy(), predicted, classes))
+            if name == "test":
+                views["test_leakage_free"] = _headline(
+                    classification_metrics(test_labels[leakage_free], predicted[leakage_free], classes))
+        report["tta"] = views
+    report["calibration"] = calibration_report(
+        {name: (logits[name].cpu().numpy(), splits[name].labels.cpu().numpy()) for name in ("val", "test")})
+    return report, {"test": test_predictions}
 
 
 def train_and_report(
@@ -165,7 +222,9 @@ def train_and_report(
     classes: Sequence[str],
     description: str,
     extra: Mapping[str, Any],
+    leakage_free: np.ndarray,
     resume: ResumeFile | None = None,
+    tta: TTAConfig | None = None,
 ) -> dict[str, Any]:
     """Fit with DVCLive curves, reload the best-on-val checkpoint, evaluate it on every split, write."""
     outputs.clear()
@@ -177,14 +236,8 @@ def train_and_report(
                                 checkpoint_metadata=dict(extra), resume=resume)  # fmt: skip
     state, _ = load_checkpoint(outputs.checkpoint)
     unwrap(model).load_state_dict(state)
-    report: dict[str, Any] = {}
-    predictions = {}
     start = time.perf_counter()
-    for name, data in splits.items():
-        logits = predict_logits(model, data, config.eval_batch_size)
-        predictions[name] = logits.argmax(1).cpu().numpy()
-        report[name] = classification_metrics(data.labels.cpu().numpy(), predictions[name], classes)
-        report[name]["loss"] = float(torch.nn.functional.cross_entropy(logits, data.labels).item())
+    report, predictions = evaluate_model(model, splits, classes, config.eval_batch_size, leakage_free, tta)
     eval_seconds = time.perf_counter() - start
     test_labels = splits["test"].labels.cpu().numpy()
     outputs.plots.mkdir(parents=True, exist_ok=True)
@@ -193,8 +246,10 @@ def train_and_report(
     save_confusion_matrix(np.array(report["test"]["confusion_matrix"]), classes, outputs.plots / "confusion.png",
                           title=f"{description}: test accuracy {report['test']['accuracy']:.3f}")  # fmt: skip
     summary = {
-        **{split: {key: report[split][key] for key in ("accuracy", "macro_f1", "loss")} for split in ("train", "val")},
+        "train": {key: report["train"][key] for key in ("accuracy", "macro_f1", "loss")},
+        "val": {key: report["val"][key] for key in ("accuracy", "macro_f1", "loss", "per_class_recall")},
         "test": report["test"],
+        **{key: report[key] for key in ("test_leakage_free", "tta", "calibration") if key in report},
         "overfitting": overfitting_gaps(result.history, result.best_epoch, report),
         "best_epoch": result.best_epoch,
         "epochs": config.epochs,
@@ -202,6 +257,7 @@ def train_and_report(
         "eval_seconds": round(eval_seconds, 2),
         "train_images_per_second": round(result.train_images_per_second, 1),
         "device": str(device),
+        "mixed_precision": "bf16" if mixed_precision(config.precision, device) else "fp32",
         **extra,
     }
     outputs.metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -235,43 +291,63 @@ def overfitting_gaps(
     }
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What every benchmarked run shares: the top-level params and where the prepared data is."""
+
+    classes: list[str]
+    device: torch.device
+    seed: int
+    prepared_dir: Path
+    compile_model: bool = False
+    tta: TTAConfig = field(default_factory=TTAConfig)
+
+    def leakage_free(self, test_count: int) -> np.ndarray:
+        return leakage_free_test_mask(self.prepared_dir, test_count)
+
+
 def run_feature_extract(
     name: str, features_path: Path, section: Mapping[str, Any], overrides: Mapping[str, Any] | None,
-    classes: Sequence[str], device: torch.device, seed: int,
+    settings: RunSettings,
 ) -> dict[str, Any]:  # fmt: skip
     """Train a head on cached features of a frozen backbone."""
-    torch.manual_seed(seed)
+    torch.manual_seed(settings.seed)
     where = f"feature_extract / backbones.{name}.feature_extract"
     config, extras = stage_settings(section, overrides, where, HEAD_KEYS)
+    if config.augment != AugmentConfig():
+        raise FerbenchError(f"params.yaml: {where}: augment needs images, but the head trains on cached "
+                            "features; only flip applies (remove augment there)")  # fmt: skip
     head_settings = {"hidden": [int(width) for width in extras.get("hidden", [])],
                      "dropout": float(extras.get("dropout", 0.0))}  # fmt: skip
-    splits, metadata = load_embeddings(features_path, device)
+    splits, metadata = load_embeddings(features_path, settings.device)
     if config.flip and splits["train"].inputs.shape[0] < 2:
         raise FerbenchError(f"{features_path}: no mirrored features; rerun `dvc repro embed@{name}`")
     train_features = splits["train"].inputs.flatten(0, 1)
     head = torch.nn.Sequential(
         Standardize(train_features.mean(0), train_features.std(0)),
-        build_head(metadata["feature_dim"], len(classes), **head_settings),
+        build_head(metadata["feature_dim"], len(settings.classes), **head_settings),
     )
-    return train_and_report(head.to(device), splits, config, RunOutputs("feature_extract", name), classes,
-                            f"feature_extract@{name}", {"backbone": name, "feature_dim": metadata["feature_dim"],
-                                                        "head_hidden": head_settings["hidden"]})  # fmt: skip
+    return train_and_report(head.to(settings.device), splits, config, RunOutputs("feature_extract", name),
+                            settings.classes, f"feature_extract@{name}",
+                            {"backbone": name, "feature_dim": metadata["feature_dim"],
+                             "head_hidden": head_settings["hidden"]},
+                            leakage_free=settings.leakage_free(len(splits["test"])))  # fmt: skip
 
 
 def run_finetune(
-    spec: BackboneSpec, section: Mapping[str, Any], overrides: Mapping[str, Any] | None, prepared_dir: Path,
-    classes: Sequence[str], device: torch.device, seed: int, compile_model: bool,
-) -> dict[str, Any]:  # fmt: skip
+    spec: BackboneSpec, section: Mapping[str, Any], overrides: Mapping[str, Any] | None, settings: RunSettings
+) -> dict[str, Any]:
     """Train the whole network (backbone and a linear head) end to end."""
-    torch.manual_seed(seed)
+    torch.manual_seed(settings.seed)
     config, _ = stage_settings(section, overrides, f"finetune / backbones.{spec.name}.finetune")
     backbone = build_backbone(spec)
-    model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(classes))).to(device)
-    runnable = torch.compile(model) if compile_model else model
-    splits = load_device_splits(prepared_dir, device)
-    return train_and_report(runnable, splits, config, RunOutputs("finetune", spec.name), classes,
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(settings.classes))).to(settings.device)
+    runnable = torch.compile(model) if settings.compile_model else model
+    splits = load_device_splits(settings.prepared_dir, settings.device)
+    return train_and_report(runnable, splits, config, RunOutputs("finetune", spec.name), settings.classes,
                             f"finetune@{spec.name}", {"backbone": spec.name, "input_size": backbone.input_size,
-                                                      "feature_dim": backbone.feature_dim})  # fmt: skip
+                                                      "feature_dim": backbone.feature_dim},
+                            leakage_free=settings.leakage_free(len(splits["test"])), tta=settings.tta)  # fmt: skip
 
 
 def data_digest(splits: Mapping[str, Batches]) -> str:
@@ -284,28 +360,30 @@ def data_digest(splits: Mapping[str, Batches]) -> str:
 
 
 def run_train(
-    spec: BackboneSpec, section: Mapping[str, Any], overrides: Mapping[str, Any] | None, prepared_dir: Path,
-    classes: Sequence[str], device: torch.device, seed: int, compile_model: bool,
-) -> dict[str, Any]:  # fmt: skip
+    spec: BackboneSpec, section: Mapping[str, Any], overrides: Mapping[str, Any] | None, settings: RunSettings
+) -> dict[str, Any]:
     """Final training of a shortlisted candidate: longer, with the chosen part trainable, resumable."""
-    torch.manual_seed(seed)
+    torch.manual_seed(settings.seed)
     config, extras = stage_settings(section, overrides, f"train / train.candidates.{spec.name}", TRAIN_KEYS)
     try:
         trainable = parse_trainable(extras.get("trainable", "all"))
     except ValueError as exc:
         raise FerbenchError(f"params.yaml: train.candidates.{spec.name}: {exc}") from exc
     backbone = build_backbone(spec)
-    model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(classes)))
+    model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(settings.classes)))
     trainable_parameters = set_trainable(model, trainable)
-    model = model.to(device)
-    runnable = torch.compile(model) if compile_model else model
-    splits = load_device_splits(prepared_dir, device)
+    model = model.to(settings.device)
+    runnable = torch.compile(model) if settings.compile_model else model
+    splits = load_device_splits(settings.prepared_dir, settings.device)
     outputs = RunOutputs("train", spec.name)
     fingerprint = hashlib.sha256(json.dumps(
-        {"config": asdict(config), "spec": asdict(spec), "trainable": trainable, "classes": list(classes),
-         "seed": seed, "data": data_digest(splits)}, sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
-    return train_and_report(runnable, splits, config, outputs, classes, f"train@{spec.name}",
+        {"config": asdict(config), "spec": asdict(spec), "trainable": trainable, "classes": list(settings.classes),
+         "seed": settings.seed, "bf16": mixed_precision(config.precision, settings.device),
+         "data": data_digest(splits)},
+        sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
+    return train_and_report(runnable, splits, config, outputs, settings.classes, f"train@{spec.name}",
                             {"backbone": spec.name, "input_size": backbone.input_size,
                              "feature_dim": backbone.feature_dim, "trainable": trainable,
                              "trainable_parameters": trainable_parameters},
-                            resume=ResumeFile(outputs.resume, fingerprint))  # fmt: skip
+                            leakage_free=settings.leakage_free(len(splits["test"])),
+                            resume=ResumeFile(outputs.resume, fingerprint), tta=settings.tta)  # fmt: skip

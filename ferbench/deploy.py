@@ -2,26 +2,34 @@
 
 The card (`model_card.json`) is what inference reads: classes, the input the model takes
 (48x48 uint8 grayscale, made by `ferbench.data.decode.image_to_fer`), the preprocessing inside
-the model, the runtime and file to load, metrics, latency and why it was chosen.
+the model, test-time augmentation (inside the exported graph too), the temperature that
+calibrates its probabilities, the runtime and file to load, metrics, latency and why it was
+chosen.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from ferbench.calibration import calibration_report, reliability_table
 from ferbench.data.classes import IMAGE_SIZE
 from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
 from ferbench.latency import (
     ONNX_FILES,
     agreement,
-    batched_predictions,
+    batched_logits,
     build_runtimes,
     fastest_faithful,
     set_threads,
@@ -29,7 +37,7 @@ from ferbench.latency import (
 from ferbench.metrics import classification_metrics
 from ferbench.models.backbones import BackboneSpec
 from ferbench.models.checkpoint import save_checkpoint
-from ferbench.models.classifier import ImageClassifier, load_classifier
+from ferbench.models.classifier import TTAClassifier, TTAConfig, load_classifier, with_tta
 from ferbench.models.export import export_onnx, quantize_int8
 
 CARD_FILE = "model_card.json"
@@ -38,17 +46,20 @@ RUNTIMES = {"torch_fp32": "torch", "onnx_fp32": "onnxruntime", "onnx_int8": "onn
 
 
 def write_model_folder(
-    folder: Path, spec: BackboneSpec, model: ImageClassifier, classes: Sequence[str], variant: str,
-    checkpoint: Path | None = None, exported: Path | None = None, **card_fields: Any,
+    folder: Path, spec: BackboneSpec, model: nn.Module, classes: Sequence[str], variant: str,
+    checkpoint: Path | None = None, exported: Path | None = None, tta: TTAConfig | None = None,
+    temperature: float = 1.0, **card_fields: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    """A deployable folder: the model file of `variant` (copied from `exported`, or exported now), the
-    checkpoint (given, or saved from `model`), and the card with `card_fields` added."""
+    """A deployable folder: the model file of `variant` (copied from `exported`, or exported now from
+    `model`, which already carries `tta`'s wrapper when it has more than one view), the checkpoint
+    (given, or saved from the classifier), and the card with `card_fields` added."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {"checkpoint": "model.pt", "model": ONNX_FILES.get(variant, "model.pt")}
+    classifier = model.model if isinstance(model, TTAClassifier) else model
     if checkpoint is not None:
         shutil.copyfile(checkpoint, folder / files["checkpoint"])
     else:
-        save_checkpoint(folder / files["checkpoint"], model, backbone=spec.name)
+        save_checkpoint(folder / files["checkpoint"], classifier, backbone=spec.name)
     if variant in ONNX_FILES:
         if exported is not None:
             shutil.copyfile(exported, folder / files["model"])
@@ -64,10 +75,12 @@ def write_model_folder(
         "classes": list(classes),
         "input": {"dtype": "uint8", "shape": ["batch", IMAGE_SIZE, IMAGE_SIZE], "color": "grayscale",
                   "made_by": "ferbench.data.decode.image_to_fer (ITU-R 601 luma, bilinear resize to 48x48)"},
-        "preprocessing": {"inside_model": True, "resize": "bilinear", "input_size": model.preprocess.input_size,
-                          "channels": 3, "scale": "1/255",
-                          "mean": model.preprocess.mean.flatten().tolist(),
-                          "std": model.preprocess.std.flatten().tolist()},
+        "preprocessing": {"inside_model": True, "resize": "bilinear", "input_size": classifier.preprocess.input_size,
+                          "channels": classifier.preprocess.channels, "scale": "1/255",
+                          "mean": classifier.preprocess.mean.flatten().tolist(),
+                          "std": classifier.preprocess.std.flatten().tolist()},
+        "tta": (tta or TTAConfig()).to_card() | {"inside_model": True},
+        "temperature": temperature,
         "runtime": RUNTIMES[variant],
         "variant": variant,
         "files": files,
@@ -78,42 +91,79 @@ def write_model_folder(
     return card
 
 
+@dataclass
+class Deployment:
+    """What `write_selected` produced: the card, and the shipped model's test reliability table (per
+    confidence bin: count, mean confidence and accuracy, before and after temperature scaling)."""
+
+    card: dict[str, Any]
+    reliability: pd.DataFrame
+
+
 def write_selected(
     folder: Path, spec: BackboneSpec, checkpoint: Path, classes: Sequence[str], val: Split, test: Split,
-    latency: Mapping[str, Any], selection: Mapping[str, Any], trained: Mapping[str, Any], threads: int,
-    min_agreement: float,
-) -> dict[str, Any]:  # fmt: skip
-    """Export the selected checkpoint, keep its fastest faithful variant, re-measure it on test, write the card."""
+    leakage_free: np.ndarray, latency: Mapping[str, Any], selection: Mapping[str, Any], trained: Mapping[str, Any],
+    threads: int, min_agreement: float, tta: TTAConfig | None = None,
+) -> Deployment:  # fmt: skip
+    """Export the selected checkpoint (with `tta`'s views inside the graph when given), keep its fastest
+    faithful variant, fit its temperature on val, re-measure it on test, write the card."""
     set_threads(threads)
-    model = load_classifier(spec, checkpoint, len(classes))
+    shipped = with_tta(load_classifier(spec, checkpoint, len(classes)), tta)
+    timings_key = "tta" if tta is not None and tta.enabled else None
     shutil.rmtree(folder, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
-        runtimes = build_runtimes(model, Path(scratch), threads)
-        reference = batched_predictions(runtimes["torch_fp32"], val.images)
-        agreements = {"torch_fp32": 1.0}
-        for name in ("onnx_fp32", "onnx_int8"):
-            agreements[name] = agreement(reference, batched_predictions(runtimes[name], val.images))
-        # the latency stage's timings (same architecture), this checkpoint's own agreement
-        measured = {name: {"p50_ms": latency["variants"][name]["p50_ms"], "agreement": share}
+        runtimes = build_runtimes(shipped, Path(scratch), threads)
+        val_logits = {name: batched_logits(runtime, val.images) for name, runtime in runtimes.items()}
+        reference = val_logits["torch_fp32"].argmax(1)
+        agreements = {name: agreement(reference, logits.argmax(1)) for name, logits in val_logits.items()}
+        # the latency stage's timings (same architecture; on the TTA views when shipping TTA), this checkpoint's
+        # own agreement
+        measured = {name: {"p50_ms": _timings(latency["variants"][name], timings_key)["p50_ms"], "agreement": share}
                     for name, share in agreements.items()}  # fmt: skip
         variant = fastest_faithful(measured, min_agreement)
-        deployed_test = classification_metrics(test.labels, batched_predictions(runtimes[variant], test.images),
-                                               classes)  # fmt: skip
+        test_logits = batched_logits(runtimes[variant], test.images)
         exported = Path(scratch) / ONNX_FILES[variant] if variant in ONNX_FILES else None
-        return write_model_folder(
-            folder, spec, model, classes, variant, checkpoint=checkpoint, exported=exported,
+        calibration = calibration_report({"val": (val_logits[variant], val.labels), "test": (test_logits, test.labels)})
+        predictions = test_logits.argmax(1)
+        deployed_test = classification_metrics(test.labels, predictions, classes)
+        leakage_free_test = classification_metrics(test.labels[leakage_free], predictions[leakage_free], classes)
+        card = write_model_folder(
+            folder, spec, shipped, classes, variant, checkpoint=checkpoint, exported=exported, tta=tta,
+            temperature=calibration["temperature"],
             agreement_with_fp32_on_val=agreements,
             metrics={
-                "val_accuracy": trained["val"]["accuracy"],
+                "val_accuracy": float((val_logits[variant].argmax(1) == val.labels).mean()),
                 "train_accuracy": trained["train"]["accuracy"],
                 "accuracy_gap": trained["overfitting"]["accuracy_gap"],
                 "test_accuracy_fp32": trained["test"]["accuracy"],
                 "test_accuracy": deployed_test["accuracy"],
                 "test_macro_f1": deployed_test["macro_f1"],
+                "test_leakage_free_accuracy": leakage_free_test["accuracy"],
+                "test_leakage_free_macro_f1": leakage_free_test["macro_f1"],
+                "test_leakage_free_images": int(leakage_free.sum()),
+                "test_per_class_recall": deployed_test["per_class_recall"],
             },
-            latency={"threads": latency["threads"], "batch_size": 1, **latency["variants"][variant]},
+            calibration=calibration,
+            latency={"threads": latency["threads"], "batch_size": 1,
+                     **_timings(latency["variants"][variant], timings_key)},
             selection={"criterion": selection["criterion"], "reason": selection["reason"]},
         )  # fmt: skip
+    before = reliability_table(test_logits, test.labels)
+    after = reliability_table(test_logits, test.labels, calibration["temperature"])
+    reliability = pd.DataFrame({"bin_center": (before["bin_lower"] + before["bin_upper"]) / 2})
+    for name, table in (("before", before), ("after", after)):
+        for column in ("count", "confidence", "accuracy"):
+            reliability[f"{column}_{name}"] = table[column]
+    return Deployment(card, reliability)
+
+
+def _timings(variant: Mapping[str, Any], key: str | None) -> dict[str, Any]:
+    """A latency variant's batch-1 timings, or those on the TTA views."""
+    timings = variant if key is None else variant.get(key)
+    if timings is None:
+        raise FerbenchError("metrics/latency: no timings with TTA; rerun `dvc repro` (the latency stage times "
+                            "the TTA views when params.yaml: tta has more than one)")  # fmt: skip
+    return {name: value for name, value in timings.items() if name.endswith("_ms") or name in ("fps", "views")}
 
 
 def card_markdown(card: Mapping[str, Any]) -> str:
@@ -129,12 +179,24 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     ]
     if "metrics" not in card:
         return "\n".join([*lines, ""])
-    metrics, latency = card["metrics"], card["latency"]
+    metrics, latency, calibration = card["metrics"], card["latency"], card["calibration"]
+    tta = card["tta"]
+    views = (f"averages its logits over {tta['views']} views of each face (mirror: {tta['flip']}, shifts of "
+             f"{tta['shift_pixels']} px: {tta['shifts']}), inside the exported model") if tta["views"] > 1 else "none"
     return "\n".join([
         *lines,
-        f"- Val accuracy {metrics['val_accuracy']:.4f}, train-val gap {metrics['accuracy_gap']:+.4f}",
-        f"- Test accuracy {metrics['test_accuracy']:.4f} as deployed ({metrics['test_accuracy_fp32']:.4f} in PyTorch "
-        f"fp32), macro-F1 {metrics['test_macro_f1']:.4f}",
+        f"- Test-time augmentation: {views}",
+        f"- Val accuracy {metrics['val_accuracy']:.4f} as deployed, train-val gap {metrics['accuracy_gap']:+.4f}",
+        f"- Test accuracy {metrics['test_accuracy']:.4f} as deployed (the checkpoint alone in PyTorch fp32: "
+        f"{metrics['test_accuracy_fp32']:.4f}), macro-F1 {metrics['test_macro_f1']:.4f}",
+        f"- Leakage-free test accuracy {metrics['test_leakage_free_accuracy']:.4f} (macro-F1 "
+        f"{metrics['test_leakage_free_macro_f1']:.4f}) on the {metrics['test_leakage_free_images']} test images whose "
+        "pixels do not occur in the Kaggle train folder",
+        "- Per-class test recall: " + ", ".join(f"{name} {value:.2f}"
+                                                for name, value in metrics["test_per_class_recall"].items()),
+        f"- Calibration: temperature {card['temperature']:.3f} (fitted on val, applied by the inference code); "
+        f"test ECE {calibration['test']['ece']:.4f} -> {calibration['test']['ece_scaled']:.4f}, test NLL "
+        f"{calibration['test']['nll']:.4f} -> {calibration['test']['nll_scaled']:.4f}",
         f"- CPU latency, batch 1, {latency['threads']} threads: p50 {latency['p50_ms']:.2f} ms, "
         f"p99 {latency['p99_ms']:.2f} ms ({latency['fps']:.0f} FPS)",
         f"- Agreement with PyTorch fp32 on val: {card['agreement_with_fp32_on_val'][card['variant']]:.4f}",
@@ -152,4 +214,10 @@ def read_card(folder: Path) -> dict[str, Any]:
     card = json.loads(path.read_text())
     if card.get("format") != CARD_FORMAT:
         raise FerbenchError(f"{path}: unknown model card format {card.get('format')!r} (expected {CARD_FORMAT})")
+    temperature = card.setdefault("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
+        math.isfinite(temperature) and temperature > 0
+    ):
+        raise FerbenchError(f"{path}: temperature is {temperature!r}; a model card needs a positive number "
+                            "(re-export the model with `dvc repro select`)")  # fmt: skip
     return card

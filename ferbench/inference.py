@@ -2,7 +2,8 @@
 
 One module for both front ends (the Streamlit app and `python -m ferbench.predict`):
 - `EmotionModel` loads a model folder through its card (runtime, file, classes); the
-  preprocessing lives inside the exported model, so nothing is re-declared here.
+  preprocessing and any test-time augmentation live inside the exported model, so nothing is
+  re-declared here; the card's temperature (fitted on val) calibrates the probabilities.
 - `HaarFaceDetector` finds faces with OpenCV's bundled Haar cascade (offline, no download).
 - `EmotionRecognizer` crops each face with a margin, makes the 48x48 grayscale sample exactly
   as `prepare` did (`ferbench.data.decode.image_to_fer`), classifies all faces of a frame in
@@ -56,20 +57,22 @@ class EmotionModel:
 
             from ferbench.latency import torch_runtime
             from ferbench.models.backbones import BackboneSpec
-            from ferbench.models.classifier import load_classifier
+            from ferbench.models.classifier import TTAConfig, load_classifier, with_tta
 
             if threads:
                 torch.set_num_threads(threads)
             model = load_classifier(BackboneSpec(**self.card["spec"]), path, len(self.classes))
-            self._logits = torch_runtime(model).logits
+            tta = TTAConfig.from_card(self.card.get("tta"))
+            self._logits = torch_runtime(with_tta(model, tta)).logits
         else:
             raise FerbenchError(f"{self.folder}: model card names an unknown runtime {self.card['runtime']!r}")
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        """Softmax probabilities of a batch of 48x48 uint8 crops, in one model call."""
+        """Calibrated softmax probabilities (logits / the card's temperature) of a batch of 48x48 uint8
+        crops, in one model call."""
         if len(crops) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        logits = self._logits(crops).astype(np.float64)
+        logits = self._logits(crops).astype(np.float64) / self.card["temperature"]
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)

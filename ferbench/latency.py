@@ -2,7 +2,9 @@
 
 Variants: PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime int8 (dynamic quantization).
 Each is timed on the same single 48x48 image after warm-up; faithfulness is the share of val
-images on which a variant predicts the same class as PyTorch fp32.
+images on which a variant predicts the same class as PyTorch fp32. With test-time augmentation
+of V views, each variant is also timed on the V views of that image in one call (`tta`), which
+is the work the TTA graph does apart from its negligible flips and shifts.
 """
 
 from __future__ import annotations
@@ -90,15 +92,21 @@ def build_runtimes(model: nn.Module, folder: Path, threads: int) -> dict[str, Ru
     }
 
 
-def batched_predictions(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate([runtime.logits(images[start : start + batch_size]).argmax(1)
+def batched_logits(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([runtime.logits(images[start : start + batch_size])
                            for start in range(0, len(images), batch_size)])  # fmt: skip
 
 
+def batched_predictions(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return batched_logits(runtime, images, batch_size).argmax(1)
+
+
 def measure_variants(
-    runtimes: Mapping[str, Runtime], images: np.ndarray, labels: np.ndarray, warmup: int, runs: int
-) -> dict[str, dict[str, float]]:
-    """Per variant: batch-1 timing on images[0], val accuracy, and agreement with torch_fp32."""
+    runtimes: Mapping[str, Runtime], images: np.ndarray, labels: np.ndarray, warmup: int, runs: int,
+    tta_views: int = 1,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Per variant: batch-1 timing on images[0] (and on its `tta_views` views), val accuracy, and
+    agreement with torch_fp32."""
     if len(images) == 0:
         raise FerbenchError("latency: the val split is empty; nothing to measure agreement on")
     reference = batched_predictions(runtimes["torch_fp32"], images)
@@ -111,6 +119,13 @@ def measure_variants(
             "agreement": agreement(reference, predictions),
             "val_accuracy": float((predictions == labels).mean()),
         }
+        if tta_views > 1:
+            views = np.repeat(single, tta_views, axis=0)
+
+            def call(runtime: Runtime = runtime, views: np.ndarray = views) -> object:
+                return runtime.logits(views)
+
+            results[name]["tta"] = {"views": tta_views, **timing(call, warmup, runs)}
     return results
 
 
@@ -130,12 +145,12 @@ def set_threads(threads: int) -> None:
 
 def latency_report(
     model: nn.Module, folder: Path, images: np.ndarray, labels: np.ndarray, threads: int, warmup: int, runs: int,
-    min_agreement: float,
+    min_agreement: float, tta_views: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """Everything latency@<backbone> records: per-variant timing and faithfulness, FLOPs, the pick."""
     set_threads(threads)
     runtimes = build_runtimes(model, folder, threads)
-    variants = measure_variants(runtimes, images, labels, warmup, runs)
+    variants = measure_variants(runtimes, images, labels, warmup, runs, tta_views)
     return {
         "threads": threads,
         "batch_size": 1,

@@ -61,6 +61,8 @@ def benchmark_table(data: Mapping[str, Any]) -> pd.DataFrame:
             metrics = data["benchmark"][stage][name]
             row[f"{stage}_val"] = metrics["val"]["accuracy"]
             row[f"{stage}_test"] = metrics["test"]["accuracy"]
+            row[f"{stage}_test_leakage_free"] = metrics.get("test_leakage_free", {}).get("accuracy")
+        row["finetune_test_tta"] = data["benchmark"]["finetune"][name].get("tta", {}).get("test", {}).get("accuracy")
         row.update({"torch_fp32_p50_ms": variants["torch_fp32"]["p50_ms"], "fastest_variant": fastest,
                     "fastest_p50_ms": variants[fastest]["p50_ms"], "gflops": latency["gflops"],
                     "parameters_m": latency["parameters_m"]})  # fmt: skip
@@ -73,8 +75,15 @@ def candidate_table(data: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for name, metrics in data["train"].items():
         entry = ranking.get(name, {})
+        tta = metrics.get("tta", {})
+        calibration = metrics.get("calibration", {})
         rows.append({"candidate": name, "trainable": metrics.get("trainable"), "val": metrics["val"]["accuracy"],
-                     "test": metrics["test"]["accuracy"], "train": metrics["train"]["accuracy"],
+                     "val_tta": tta.get("val", {}).get("accuracy"), "test": metrics["test"]["accuracy"],
+                     "test_tta": tta.get("test", {}).get("accuracy"),
+                     "test_leakage_free": metrics.get("test_leakage_free", {}).get("accuracy"),
+                     "test_macro_f1": metrics["test"]["macro_f1"], "train": metrics["train"]["accuracy"],
+                     "test_ece": calibration.get("test", {}).get("ece"),
+                     "test_ece_scaled": calibration.get("test", {}).get("ece_scaled"),
                      "accuracy_gap": metrics["overfitting"]["accuracy_gap"],
                      "loss_gap": metrics["overfitting"]["loss_gap"], "best_epoch": metrics["best_epoch"],
                      "epochs": metrics["epochs"], "score": entry.get("score"), "rank": entry.get("rank"),
@@ -144,6 +153,24 @@ def plot_accuracy_latency(table: pd.DataFrame, selected: str, csv_path: Path, pn
     _save(figure, png_path)
 
 
+def plot_reliability(reliability: pd.DataFrame, temperature: float, png_path: Path) -> None:
+    """The shipped model's reliability diagram on test: accuracy against confidence per bin, before and
+    after temperature scaling, with the diagonal of perfect calibration."""
+    sns.set_theme(style="whitegrid")
+    figure, axes = plt.subplots(figsize=(6, 5))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for name, label in (("before", "before (T = 1)"), ("after", f"after (T = {temperature:.2f})")):
+        filled = reliability[reliability[f"count_{name}"] > 0]
+        axes.plot(filled[f"confidence_{name}"], filled[f"accuracy_{name}"], marker="o", label=label)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("confidence (mean of the bin)")
+    axes.set_ylabel("accuracy")
+    axes.set_title("Selected model as shipped: test reliability")
+    axes.legend(loc="upper left")
+    _save(figure, png_path)
+
+
 def _markdown(frame: pd.DataFrame, formats: Mapping[str, str]) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
@@ -162,10 +189,16 @@ def _markdown(frame: pd.DataFrame, formats: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _views(count: int) -> str:
+    return f"test-time augmentation over {count} views" if count > 1 else "no test-time augmentation"
+
+
 def results_markdown(benchmark: pd.DataFrame, candidates: pd.DataFrame, selection: Mapping[str, Any],
                      plots_link: str) -> str:  # fmt: skip
     deployment = selection["deployment"]
+    leakage_free_images = deployment["test_leakage_free_images"]
     accuracy = ".4f"
+    accuracy_columns = dict.fromkeys([c for c in benchmark.columns if c.startswith(BENCHMARK_STAGES)], accuracy)
     return "\n".join([
         "# ferbench results",
         "",
@@ -173,23 +206,36 @@ def results_markdown(benchmark: pd.DataFrame, candidates: pd.DataFrame, selectio
         "",
         "## Benchmark: every backbone, frozen feature extractor and fine-tuned",
         "",
-        _markdown(benchmark, {"feature_extract_val": accuracy, "feature_extract_test": accuracy,
-                              "finetune_val": accuracy, "finetune_test": accuracy, "torch_fp32_p50_ms": ".2f",
-                              "fastest_p50_ms": ".2f", "gflops": ".2f", "parameters_m": ".1f"}),
+        _markdown(benchmark, {**accuracy_columns, "torch_fp32_p50_ms": ".2f", "fastest_p50_ms": ".2f",
+                              "gflops": ".2f", "parameters_m": ".1f"}),
         "",
         "Latency: CPU, batch 1, p50 of the fine-tuned model; `fastest_variant` is the fastest runtime "
-        "that agrees with PyTorch fp32 on the required share of val.",
+        "that agrees with PyTorch fp32 on the required share of val. `*_test_leakage_free`: accuracy on the "
+        f"{leakage_free_images} test images whose pixels do not occur in the Kaggle train folder; `finetune_test_tta`: "
+        "with test-time augmentation.",
         "",
         "## Candidates: final training and selection",
         "",
-        _markdown(candidates, {"val": accuracy, "test": accuracy, "train": accuracy, "accuracy_gap": "+.4f",
+        _markdown(candidates, {"val": accuracy, "val_tta": accuracy, "test": accuracy, "test_tta": accuracy,
+                               "test_leakage_free": accuracy, "test_macro_f1": accuracy, "train": accuracy,
+                               "test_ece": accuracy, "test_ece_scaled": accuracy, "accuracy_gap": "+.4f",
                                "loss_gap": "+.4f", "score": accuracy}),
+        "",
+        "`_tta`: with test-time augmentation; `test_ece` / `test_ece_scaled`: expected calibration error (15 bins) "
+        "before / after a temperature fitted on val.",
         "",
         f"**Selected: {selection['selected']}** (criterion `{selection['criterion']['name']}`). {selection['reason']}.",
         "",
-        f"Shipped as `{deployment['file']}` ({deployment['variant']}, {deployment['runtime']}): test accuracy "
-        f"{deployment['test_accuracy']:.4f} (PyTorch fp32 {deployment['test_accuracy_fp32']:.4f}), agreement with "
-        f"fp32 on val {deployment['agreement_with_fp32_on_val']:.4f}, CPU p50 {deployment['latency_p50_ms']:.2f} ms.",
+        f"Shipped as `{deployment['file']}` ({deployment['variant']}, {deployment['runtime']}, "
+        f"{_views(deployment['tta_views'])}): test accuracy **{deployment['test_accuracy']:.4f}** (the checkpoint "
+        f"alone in PyTorch fp32: {deployment['test_accuracy_fp32']:.4f}), macro-F1 {deployment['test_macro_f1']:.4f}; "
+        f"leakage-free test accuracy **{deployment['test_leakage_free_accuracy']:.4f}** on "
+        f"{deployment['test_leakage_free_images']} images; agreement with fp32 on val "
+        f"{deployment['agreement_with_fp32_on_val']:.4f}; CPU p50 {deployment['latency_p50_ms']:.2f} ms.",
+        "",
+        f"Calibration (temperature {deployment['temperature']:.3f}, fitted on val and applied by the app and the CLI): "
+        f"test ECE {deployment['test_ece']:.4f} -> {deployment['test_ece_scaled']:.4f}, test NLL "
+        f"{deployment['test_nll']:.4f} -> {deployment['test_nll_scaled']:.4f}.",
         "",
         "## Plots",
         "",
@@ -197,12 +243,13 @@ def results_markdown(benchmark: pd.DataFrame, candidates: pd.DataFrame, selectio
         f"![learning curves]({plots_link}/learning_curves.png)",
         f"![accuracy vs latency]({plots_link}/accuracy_latency.png)",
         f"![selected confusion]({plots_link}/selected_confusion.png)",
+        f"![reliability]({plots_link}/reliability.png)",
         "",
     ])  # fmt: skip
 
 
-def write_report(metrics_dir: Path, live_dir: Path, plots_dir: Path, train_plots_dir: Path, summary_path: Path,
-                 table_path: Path, backbones: Sequence[str], candidates: Sequence[str],
+def write_report(metrics_dir: Path, live_dir: Path, plots_dir: Path, train_plots_dir: Path, reliability_path: Path,
+                 summary_path: Path, table_path: Path, backbones: Sequence[str], candidates: Sequence[str],
                  classes: Sequence[str]) -> dict[str, Any]:  # fmt: skip
     """Write every report output; return the summary."""
     data = collect(metrics_dir, backbones, candidates)
@@ -219,11 +266,17 @@ def write_report(metrics_dir: Path, live_dir: Path, plots_dir: Path, train_plots
                           title=f"selected {selected}: test accuracy {chosen['test']['accuracy']:.3f}")  # fmt: skip
     predictions = pd.read_csv(train_plots_dir / selected / "predictions.csv")
     predictions.to_csv(plots_dir / "selected_predictions.csv", index=False)
+    if not reliability_path.is_file():
+        raise FerbenchError(f"{reliability_path}: not found; run `dvc repro select`")
+    plot_reliability(pd.read_csv(reliability_path), selection["deployment"]["temperature"],
+                     plots_dir / "reliability.png")  # fmt: skip
     summary = {
         "selected": selected,
         "criterion": selection["criterion"]["name"],
         "selected_val_accuracy": chosen["val"]["accuracy"],
         "selected_test_accuracy": chosen["test"]["accuracy"],
+        "shipped_test_accuracy": selection["deployment"]["test_accuracy"],
+        "shipped_test_leakage_free_accuracy": selection["deployment"]["test_leakage_free_accuracy"],
         "deployment": selection["deployment"],
         "backbones": {row["backbone"]: {k: v for k, v in row.items() if k != "backbone"}
                       for row in benchmark.to_dict("records")},

@@ -8,6 +8,10 @@ Limits applied first: `max_gap` (largest train-val accuracy gap allowed) and
 `latency_budget_ms` (p50 CPU latency of the candidate's deployment variant). Ties go to the
 smaller gap, then the lower latency, then the name. Test accuracy is carried along for the
 report and never read here.
+
+Test-time augmentation (`select.tta`): `auto` ships a candidate with TTA when that raises its
+val accuracy by at least `tta_min_gain`, `always` / `never` decide for all. A candidate with
+TTA is ranked by its TTA val accuracy and TTA latency.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Any
 from ferbench.errors import FerbenchError
 
 CRITERIA = ("accuracy", "generalization")
+TTA_MODES = ("auto", "always", "never")
+CRITERION_KEYS = ("criterion", "gap_tolerance", "gap_penalty", "max_gap", "latency_budget_ms")
+TTA_KEYS = ("tta", "tta_min_gain")
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Criterion:
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> Criterion:
-        known = {"criterion", "gap_tolerance", "gap_penalty", "max_gap", "latency_budget_ms"}
+        known = set(CRITERION_KEYS) | set(TTA_KEYS)
         unknown = sorted(set(section) - known)
         if unknown:
             raise FerbenchError(f"params.yaml: unknown key(s) {', '.join(unknown)} in select; known: {sorted(known)}")
@@ -53,13 +60,43 @@ class Criterion:
 
 
 @dataclass(frozen=True)
+class TTAPolicy:
+    """Whether the shipped model averages over test-time-augmentation views (`select.tta`)."""
+
+    mode: str = "auto"
+    min_gain: float = 0.003
+
+    def __post_init__(self) -> None:
+        if self.mode not in TTA_MODES:
+            raise FerbenchError(f"params.yaml: 'select.tta' is {self.mode!r}; use one of: {', '.join(TTA_MODES)}")
+        if not 0 <= self.min_gain < 1:
+            raise FerbenchError(f"params.yaml: 'select.tta_min_gain' is {self.min_gain}; use a share in [0, 1)")
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> TTAPolicy:
+        return cls(str(section.get("tta", "auto")), float(section.get("tta_min_gain", 0.003)))
+
+    def use(self, name: str, plain_val_accuracy: float, tta_val_accuracy: float | None) -> bool:
+        """Ship `name` with TTA? `tta_val_accuracy` is None when it was not evaluated with TTA."""
+        if self.mode == "never":
+            return False
+        if tta_val_accuracy is None:
+            if self.mode == "always":
+                raise FerbenchError(f"select.tta is always, but {name} was evaluated without TTA (tta.flip false and "
+                                    "tta.shifts 0); turn tta on and rerun, or set select.tta: auto")  # fmt: skip
+            return False
+        return self.mode == "always" or tta_val_accuracy - plain_val_accuracy >= self.min_gain
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """What selection knows about one trained candidate."""
+    """What selection knows about one trained candidate (val accuracy and latency as it would ship)."""
 
     name: str
     val_accuracy: float
     accuracy_gap: float  # train minus val accuracy of the best-on-val checkpoint
     latency_ms: float | None = None  # p50 of its deployment variant on the CPU; None: not measured
+    tta: bool = False  # val accuracy and latency are those with test-time augmentation
 
 
 def score(candidate: Candidate, criterion: Criterion) -> float:
@@ -81,10 +118,11 @@ def _exclusion(candidate: Candidate, criterion: Criterion) -> str | None:
 
 
 def _explain(candidate: Candidate, criterion: Criterion) -> str:
+    accuracy = f"val accuracy {candidate.val_accuracy:.4f}" + (" (with TTA)" if candidate.tta else "")
     if criterion.name == "accuracy":
-        return f"val accuracy {candidate.val_accuracy:.4f}"
+        return accuracy
     excess = max(0.0, candidate.accuracy_gap - criterion.gap_tolerance)
-    return (f"val accuracy {candidate.val_accuracy:.4f} - {criterion.gap_penalty:g} x gap beyond tolerance "
+    return (f"{accuracy} - {criterion.gap_penalty:g} x gap beyond tolerance "
             f"{excess:.4f} (gap {candidate.accuracy_gap:.4f}, tolerance {criterion.gap_tolerance:g}) "
             f"= {score(candidate, criterion):.4f}")  # fmt: skip
 

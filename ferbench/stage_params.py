@@ -1,15 +1,19 @@
-"""Params shared by the model stages: the device, the class list and a backbone's spec."""
+"""Params shared by the model stages: the device, the class list, a backbone's spec and TTA."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ferbench import params as P
+from ferbench.benchmark import RunSettings
 from ferbench.engine import resolve_device
 from ferbench.errors import FerbenchError
 from ferbench.models.backbones import BackboneSpec
+from ferbench.models.classifier import TTAConfig
+from ferbench.paths import PREPARED_DIR
 
 
 def backbone_spec(params: dict[str, Any], name: str) -> BackboneSpec:
@@ -34,3 +38,19 @@ def backbone_overrides(params: dict[str, Any], name: str, stage: str) -> dict[st
 
 def device(params: dict[str, Any]) -> torch.device:
     return resolve_device(str(P.get(params, "device", str)))
+
+
+def tta_config(params: dict[str, Any]) -> TTAConfig:
+    return TTAConfig.from_params(P.get(params, "tta", dict))
+
+
+def run_settings(params: dict[str, Any], prepared_dir: Path = PREPARED_DIR) -> RunSettings:
+    """The settings every training stage shares, read and checked once."""
+    return RunSettings(
+        classes=list(P.get(params, "data.classes", list)),
+        device=device(params),
+        seed=P.get(params, "seed", int),
+        prepared_dir=prepared_dir,
+        compile_model=bool(P.get(params, "compile", bool)),
+        tta=tta_config(params),
+    )

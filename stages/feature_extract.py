@@ -4,7 +4,7 @@ from ferbench import params as P
 from ferbench.benchmark import run_feature_extract
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.paths import FEATURES_DIR
-from ferbench.stage_params import backbone_overrides, device
+from ferbench.stage_params import backbone_overrides, run_settings
 
 
 def main() -> None:
@@ -15,9 +15,7 @@ def main() -> None:
         FEATURES_DIR / f"{name}.npz",
         P.get(params, "feature_extract", dict),
         backbone_overrides(params, name, "feature_extract"),
-        P.get(params, "data.classes", list),
-        device(params),
-        P.get(params, "seed", int),
+        run_settings(params),
     )
     print(f"feature_extract@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}")
 

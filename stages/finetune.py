@@ -3,8 +3,7 @@
 from ferbench import params as P
 from ferbench.benchmark import run_finetune
 from ferbench.cli import backbone_argument, run_stage
-from ferbench.paths import PREPARED_DIR
-from ferbench.stage_params import backbone_overrides, backbone_spec, device
+from ferbench.stage_params import backbone_overrides, backbone_spec, run_settings
 
 
 def main() -> None:
@@ -12,14 +11,7 @@ def main() -> None:
     params = P.load_params()
     spec = backbone_spec(params, name)
     summary = run_finetune(
-        spec,
-        P.get(params, "finetune", dict),
-        backbone_overrides(params, spec.name, "finetune"),
-        PREPARED_DIR,
-        P.get(params, "data.classes", list),
-        device(params),
-        P.get(params, "seed", int),
-        bool(P.get(params, "compile")),
+        spec, P.get(params, "finetune", dict), backbone_overrides(params, spec.name, "finetune"), run_settings(params)
     )
     print(f"finetune@{spec.name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}")
 

@@ -4,14 +4,15 @@ from pathlib import Path
 
 from ferbench import params as P
 from ferbench.cli import run_stage
-from ferbench.paths import REPORT_PLOTS, RESULTS_TABLE, SUMMARY_METRICS
+from ferbench.paths import RELIABILITY_PLOT, REPORT_PLOTS, RESULTS_TABLE, SUMMARY_METRICS
 from ferbench.report import write_report
 
 
 def main() -> None:
     params = P.load_params()
     summary = write_report(
-        Path("metrics"), Path("dvclive/train"), REPORT_PLOTS, Path("plots/train"), SUMMARY_METRICS, RESULTS_TABLE,
+        Path("metrics"), Path("dvclive/train"), REPORT_PLOTS, Path("plots/train"), RELIABILITY_PLOT, SUMMARY_METRICS,
+        RESULTS_TABLE,
         list(P.get(params, "backbones", dict)), list(P.get(params, "train.candidates", dict)),
         P.get(params, "data.classes", list),
     )  # fmt: skip

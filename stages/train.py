@@ -4,8 +4,7 @@ from ferbench import params as P
 from ferbench.benchmark import run_train
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.errors import FerbenchError
-from ferbench.paths import PREPARED_DIR
-from ferbench.stage_params import backbone_spec, device
+from ferbench.stage_params import backbone_spec, run_settings
 
 
 def main() -> None:
@@ -18,16 +17,7 @@ def main() -> None:
     if not isinstance(overrides, dict):
         raise FerbenchError(f"params.yaml: 'train.candidates.{name}' must be a mapping of overrides (or {{}})")
     spec = backbone_spec(params, name)
-    summary = run_train(
-        spec,
-        P.get(params, "train", dict),
-        overrides,
-        PREPARED_DIR,
-        P.get(params, "data.classes", list),
-        device(params),
-        P.get(params, "seed", int),
-        bool(P.get(params, "compile")),
-    )
+    summary = run_train(spec, P.get(params, "train", dict), overrides, run_settings(params))
     gap = summary["overfitting"]["accuracy_gap"]
     print(f"train@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}, "
           f"train-val gap {gap:+.3f} (best epoch {summary['best_epoch']})")  # fmt: skip

@@ -86,17 +86,20 @@ def save_tiny_clip(folder: Path) -> Path:
     return folder
 
 
-def untrained_model_folder(folder: Path, variant: str = "onnx_fp32", **card_fields: object) -> Path:
-    """A deployable model folder (card + export) of resnet18 at 48 px with random weights."""
+def untrained_model_folder(folder: Path, variant: str = "onnx_fp32", tta: object = None, temperature: float = 1.0,
+                           **card_fields: object) -> Path:  # fmt: skip
+    """A deployable model folder (card + export) of resnet18 at 48 px with random weights, optionally
+    with test-time augmentation (a TTAConfig) inside and a calibration temperature on the card."""
     import torch
 
     from ferbench.deploy import write_model_folder
     from ferbench.models.backbones import BackboneSpec, build_backbone
-    from ferbench.models.classifier import ImageClassifier, build_head
+    from ferbench.models.classifier import ImageClassifier, build_head, with_tta
 
     torch.manual_seed(0)
     spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
     backbone = build_backbone(spec)
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(FER2013_CLASSES))).eval()
-    write_model_folder(folder, spec, model, list(FER2013_CLASSES), variant, **card_fields)
+    write_model_folder(folder, spec, with_tta(model, tta), list(FER2013_CLASSES), variant, tta=tta,
+                       temperature=temperature, **card_fields)  # fmt: skip
     return folder

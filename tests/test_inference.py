@@ -184,3 +184,21 @@ def test_predict_cli_whole_image_mode_and_errors(model_folder, tmp_path, capsys)
     assert record["faces"][0]["box"] == [0, 0, 48, 48]
     assert predict.main([str(tmp_path / "crop.png"), "--model", str(tmp_path / "nowhere")]) == 2
     assert "no model card" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["onnx_fp32", "torch_fp32"])
+def test_the_card_temperature_and_tta_are_applied(variant, tmp_path):
+    import torch
+
+    from ferbench.models.backbones import BackboneSpec
+    from ferbench.models.classifier import TTAConfig, load_classifier, with_tta
+
+    tta = TTAConfig(flip=True, shifts=4)
+    folder = untrained_model_folder(tmp_path / variant, variant, tta=tta, temperature=2.5)
+    deployed = EmotionModel(folder, threads=1)
+    assert deployed.card["tta"]["views"] == 6 and deployed.card["temperature"] == 2.5
+    crops = np.stack([render_face(name, np.random.default_rng(1)) for name in CLASSES])
+    reference = with_tta(load_classifier(BackboneSpec(**deployed.card["spec"]), folder / "model.pt", 7), tta)
+    with torch.no_grad():
+        expected = torch.softmax(reference(torch.from_numpy(crops)) / 2.5, dim=1).numpy()
+    np.testing.assert_allclose(deployed.probabilities(crops), expected, rtol=1e-4, atol=1e-5)

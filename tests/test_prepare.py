@@ -4,7 +4,7 @@ import pytest
 
 from ferbench.data.classes import FER2013_CLASSES
 from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
-from ferbench.data.prepared import Split, load_split, save_split
+from ferbench.data.prepared import Split, leakage_free_test_mask, load_split, save_split
 from ferbench.data.split import group_stratified_split
 from ferbench.errors import FerbenchError
 from tests.conftest import encode, minimal_members, textured
@@ -135,3 +135,19 @@ def test_save_split_rejects_wrong_shapes(tmp_path):
         save_split(tmp_path / "x.npz", Split(np.zeros((2, 32, 32), np.uint8), np.zeros(2, np.int64)))
     with pytest.raises(FerbenchError, match="run `dvc repro prepare`"):
         load_split(tmp_path / "missing.npz")
+
+
+def test_leakage_free_test_subset_is_the_test_images_not_in_the_train_folder(zip_factory, tmp_path):
+    members = _dataset_with_problems()
+    members["train/sad/leak_kept_copy.png"] = members["test/sad/img_3.png"]  # shared pixels, another class
+    result = run(zip_factory(members))
+    write_prepared(result, tmp_path / "prepared")
+    mask = leakage_free_test_mask(tmp_path / "prepared", len(result.splits["test"]))
+    manifest = result.manifest[result.manifest["split"] == "test"].sort_values("index")
+    shared = set(manifest.loc[~mask, "file"])
+    assert shared == {"test/fear/img_0.png", "test/sad/img_3.png"}  # whatever prepare dropped from train
+    assert mask.sum() == 7 * 8 - 2
+    assert result.summary["quality"]["test_leakage_free_images"] == 7 * 8 - 2
+    assert result.summary["quality"]["test_images_in_train_folder"] == 2
+    with pytest.raises(FerbenchError, match="does not match test.npz"):
+        leakage_free_test_mask(tmp_path / "prepared", 5)

@@ -3,7 +3,7 @@
 import pytest
 
 from ferbench.errors import FerbenchError
-from ferbench.selection import Candidate, Criterion, score, select
+from ferbench.selection import Candidate, Criterion, TTAPolicy, score, select
 
 ACCURATE_BUT_OVERFIT = Candidate("resnet18", val_accuracy=0.70, accuracy_gap=0.25, latency_ms=8.0)
 MODEST_AND_STABLE = Candidate("clip_vit_b32", val_accuracy=0.64, accuracy_gap=0.02, latency_ms=25.0)
@@ -88,3 +88,20 @@ def test_bad_select_params_name_the_key(section, message):
 def test_no_candidates_is_an_error():
     with pytest.raises(FerbenchError, match="train.candidates is empty"):
         select([], Criterion("accuracy"))
+
+
+def test_tta_is_shipped_when_it_pays_on_val():
+    auto = TTAPolicy("auto", min_gain=0.005)
+    assert auto.use("a", 0.650, 0.656) and not auto.use("a", 0.650, 0.654)
+    assert not auto.use("a", 0.650, None)  # not evaluated with TTA
+    assert TTAPolicy("always").use("a", 0.66, 0.65) and not TTAPolicy("never").use("a", 0.60, 0.70)
+    with pytest.raises(FerbenchError, match="select.tta is always, but a was evaluated without TTA"):
+        TTAPolicy("always").use("a", 0.6, None)
+    with pytest.raises(FerbenchError, match="'select.tta' is 'sometimes'"):
+        TTAPolicy.from_params({"tta": "sometimes"})
+
+
+def test_a_candidate_shipped_with_tta_says_so_in_the_reason():
+    with_tta = Candidate("vgg8", val_accuracy=0.67, accuracy_gap=0.02, latency_ms=1.5, tta=True)
+    result = select([with_tta, MODEST_AND_STABLE], Criterion("accuracy"))
+    assert result["selected"] == "vgg8" and "val accuracy 0.6700 (with TTA)" in result["reason"]

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
+from ferbench.augment import random_hflip
 from ferbench.benchmark import (
+    RunSettings,
     compute_embeddings,
     load_device_splits,
     run_feature_extract,
@@ -24,13 +26,14 @@ from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.classifier import (
     ImageClassifier,
+    TTAConfig,
     build_head,
     frozen_extractor,
     parse_trainable,
     set_trainable,
     trunk_blocks,
 )
-from ferbench.models.preprocess import Preprocess, random_hflip
+from ferbench.models.preprocess import Preprocess
 
 CLASSES = list(FER2013_CLASSES)
 CPU = torch.device("cpu")
@@ -49,11 +52,18 @@ def prepared(tmp_path_factory):
 
 def test_finetune_learns_and_writes_its_outputs(prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    section = {"epochs": 4, "batch_size": 32, "lr": 0.001, "flip": True, "eval_batch_size": 128}
-    summary = run_finetune(SPEC, section, None, prepared, CLASSES, CPU, seed=0, compile_model=False)
+    section = {"epochs": 4, "batch_size": 32, "lr": 0.001, "flip": True, "precision": "fp32", "eval_batch_size": 128}
+    settings = RunSettings(CLASSES, CPU, 0, prepared, tta=TTAConfig(flip=True, shifts=4))
+    summary = run_finetune(SPEC, section, None, settings)
     assert summary["test"]["accuracy"] >= 2 / 7
     written = json.loads((tmp_path / "metrics/finetune/resnet18.json").read_text())
     assert {"accuracy", "macro_f1", "per_class_recall", "confusion_matrix"} <= set(written["test"])
+    # synthetic faces are all distinct: every test image is leakage-free, so both figures agree
+    assert written["test_leakage_free"]["images"] == 7 * 15
+    assert written["test_leakage_free"]["accuracy"] == pytest.approx(written["test"]["accuracy"])
+    assert written["tta"]["views"] == 6 and 0 < written["tta"]["test"]["accuracy"] <= 1
+    calibration = written["calibration"]
+    assert calibration["temperature"] > 0 and calibration["val"]["nll_scaled"] <= calibration["val"]["nll"] + 1e-9
     assert written["train"]["accuracy"] > 0 and written["val"]["accuracy"] > 0
     predictions = pd.read_csv(tmp_path / "plots/finetune/resnet18/predictions.csv")
     assert list(predictions.columns) == ["actual", "predicted"] and len(predictions) == 7 * 15
@@ -71,7 +81,7 @@ def test_feature_extract_learns_from_cached_features(prepared, tmp_path, monkeyp
     assert arrays["train"].shape == (2, len(splits["train"]), 512) and arrays["test"].shape[0] == 1
     save_embeddings(tmp_path / "f.npz", arrays, {"feature_dim": 512})
     section = {"epochs": 20, "batch_size": 64, "lr": 0.001, "flip": True, "hidden": [], "dropout": 0.0}
-    summary = run_feature_extract("resnet18", tmp_path / "f.npz", section, None, CLASSES, CPU, seed=0)
+    summary = run_feature_extract("resnet18", tmp_path / "f.npz", section, None, RunSettings(CLASSES, CPU, 0, prepared))
     assert summary["test"]["accuracy"] >= 2 / 7
     assert (tmp_path / "metrics/feature_extract/resnet18.json").is_file()
 

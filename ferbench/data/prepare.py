@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ferbench.data.archive import check_archive, classify_entry, read_entries
 from ferbench.data.classes import IMAGE_SIZE, SPLIT_FOLDERS
 from ferbench.data.decode import UndecodableImage, decode_fer
-from ferbench.data.prepared import PREPARED_SPLITS, Split, save_split
+from ferbench.data.prepared import MANIFEST_FILE, PREPARED_SPLITS, Split, save_split
 from ferbench.data.split import group_stratified_split
 from ferbench.errors import FerbenchError
 
@@ -209,6 +209,9 @@ def summarize(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, Any]:
     duplicated = decoded[copies["file"].transform("size") > 1]
     conflicting = decoded[copies["label"].transform("nunique") > 1]
     shared = decoded[decoded["in_test"]]
+    train_hashes = set(decoded.loc[decoded["folder"] == "train", "pixel_hash"])
+    test_rows = frame[frame["split"] == "test"]
+    test_in_train = int(test_rows["pixel_hash"].isin(train_hashes).sum())
     skipped = frame[frame["problem"] != ""]
     dropped = frame[frame["split"] == "dropped"]["dropped"].value_counts()
     return {
@@ -220,6 +223,8 @@ def summarize(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, Any]:
             "label_conflict_groups": int(conflicting["pixel_hash"].nunique()),
             "train_test_shared_groups": int(shared["pixel_hash"].nunique()),
             "train_test_shared_images": len(shared),
+            "test_images_in_train_folder": test_in_train,
+            "test_leakage_free_images": len(test_rows) - test_in_train,
             "near_blank": int(decoded["blank"].sum()),
             "skipped": len(skipped),
             "converted_to_gray": int(decoded["converted"].sum()),
@@ -257,4 +262,4 @@ def write_prepared(result: PreparedData, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, data in result.splits.items():
         save_split(out_dir / f"{split}.npz", data)
-    result.manifest[MANIFEST_COLUMNS].to_csv(out_dir / "manifest.csv", index=False)
+    result.manifest[MANIFEST_COLUMNS].to_csv(out_dir / MANIFEST_FILE, index=False)

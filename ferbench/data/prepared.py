@@ -45,3 +45,27 @@ def load_split(path: Path) -> Split:
         if "images" not in arrays or "labels" not in arrays:
             raise FerbenchError(f"{path}: expected arrays 'images' and 'labels'; rerun `dvc repro prepare`")
         return Split(images=arrays["images"], labels=arrays["labels"])
+
+
+MANIFEST_FILE = "manifest.csv"
+
+
+def leakage_free_test_mask(prepared_dir: Path, test_count: int) -> np.ndarray:
+    """Which test images (by row of test.npz) have pixels that occur nowhere in the Kaggle train folder.
+
+    About 8% of FER-2013's test images are pixel copies of train-folder images (whatever
+    `prepare` then kept or dropped); accuracy on the rest is the leakage-free figure.
+    """
+    import pandas as pd
+
+    path = prepared_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise FerbenchError(f"{path}: manifest not found; run `dvc repro prepare`")
+    manifest = pd.read_csv(path, usecols=["folder", "split", "index", "pixel_hash"], dtype={"pixel_hash": str},
+                           keep_default_na=False)  # fmt: skip
+    train_hashes = set(manifest.loc[(manifest["folder"] == "train") & (manifest["pixel_hash"] != ""), "pixel_hash"])
+    test = manifest[manifest["split"] == "test"].sort_values("index")
+    if len(test) != test_count or not np.array_equal(test["index"].to_numpy(), np.arange(test_count)):
+        raise FerbenchError(f"{path}: does not match test.npz ({len(test)} test rows, {test_count} images); "
+                            "rerun `dvc repro prepare`")  # fmt: skip
+    return ~test["pixel_hash"].isin(train_hashes).to_numpy()

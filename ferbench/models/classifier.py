@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from ferbench.errors import FerbenchError
 from ferbench.models.backbones import Backbone, BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.preprocess import Preprocess
@@ -48,7 +51,7 @@ def backbone_preprocess(backbone: Backbone) -> Preprocess:
 
 
 class ImageClassifier(nn.Module):
-    """uint8 48x48 batch -> logits: preprocessing, trunk and head in one module (one export)."""
+    """48x48 batch (uint8, or float 0..255) -> logits: preprocessing, trunk and head in one module (one export)."""
 
     def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
@@ -152,3 +155,96 @@ def load_classifier(spec: BackboneSpec, checkpoint: Path, num_classes: int) -> I
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, num_classes))
     model.load_state_dict(state)
     return model.eval()
+
+
+TTA_SHIFTS = (0, 4, 8)
+
+
+@dataclass(frozen=True)
+class TTAConfig:
+    """Test-time augmentation: the views whose logits are averaged (`params.yaml: tta`)."""
+
+    flip: bool = False  # the mirrored image
+    shifts: int = 0  # 4: shifted left, right, up, down; 8: and diagonally
+    shift_pixels: int = 2  # by this many pixels (edges replicated)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.flip, bool):
+            raise FerbenchError(f"params.yaml: 'tta.flip' is {self.flip!r}; use true or false")
+        if self.shifts not in TTA_SHIFTS:
+            raise FerbenchError(f"params.yaml: 'tta.shifts' is {self.shifts!r}; use one of 0, 4, 8")
+        pixels = self.shift_pixels
+        if isinstance(pixels, bool) or not isinstance(pixels, int) or not 1 <= pixels <= 8:
+            raise FerbenchError(f"params.yaml: 'tta.shift_pixels' is {self.shift_pixels!r}; use a whole number 1-8")
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any] | None) -> TTAConfig:
+        section = dict(section or {})
+        known = {"flip", "shifts", "shift_pixels"}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise FerbenchError(
+                f"params.yaml: unknown key(s) {', '.join(unknown)} in tta; known: {', '.join(sorted(known))}"
+            )
+        return cls(**section)
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        """(dy, dx) of each shifted view."""
+        step = self.shift_pixels
+        sides = [(0, -step), (0, step), (-step, 0), (step, 0)]
+        corners = [(-step, -step), (-step, step), (step, -step), (step, step)]
+        return (sides + corners)[: self.shifts]
+
+    @property
+    def views(self) -> int:
+        return 1 + int(self.flip) + self.shifts
+
+    @property
+    def enabled(self) -> bool:
+        return self.views > 1
+
+    def to_card(self) -> dict[str, Any]:
+        return {**asdict(self), "views": self.views}
+
+    @classmethod
+    def from_card(cls, entry: Mapping[str, Any] | None) -> TTAConfig:
+        """The settings a model card records (no entry: no TTA)."""
+        if not isinstance(entry, Mapping):
+            return cls()
+        return cls(**{key: entry[key] for key in ("flip", "shifts", "shift_pixels") if key in entry})
+
+
+class TTAClassifier(nn.Module):
+    """A classifier that averages its logits over the TTA views of each image; exports as one graph.
+
+    All views of a batch go through the wrapped model in one call (batch x views).
+    """
+
+    def __init__(self, model: nn.Module, config: TTAConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    @property
+    def preprocess(self) -> nn.Module:
+        return self.model.preprocess
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        views = [x]
+        if self.config.flip:
+            views.append(x.flip(-1))
+        if self.config.shifts:
+            pad = self.config.shift_pixels
+            height, width = x.shape[-2:]
+            padded = F.pad(x.unsqueeze(1), (pad, pad, pad, pad), mode="replicate").squeeze(1)
+            for dy, dx in self.config.offsets:
+                views.append(padded[:, pad + dy : pad + dy + height, pad + dx : pad + dx + width])
+        logits = self.model(torch.cat(views))
+        return logits.view(len(views), x.shape[0], -1).mean(0)
+
+
+def with_tta(model: nn.Module, config: TTAConfig | None) -> nn.Module:
+    """`model` wrapped for test-time augmentation, or `model` itself when `config` has one view."""
+    return TTAClassifier(model, config) if config is not None and config.enabled else model
