@@ -66,6 +66,12 @@ class TrainConfig:
                 raise FerbenchError(
                     f"params.yaml: '{name}' is {getattr(self, name)!r}; use one of: {', '.join(allowed)}"
                 )
+        for name in ("lr", "weight_decay", "warmup_epochs", "ema_decay", "label_smoothing", "plateau_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise FerbenchError(f"params.yaml: '{name}' is {value!r}; use a number (write 1.0e-5, not 1e-5)")
+        if self.lr <= 0:
+            raise FerbenchError(f"params.yaml: 'lr' is {self.lr}; use a positive learning rate")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise FerbenchError("params.yaml: epochs, batch_size and eval_batch_size must be at least 1")
         if not 0 <= self.warmup_epochs < self.epochs and self.warmup_epochs != 0:

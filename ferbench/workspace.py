@@ -24,6 +24,7 @@ from ferbench.errors import FerbenchError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES: tuple[str, ...] = ("ferbench", "stages", "dvc.yaml", "params.yaml", ".dvcignore")
 PATH_PARAMS: tuple[tuple[str, ...], ...] = (("data", "archive"),)  # relative paths, rebased onto the copy
+BACKBONE_PATH_KEY = "weights"  # backbones.<name>.weights: a local file or folder, rebased like the paths above
 
 
 def merge_overrides(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,7 +40,11 @@ def merge_overrides(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
 
 
 def _rebase_paths(params: dict[str, Any], source_root: Path) -> None:
-    for keys in PATH_PARAMS:
+    """Relative local paths in params point into the source project: make them absolute for the copy."""
+    backbones = params.get("backbones")
+    backbone_keys = [("backbones", name, BACKBONE_PATH_KEY) for name in backbones] if isinstance(
+        backbones, Mapping) else []  # fmt: skip
+    for keys in [*PATH_PARAMS, *backbone_keys]:
         node: Any = params
         for key in keys[:-1]:
             node = node.get(key, {}) if isinstance(node, Mapping) else {}
@@ -48,10 +53,21 @@ def _rebase_paths(params: dict[str, Any], source_root: Path) -> None:
             node[keys[-1]] = os.fspath((source_root / value).resolve())
 
 
+def _represent_float(representer: Any, value: float) -> Any:
+    """Floats with a dot in the mantissa (2.0e-05, not 2e-05): YAML 1.1 readers such as PyYAML,
+    which the stages and DVC use, read `2e-05` as a string."""
+    text = repr(value)
+    if "e" in text and "." not in text.split("e")[0]:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}.0e{exponent}"
+    return representer.represent_scalar("tag:yaml.org,2002:float", text)
+
+
 def write_params(source_root: Path, destination: Path, overrides: Mapping[str, Any]) -> None:
     """Write `source_root/params.yaml` merged with `overrides` to `destination`, comments kept."""
     yaml = YAML()
     yaml.width = 120
+    yaml.representer.add_representer(float, _represent_float)
     params = yaml.load((source_root / "params.yaml").read_text())
     merge_overrides(params, overrides)
     _rebase_paths(params, source_root)
