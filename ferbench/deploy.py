@@ -174,29 +174,36 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"- Backbone: `{card['spec']['source']}` `{card['spec']['model']}` (pretrained: {card['spec']['pretrained']})",
         f"- Classes (output order): {', '.join(card['classes'])}",
         "- Input: uint8 grayscale faces, batch x 48 x 48, made by `ferbench.data.decode.image_to_fer`; the model "
-        f"itself resizes to {card['preprocessing']['input_size']} px, repeats to 3 channels and normalises",
+        f"itself resizes to {card['preprocessing']['input_size']} px, "
+        f"{'repeats to 3 channels' if card['preprocessing']['channels'] == 3 else 'keeps one channel'} and normalises",
         f"- Runtime: {card['runtime']}, file `{card['files']['model']}` (checkpoint `{card['files']['checkpoint']}`)",
     ]
-    if "metrics" not in card:
-        return "\n".join([*lines, ""])
-    metrics, latency, calibration = card["metrics"], card["latency"], card["calibration"]
     tta = card["tta"]
     views = (f"averages its logits over {tta['views']} views of each face (mirror: {tta['flip']}, shifts of "
              f"{tta['shift_pixels']} px: {tta['shifts']}), inside the exported model") if tta["views"] > 1 else "none"
-    return "\n".join([
-        *lines,
-        f"- Test-time augmentation: {views}",
+    lines.append(f"- Test-time augmentation: {views}")
+    if "metrics" not in card:
+        return "\n".join([*lines, ""])
+    metrics, latency = card["metrics"], card["latency"]
+    lines += [
         f"- Val accuracy {metrics['val_accuracy']:.4f} as deployed, train-val gap {metrics['accuracy_gap']:+.4f}",
         f"- Test accuracy {metrics['test_accuracy']:.4f} as deployed (the checkpoint alone in PyTorch fp32: "
         f"{metrics['test_accuracy_fp32']:.4f}), macro-F1 {metrics['test_macro_f1']:.4f}",
-        f"- Leakage-free test accuracy {metrics['test_leakage_free_accuracy']:.4f} (macro-F1 "
-        f"{metrics['test_leakage_free_macro_f1']:.4f}) on the {metrics['test_leakage_free_images']} test images whose "
-        "pixels do not occur in the Kaggle train folder",
-        "- Per-class test recall: " + ", ".join(f"{name} {value:.2f}"
-                                                for name, value in metrics["test_per_class_recall"].items()),
-        f"- Calibration: temperature {card['temperature']:.3f} (fitted on val, applied by the inference code); "
-        f"test ECE {calibration['test']['ece']:.4f} -> {calibration['test']['ece_scaled']:.4f}, test NLL "
-        f"{calibration['test']['nll']:.4f} -> {calibration['test']['nll_scaled']:.4f}",
+    ]  # fmt: skip
+    if "test_leakage_free_accuracy" in metrics:
+        lines.append(f"- Leakage-free test accuracy {metrics['test_leakage_free_accuracy']:.4f} (macro-F1 "
+                     f"{metrics['test_leakage_free_macro_f1']:.4f}) on the {metrics['test_leakage_free_images']} test "
+                     "images whose pixels do not occur in the Kaggle train folder")  # fmt: skip
+    if "test_per_class_recall" in metrics:
+        lines.append("- Per-class test recall: " + ", ".join(f"{name} {value:.2f}" for name, value
+                                                             in metrics["test_per_class_recall"].items()))  # fmt: skip
+    if "calibration" in card:
+        test = card["calibration"]["test"]
+        lines.append(f"- Calibration: temperature {card['temperature']:.3f} (fitted on val, applied by the inference "
+                     f"code); test ECE {test['ece']:.4f} -> {test['ece_scaled']:.4f}, test NLL {test['nll']:.4f} -> "
+                     f"{test['nll_scaled']:.4f}")  # fmt: skip
+    return "\n".join([
+        *lines,
         f"- CPU latency, batch 1, {latency['threads']} threads: p50 {latency['p50_ms']:.2f} ms, "
         f"p99 {latency['p99_ms']:.2f} ms ({latency['fps']:.0f} FPS)",
         f"- Agreement with PyTorch fp32 on val: {card['agreement_with_fp32_on_val'][card['variant']]:.4f}",

@@ -17,10 +17,11 @@ APP = str(PROJECT_ROOT / "streamlit_app.py")
 def model_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("selected")
     metrics = {"val_accuracy": 0.63, "train_accuracy": 0.7, "accuracy_gap": 0.07, "test_accuracy_fp32": 0.625,
-               "test_accuracy": 0.6244, "test_macro_f1": 0.6}
+               "test_accuracy": 0.6244, "test_macro_f1": 0.6, "test_leakage_free_accuracy": 0.6131,
+               "test_leakage_free_macro_f1": 0.58, "test_leakage_free_images": 6610}
     latency = {"threads": 2, "p50_ms": 12.5, "p99_ms": 14.0, "fps": 80.0}
     selection = {"criterion": {"name": "generalization"}, "reason": "resnet18 ranks first"}
-    return untrained_model_folder(folder, "onnx_int8", metrics=metrics, latency=latency,
+    return untrained_model_folder(folder, "onnx_int8", metrics=metrics, latency=latency, temperature=1.25,
                                   agreement_with_fp32_on_val={"onnx_int8": 0.995}, selection=selection)  # fmt: skip
 
 
@@ -51,6 +52,9 @@ def test_sidebar_shows_the_model_card(app):
     assert "62.4%" in values and "12.5 ms" in values
     assert any("onnx_int8" in markdown.value for markdown in app.sidebar.markdown)
     assert any("generalization" in markdown.value for markdown in app.sidebar.markdown)
+    captions = " ".join(caption.value for caption in app.sidebar.caption)
+    assert "61.3% on the test images that do not also occur in the training folder" in captions
+    assert "No test-time augmentation" in captions and "temperature 1.25" in captions
 
 
 def test_an_uploaded_photo_shows_its_faces_and_probabilities(app):
