@@ -75,6 +75,19 @@ def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def synthetic_prepared(root: Path, train_per_class: int, test_per_class: int, seed: int,
+                       val_fraction: float = 0.15) -> Path:  # fmt: skip
+    """`root/prepared`: the prepare stage's output for a synthetic archive of that many faces per class."""
+    from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
+
+    counts = {"train": dict.fromkeys(FER2013_CLASSES, train_per_class), "test": dict.fromkeys(FER2013_CLASSES,
+                                                                                               test_per_class)}
+    write_synthetic_archive(root / "fer.zip", counts, seed=seed)
+    result = prepare_dataset(root / "fer.zip", list(FER2013_CLASSES), val_fraction, 0, QualityPolicy(), 64)
+    write_prepared(result, root / "prepared")
+    return root / "prepared"
+
+
 def save_tiny_clip(folder: Path) -> Path:
     """A 2-layer CLIP vision tower saved like a downloaded one (save_pretrained), mean (0.1, 0.2, 0.3)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel

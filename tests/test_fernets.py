@@ -6,14 +6,13 @@ import torch
 
 from ferbench.benchmark import RunSettings, run_train
 from ferbench.data.classes import FER2013_CLASSES
-from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
-from ferbench.data.synthetic import write_synthetic_archive
 from ferbench.errors import FerbenchError
 from ferbench.latency import torch_runtime
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.classifier import ImageClassifier, TTAConfig, build_head, load_classifier, trunk_blocks, with_tta
 from ferbench.models.export import export_onnx, onnx_logits, onnx_session
 from ferbench.models.fernets import NETWORKS
+from tests.conftest import synthetic_prepared
 
 CLASSES = list(FER2013_CLASSES)
 CPU = torch.device("cpu")
@@ -64,11 +63,7 @@ def test_fer_network_weights_need_a_local_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fer")
-    counts = {"train": dict.fromkeys(CLASSES, 80), "test": dict.fromkeys(CLASSES, 15)}
-    write_synthetic_archive(root / "fer.zip", counts, seed=5)
-    write_prepared(prepare_dataset(root / "fer.zip", CLASSES, 0.15, 0, QualityPolicy(), 64), root / "prepared")
-    return root / "prepared"
+    return synthetic_prepared(tmp_path_factory.mktemp("fer"), 80, 15, seed=5)
 
 
 # From scratch, the drawn faces take a few hundred steps before accuracy takes off (measured: the

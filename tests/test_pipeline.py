@@ -101,6 +101,11 @@ def test_train_select_latency_and_report_outputs(workspace):
     assert card["backbone"] == selection["selected"] and card["classes"][0] == "angry"
     assert (workspace / "models/selected" / card["files"]["model"]).is_file()
     assert card["agreement_with_fp32_on_val"][card["variant"]] >= 0.99
+    assert card["temperature"] > 0 and card["tta"]["views"] in (1, 2)  # the demo's tta: the mirror view
+    assert card["metrics"]["test_leakage_free_images"] == 7 * 12  # synthetic faces are all distinct
+    assert {"test_leakage_free", "tta", "calibration"} <= set(trained)
+    reliability = pd.read_csv(workspace / "plots/selected/reliability.csv")
+    assert len(reliability) == 15 and reliability["count_before"].sum() == 7 * 12
     summary = json.loads((workspace / "metrics/summary.json").read_text())
     assert summary["selected"] == selection["selected"] and set(summary["backbones"]) == {"resnet18", "resnet34"}
     table = (workspace / "reports/results.md").read_text()
@@ -114,7 +119,8 @@ def test_plots_render(workspace):
     out = dvc(workspace, "plots", "show", "--json")
     for expected in ("Class distribution", "feature_extract/resnet18/predictions.csv", "val/accuracy.tsv",
                      "Test accuracy per backbone", "Accuracy against CPU latency", "Selected model, test confusion",
-                     "learning_curves.png", "train/resnet34/predictions.csv"):  # fmt: skip
+                     "learning_curves.png", "train/resnet34/predictions.csv", "Selected model as shipped",
+                     "reliability.png"):  # fmt: skip
         assert expected in out, expected
 
 

@@ -21,14 +21,12 @@ from ferbench.benchmark import (
     stage_settings,
 )
 from ferbench.data.classes import FER2013_CLASSES
-from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
-from ferbench.data.synthetic import write_synthetic_archive
 from ferbench.engine import TrainConfig, resolve_device
 from ferbench.models.classifier import TTAConfig
 from ferbench.selection import Criterion, TTAPolicy
 from ferbench.stage_params import backbone_overrides, backbone_spec, run_settings
 from ferbench.workspace import load_overrides, write_params
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, synthetic_prepared
 
 CLASSES = list(FER2013_CLASSES)
 PRESETS = ("params-demo.yaml", "params-cpu.yaml", "params-gpu.yaml")
@@ -62,11 +60,7 @@ def test_every_key_of_a_preset_is_accepted(preset, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    counts = {"train": dict.fromkeys(CLASSES, 4), "test": dict.fromkeys(CLASSES, 2)}
-    write_synthetic_archive(root / "fer.zip", counts, seed=1)
-    write_prepared(prepare_dataset(root / "fer.zip", CLASSES, 0.25, 0, QualityPolicy(), 64), root / "prepared")
-    return root / "prepared"
+    return synthetic_prepared(tmp_path_factory.mktemp("tiny"), 4, 2, seed=1, val_fraction=0.25)
 
 
 def test_the_gpu_preset_runs_a_few_steps_of_every_training_section_on_the_cpu(tiny_prepared, tmp_path, monkeypatch):

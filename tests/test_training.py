@@ -19,8 +19,6 @@ from ferbench.benchmark import (
     save_embeddings,
 )
 from ferbench.data.classes import FER2013_CLASSES
-from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
-from ferbench.data.synthetic import write_synthetic_archive
 from ferbench.engine import Batches, ResumeFile, TrainConfig, class_weights, fit
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint
@@ -34,6 +32,7 @@ from ferbench.models.classifier import (
     trunk_blocks,
 )
 from ferbench.models.preprocess import Preprocess
+from tests.conftest import synthetic_prepared
 
 CLASSES = list(FER2013_CLASSES)
 CPU = torch.device("cpu")
@@ -42,12 +41,7 @@ SPEC = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    counts = {"train": dict.fromkeys(CLASSES, 80), "test": dict.fromkeys(CLASSES, 15)}
-    write_synthetic_archive(root / "fer.zip", counts, seed=11)
-    result = prepare_dataset(root / "fer.zip", CLASSES, 0.15, 0, QualityPolicy(), 64)
-    write_prepared(result, root / "prepared")
-    return root / "prepared"
+    return synthetic_prepared(tmp_path_factory.mktemp("train"), 80, 15, seed=11)
 
 
 def test_finetune_learns_and_writes_its_outputs(prepared, tmp_path, monkeypatch):
