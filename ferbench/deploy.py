@@ -28,6 +28,7 @@ from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
 from ferbench.latency import (
     ONNX_FILES,
+    Calibration,
     agreement,
     batched_logits,
     build_runtimes,
@@ -38,21 +39,27 @@ from ferbench.metrics import classification_metrics
 from ferbench.models.backbones import BackboneSpec
 from ferbench.models.checkpoint import save_checkpoint
 from ferbench.models.classifier import TTAClassifier, TTAConfig, load_classifier, with_tta
-from ferbench.models.export import export_onnx, quantize_int8
+from ferbench.models.export import export_int8_static, export_onnx, quantize_int8
 
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "ferbench-model-card/1"
-RUNTIMES = {"torch_fp32": "torch", "onnx_fp32": "onnxruntime", "onnx_int8": "onnxruntime"}
+RUNTIMES = {"torch_fp32": "torch", "onnx_fp32": "onnxruntime", "onnx_int8": "onnxruntime",
+            "onnx_int8_static": "onnxruntime"}  # fmt: skip
 
 
 def write_model_folder(
     folder: Path, spec: BackboneSpec, model: nn.Module, classes: Sequence[str], variant: str,
     checkpoint: Path | None = None, exported: Path | None = None, tta: TTAConfig | None = None,
-    temperature: float = 1.0, **card_fields: Any,
+    temperature: float = 1.0, int8_calibration: Calibration | None = None, **card_fields: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """A deployable folder: the model file of `variant` (copied from `exported`, or exported now from
-    `model`, which already carries `tta`'s wrapper when it has more than one view), the checkpoint
-    (given, or saved from the classifier), and the card with `card_fields` added."""
+    `model`, which already carries `tta`'s wrapper when it has more than one view; static int8 needs
+    `int8_calibration`), the checkpoint (given, or saved from the classifier), and the card with
+    `card_fields` added."""
+    if variant not in RUNTIMES:
+        raise FerbenchError(f"unknown deployment variant {variant!r}; use one of {', '.join(RUNTIMES)}")
+    if variant == "onnx_int8_static" and int8_calibration is None:
+        raise FerbenchError("onnx_int8_static: a static int8 model needs its calibration images (train split)")
     folder.mkdir(parents=True, exist_ok=True)
     files = {"checkpoint": "model.pt", "model": ONNX_FILES.get(variant, "model.pt")}
     classifier = model.model if isinstance(model, TTAClassifier) else model
@@ -63,6 +70,8 @@ def write_model_folder(
     if variant in ONNX_FILES:
         if exported is not None:
             shutil.copyfile(exported, folder / files["model"])
+        elif variant == "onnx_int8_static":
+            export_int8_static(model, folder / files["model"], int8_calibration.images, int8_calibration.method)
         else:
             fp32 = export_onnx(model, folder / ONNX_FILES["onnx_fp32"])
             if variant == "onnx_int8":
@@ -84,6 +93,8 @@ def write_model_folder(
         "runtime": RUNTIMES[variant],
         "variant": variant,
         "files": files,
+        **({"int8_calibration": {"split": "train", "images": len(int8_calibration.images),
+                                 "method": int8_calibration.method}} if variant == "onnx_int8_static" else {}),
         **card_fields,
     }  # fmt: skip
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
@@ -103,7 +114,7 @@ class Deployment:
 def write_selected(
     folder: Path, spec: BackboneSpec, checkpoint: Path, classes: Sequence[str], val: Split, test: Split,
     leakage_free: np.ndarray, latency: Mapping[str, Any], selection: Mapping[str, Any], trained: Mapping[str, Any],
-    threads: int, min_agreement: float, tta: TTAConfig | None = None,
+    threads: int, min_agreement: float, tta: TTAConfig | None = None, int8_calibration: Calibration | None = None,
 ) -> Deployment:  # fmt: skip
     """Export the selected checkpoint (with `tta`'s views inside the graph when given), keep its fastest
     faithful variant, fit its temperature on val, re-measure it on test, write the card."""
@@ -112,24 +123,25 @@ def write_selected(
     timings_key = "tta" if tta is not None and tta.enabled else None
     shutil.rmtree(folder, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
-        runtimes = build_runtimes(shipped, Path(scratch), threads)
+        runtimes = build_runtimes(shipped, Path(scratch), threads, int8_calibration)
         val_logits = {name: batched_logits(runtime, val.images) for name, runtime in runtimes.items()}
         reference = val_logits["torch_fp32"].argmax(1)
         agreements = {name: agreement(reference, logits.argmax(1)) for name, logits in val_logits.items()}
         # the latency stage's timings (same architecture; on the TTA views when shipping TTA), this checkpoint's
         # own agreement
-        measured = {name: {"p50_ms": _timings(latency["variants"][name], timings_key)["p50_ms"], "agreement": share}
+        measured = {name: {"p50_ms": _timings(_variant(latency, name), timings_key)["p50_ms"], "agreement": share}
                     for name, share in agreements.items()}  # fmt: skip
         variant = fastest_faithful(measured, min_agreement)
         test_logits = batched_logits(runtimes[variant], test.images)
         exported = Path(scratch) / ONNX_FILES[variant] if variant in ONNX_FILES else None
-        calibration = calibration_report({"val": (val_logits[variant], val.labels), "test": (test_logits, test.labels)})
+        probabilities = calibration_report({"val": (val_logits[variant], val.labels),
+                                            "test": (test_logits, test.labels)})  # fmt: skip
         predictions = test_logits.argmax(1)
         deployed_test = classification_metrics(test.labels, predictions, classes)
         leakage_free_test = classification_metrics(test.labels[leakage_free], predictions[leakage_free], classes)
         card = write_model_folder(
             folder, spec, shipped, classes, variant, checkpoint=checkpoint, exported=exported, tta=tta,
-            temperature=calibration["temperature"],
+            temperature=probabilities["temperature"], int8_calibration=int8_calibration,
             agreement_with_fp32_on_val=agreements,
             metrics={
                 "val_accuracy": float((val_logits[variant].argmax(1) == val.labels).mean()),
@@ -143,18 +155,26 @@ def write_selected(
                 "test_leakage_free_images": int(leakage_free.sum()),
                 "test_per_class_recall": deployed_test["per_class_recall"],
             },
-            calibration=calibration,
+            calibration=probabilities,
             latency={"threads": latency["threads"], "batch_size": 1,
                      **_timings(latency["variants"][variant], timings_key)},
             selection={"criterion": selection["criterion"], "reason": selection["reason"]},
         )  # fmt: skip
     before = reliability_table(test_logits, test.labels)
-    after = reliability_table(test_logits, test.labels, calibration["temperature"])
+    after = reliability_table(test_logits, test.labels, probabilities["temperature"])
     reliability = pd.DataFrame({"bin_center": (before["bin_lower"] + before["bin_upper"]) / 2})
     for name, table in (("before", before), ("after", after)):
         for column in ("count", "confidence", "accuracy"):
             reliability[f"{column}_{name}"] = table[column]
     return Deployment(card, reliability)
+
+
+def _variant(latency: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The latency stage's record of one variant (an error naming the fix when it was not measured)."""
+    if name not in latency["variants"]:
+        raise FerbenchError(f"metrics/latency: no timings for {name}; rerun `dvc repro` (the latency stage times "
+                            "every variant the select stage may ship)")  # fmt: skip
+    return latency["variants"][name]
 
 
 def _timings(variant: Mapping[str, Any], key: str | None) -> dict[str, Any]:
@@ -178,6 +198,10 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"{'repeats to 3 channels' if card['preprocessing']['channels'] == 3 else 'keeps one channel'} and normalises",
         f"- Runtime: {card['runtime']}, file `{card['files']['model']}` (checkpoint `{card['files']['checkpoint']}`)",
     ]
+    if "int8_calibration" in card:
+        int8 = card["int8_calibration"]
+        lines.append(f"- Static int8: activation ranges calibrated on {int8['images']} {int8['split']} images "
+                     f"({int8['method']}); the preprocessing inside the model stays fp32")  # fmt: skip
     tta = card["tta"]
     views = (f"averages its logits over {tta['views']} views of each face (mirror: {tta['flip']}, shifts of "
              f"{tta['shift_pixels']} px: {tta['shifts']}), inside the exported model") if tta["views"] > 1 else "none"

@@ -1,6 +1,8 @@
 """CPU latency of a classifier at batch 1, per runtime variant, and how faithful each variant is.
 
-Variants: PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime int8 (dynamic quantization).
+Variants: PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime int8 with dynamic quantization
+(weights int8, activation ranges found at run time: fast for transformers' matmuls) and with static
+quantization (activation ranges calibrated beforehand on train images: int8 convolutions for CNNs).
 Each is timed on the same single 48x48 image after warm-up; faithfulness is the share of val
 images on which a variant predicts the same class as PyTorch fp32. With test-time augmentation
 of V views, each variant is also timed on the V views of that image in one call (`tta`), which
@@ -20,11 +22,43 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
-from ferbench.models.export import export_onnx, onnx_logits, onnx_session, quantize_int8
+from ferbench.models.export import (
+    CALIBRATION_METHODS,
+    export_int8_static,
+    export_onnx,
+    onnx_logits,
+    onnx_session,
+    quantize_int8,
+)
 
-VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8")
-ONNX_FILES = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx"}
+VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static")
+ONNX_FILES = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx", "onnx_int8_static": "model.int8-static.onnx"}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What static int8 quantization measures activation ranges on: train images and the method."""
+
+    images: np.ndarray
+    method: str = "percentile"
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise FerbenchError(f"params.yaml: latency.calibration_method is {self.method!r}; use one of "
+                                f"{', '.join(CALIBRATION_METHODS)}")  # fmt: skip
+
+
+def calibration_sample(train: Split, count: int, seed: int) -> np.ndarray:
+    """`count` train images drawn at random with `seed` (all of them when train has fewer). Only the train
+    split: val decides which variant is faithful and test reports accuracy, so neither may shape the model."""
+    if count < 1:
+        raise FerbenchError(f"params.yaml: latency.calibration_images is {count}; use at least 1 (e.g. 256)")
+    if len(train.images) == 0:
+        raise FerbenchError("latency: the train split is empty; static int8 calibration needs train images")
+    chosen = np.random.default_rng(seed).permutation(len(train.images))[:count]
+    return train.images[np.sort(chosen)]
 
 
 def timing(call: Callable[[], object], warmup: int, runs: int) -> dict[str, float]:
@@ -81,15 +115,23 @@ def onnx_runtime(name: str, path: Path, threads: int) -> Runtime:
     return Runtime(name, lambda images: onnx_logits(session, images))
 
 
-def build_runtimes(model: nn.Module, folder: Path, threads: int) -> dict[str, Runtime]:
-    """Export fp32 and int8 ONNX files into `folder` and return all three runtimes."""
+def build_runtimes(
+    model: nn.Module, folder: Path, threads: int, calibration: Calibration | None = None
+) -> dict[str, Runtime]:
+    """Export the ONNX files into `folder` and return the runtimes: every variant, static int8 only
+    when `calibration` is given."""
     fp32 = export_onnx(model, folder / ONNX_FILES["onnx_fp32"])
     int8 = quantize_int8(fp32, folder / ONNX_FILES["onnx_int8"])
-    return {
+    runtimes = {
         "torch_fp32": torch_runtime(model),
         "onnx_fp32": onnx_runtime("onnx_fp32", fp32, threads),
         "onnx_int8": onnx_runtime("onnx_int8", int8, threads),
     }
+    if calibration is not None:
+        static = export_int8_static(model, folder / ONNX_FILES["onnx_int8_static"], calibration.images,
+                                    calibration.method)  # fmt: skip
+        runtimes["onnx_int8_static"] = onnx_runtime("onnx_int8_static", static, threads)
+    return runtimes
 
 
 def batched_logits(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -145,11 +187,11 @@ def set_threads(threads: int) -> None:
 
 def latency_report(
     model: nn.Module, folder: Path, images: np.ndarray, labels: np.ndarray, threads: int, warmup: int, runs: int,
-    min_agreement: float, tta_views: int = 1,
+    min_agreement: float, tta_views: int = 1, calibration: Calibration | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Everything latency@<backbone> records: per-variant timing and faithfulness, FLOPs, the pick."""
     set_threads(threads)
-    runtimes = build_runtimes(model, folder, threads)
+    runtimes = build_runtimes(model, folder, threads, calibration)
     variants = measure_variants(runtimes, images, labels, warmup, runs, tta_views)
     return {
         "threads": threads,
@@ -158,6 +200,8 @@ def latency_report(
         "gflops": count_flops(model) / 1e9,
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "variants": variants,
+        "calibration": None if calibration is None else {"images": len(calibration.images), "split": "train",
+                                                         "method": calibration.method},
         "fastest_faithful": fastest_faithful(variants, min_agreement),
         "speedup_vs_torch_fp32": {
             name: variants["torch_fp32"]["p50_ms"] / result["p50_ms"] for name, result in variants.items()

@@ -1,12 +1,18 @@
-"""CPU latency of seed backbones at batch 1 in each runtime variant (results and command in the README).
+"""CPU latency and faithfulness of backbones at batch 1 in every runtime variant (results and command in
+the README).
 
-Builds each backbone with its seed spec from params.yaml but without pretrained weights (speed
-does not depend on the weights; faithfulness does, and the latency stage measures it on val),
-adds the 7-class head, exports it and times PyTorch eager fp32, ONNX Runtime fp32 and ONNX
-Runtime int8 on one 48x48 image, interleaving rounds so that load changes hit every variant
-alike. Prints a table and the speed-up of each variant over PyTorch eager fp32.
+Builds each backbone with its spec from params.yaml and the 7-class head, without pretrained
+weights unless `--checkpoint NAME=PATH` gives trained ones (speed does not depend on the weights;
+agreement does: random weights make near-tied logits, so their int8 agreement is a pessimistic
+bound). Exports it, quantizes it dynamically and statically (calibrated on
+`latency.calibration_images` train images), and times PyTorch eager fp32 and every ONNX Runtime
+variant on one 48x48 image in interleaved rounds, so that load changes hit every variant alike.
+Agreement with PyTorch fp32 is measured on val images of a prepared folder (`--prepared`, default
+data/prepared; synthetic faces when there is none). The speed-up column is against PyTorch eager
+fp32 in the same run; `ships` marks the variant `fastest_faithful` picks at `latency.min_agreement`.
 
 Usage: .venv/bin/python scripts/bench_latency.py [--backbones clip_vit_b32 resnet18] [--threads 2]
+       [--prepared DIR] [--checkpoint resnet18=PATH ...]
 """
 
 from __future__ import annotations
@@ -17,15 +23,53 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ferbench.latency import VARIANTS, build_runtimes, count_flops, set_threads, timing
+from ferbench.data.prepared import load_split
+from ferbench.latency import (
+    VARIANTS,
+    Calibration,
+    agreement,
+    batched_predictions,
+    build_runtimes,
+    calibration_sample,
+    count_flops,
+    fastest_faithful,
+    set_threads,
+    timing,
+)
 from ferbench.models.backbones import BackboneSpec, build_backbone
-from ferbench.models.classifier import ImageClassifier, build_head
+from ferbench.models.classifier import ImageClassifier, build_head, load_classifier
 from ferbench.params import load_params
+from ferbench.paths import PREPARED_DIR
+
+
+def prepared_folder(path: Path | None, scratch: Path) -> tuple[Path, str]:
+    """The prepared folder to calibrate and judge on: the given one, data/prepared, or synthetic faces."""
+    if path is not None:
+        return path, str(path)
+    if (PREPARED_DIR / "val.npz").is_file():
+        return PREPARED_DIR, str(PREPARED_DIR)
+    from ferbench.data.classes import FER2013_CLASSES
+    from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
+    from ferbench.data.synthetic import write_synthetic_archive
+
+    counts = {"train": dict.fromkeys(FER2013_CLASSES, 60), "test": dict.fromkeys(FER2013_CLASSES, 10)}
+    write_synthetic_archive(scratch / "faces.zip", counts, seed=0)
+    write_prepared(prepare_dataset(scratch / "faces.zip", list(FER2013_CLASSES), 0.5, 0, QualityPolicy(), 64),
+                   scratch / "prepared")  # fmt: skip
+    return scratch / "prepared", "synthetic faces"
+
+
+def model_for(name: str, specs: dict, checkpoints: dict[str, Path]) -> tuple[torch.nn.Module, str]:
+    spec = BackboneSpec.from_params(name, specs[name])
+    if name in checkpoints:
+        return load_classifier(spec, checkpoints[name], 7), f"trained ({checkpoints[name]})"
+    torch.manual_seed(0)
+    backbone = build_backbone(replace(spec, pretrained=False, weights=None))
+    return ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval(), "random weights"
 
 
 def main() -> None:
@@ -35,31 +79,57 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every runtime (default 2)")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per variant and round (default 100)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round counts")
+    parser.add_argument("--prepared", type=Path, default=None,
+                        help="prepared folder (train.npz for calibration, val.npz for agreement); default "
+                             "data/prepared, else generated synthetic faces")  # fmt: skip
+    parser.add_argument("--agreement-images", type=int, default=1000, help="val images judged (default 1000)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                        help="trained checkpoint for a backbone (repeatable); default: random weights")  # fmt: skip
     args = parser.parse_args()
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, separator, path = item.partition("=")
+        if not separator or not Path(path).is_file():
+            parser.error(f"--checkpoint {item!r}: use NAME=PATH with an existing checkpoint file")
+        checkpoints[name] = Path(path)
     set_threads(args.threads)
-    specs = load_params()["backbones"]
-    image = np.random.default_rng(0).integers(0, 256, (1, 48, 48), dtype=np.uint8)
-    print(f"CPU, batch 1, {args.threads} threads, {args.runs} runs x {args.rounds} rounds (median round)")
-    print(f"{'backbone':<14} {'GFLOPs':>7} {'variant':<11} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'FPS':>7}"
-          f" {'speed-up':>9}")  # fmt: skip
-    for name in args.backbones:
-        spec = replace(BackboneSpec.from_params(name, specs[name]), pretrained=False, weights=None)
-        torch.manual_seed(0)
-        backbone = build_backbone(spec)
-        model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval()
-        gflops = count_flops(model) / 1e9
-        with tempfile.TemporaryDirectory() as scratch:
-            runtimes = build_runtimes(model, Path(scratch), args.threads)
-            rounds = {variant: [] for variant in VARIANTS}
+    params = load_params()
+    latency = params["latency"]
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared, source = prepared_folder(args.prepared, Path(scratch))
+        calibration = Calibration(calibration_sample(load_split(prepared / "train.npz"),
+                                                     latency["calibration_images"], params["seed"]),
+                                  latency["calibration_method"])  # fmt: skip
+        val = load_split(prepared / "val.npz")
+        judged = val.images[: args.agreement_images]
+        print(f"CPU, batch 1, {args.threads} threads, {args.runs} runs x {args.rounds} rounds (median round); "
+              f"static int8 calibrated on {len(calibration.images)} train images ({calibration.method}); "
+              f"agreement with torch fp32 on {len(judged)} val images of {source}")  # fmt: skip
+        print(f"{'backbone':<14} {'GFLOPs':>7} {'variant':<17} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'FPS':>7}"
+              f" {'speed-up':>9} {'agreement':>9}  weights")  # fmt: skip
+        for name in args.backbones:
+            model, weights = model_for(name, params["backbones"], checkpoints)
+            gflops = count_flops(model) / 1e9
+            folder = Path(scratch) / name
+            runtimes = build_runtimes(model, folder, args.threads, calibration)
+            reference = batched_predictions(runtimes["torch_fp32"], judged)
+            agreements = {variant: agreement(reference, batched_predictions(runtimes[variant], judged))
+                          for variant in VARIANTS}  # fmt: skip
+            image = judged[:1]
+            rounds: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
             for _ in range(args.rounds):
                 for variant in VARIANTS:
-                    rounds[variant].append(timing(lambda run=runtimes[variant].logits: run(image), 10, args.runs))
-        results = {variant: sorted(rows, key=lambda row: row["p50_ms"])[len(rows) // 2]
-                   for variant, rows in rounds.items()}  # fmt: skip
-        eager = results["torch_fp32"]["p50_ms"]
-        for variant, result in results.items():
-            print(f"{name:<14} {gflops:>7.2f} {variant:<11} {result['p50_ms']:>8.2f} {result['p90_ms']:>8.2f} "
-                  f"{result['p99_ms']:>8.2f} {result['fps']:>7.1f} {eager / result['p50_ms']:>8.2f}x")  # fmt: skip
+                    call = runtimes[variant].logits
+                    rounds[variant].append(timing(lambda call=call, image=image: call(image), 10, args.runs))
+            results = {variant: sorted(rows, key=lambda row: row["p50_ms"])[len(rows) // 2]
+                       for variant, rows in rounds.items()}  # fmt: skip
+            ships = fastest_faithful({variant: {**results[variant], "agreement": agreements[variant]}
+                                      for variant in VARIANTS}, float(latency["min_agreement"]))  # fmt: skip
+            eager = results["torch_fp32"]["p50_ms"]
+            for variant, result in results.items():
+                print(f"{name:<14} {gflops:>7.2f} {variant:<17} {result['p50_ms']:>8.2f} {result['p90_ms']:>8.2f} "
+                      f"{result['p99_ms']:>8.2f} {result['fps']:>7.1f} {eager / result['p50_ms']:>8.2f}x "
+                      f"{agreements[variant]:>9.4f}  {weights}{'  <- ships' if variant == ships else ''}")  # fmt: skip
 
 
 if __name__ == "__main__":

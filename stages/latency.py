@@ -1,7 +1,8 @@
 """DVC stage `latency@<backbone>`: CPU latency (batch 1) of the fine-tuned model in each runtime variant.
 
-Variants: PyTorch eager fp32, ONNX Runtime fp32 and int8 (dynamic quantization), each with its
-agreement with fp32 predictions on val, and timed again on the test-time-augmentation views
+Variants: PyTorch eager fp32, ONNX Runtime fp32, int8 with dynamic quantization and int8 with static
+quantization calibrated on `latency.calibration_images` train images, each with its agreement with
+fp32 predictions on val, and timed again on the test-time-augmentation views
 when `tta` has more than one. Latency is a property of the architecture, so the numbers also
 stand for the same backbone after `train`.
 """
@@ -16,7 +17,7 @@ from ferbench.data.prepared import load_split
 from ferbench.latency import latency_report
 from ferbench.models.classifier import load_classifier
 from ferbench.paths import FINETUNE_MODELS, LATENCY_METRICS, PREPARED_DIR
-from ferbench.stage_params import backbone_spec, tta_config
+from ferbench.stage_params import backbone_spec, int8_calibration, tta_config
 
 
 def main() -> None:
@@ -26,12 +27,13 @@ def main() -> None:
     classes = P.get(params, "data.classes", list)
     model = load_classifier(spec, FINETUNE_MODELS / f"{name}.pt", len(classes))
     val = load_split(PREPARED_DIR / "val.npz")
+    calibration = int8_calibration(params, load_split(PREPARED_DIR / "train.npz"))
     with tempfile.TemporaryDirectory() as scratch:
         report = latency_report(
             model, Path(scratch), val.images, val.labels,
             threads=P.get(params, "latency.threads", int), warmup=P.get(params, "latency.warmup", int),
             runs=P.get(params, "latency.runs", int), min_agreement=float(P.get(params, "latency.min_agreement")),
-            tta_views=tta_config(params).views,
+            tta_views=tta_config(params).views, calibration=calibration,
         )  # fmt: skip
     report = {"backbone": name, "model": str(FINETUNE_MODELS / f"{name}.pt"), **report}
     LATENCY_METRICS.mkdir(parents=True, exist_ok=True)

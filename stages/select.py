@@ -20,7 +20,7 @@ from ferbench.paths import (
     TRAIN_MODELS,
 )
 from ferbench.selection import Candidate, Criterion, TTAPolicy, select
-from ferbench.stage_params import backbone_spec, tta_config
+from ferbench.stage_params import backbone_spec, int8_calibration, tta_config
 
 
 def main() -> None:
@@ -55,6 +55,7 @@ def main() -> None:
         load_split(PREPARED_DIR / "val.npz"), test, leakage_free_test_mask(PREPARED_DIR, len(test)), latency[chosen],
         selection, trained[chosen], threads=P.get(params, "latency.threads", int),
         min_agreement=float(P.get(params, "latency.min_agreement")), tta=tta_config(params) if ship_tta else None,
+        int8_calibration=int8_calibration(params, load_split(PREPARED_DIR / "train.npz")),
     )  # fmt: skip
     card = deployment.card
     calibration = card["calibration"]

@@ -202,3 +202,21 @@ def test_the_card_temperature_and_tta_are_applied(variant, tmp_path):
     with torch.no_grad():
         expected = torch.softmax(reference(torch.from_numpy(crops)) / 2.5, dim=1).numpy()
     np.testing.assert_allclose(deployed.probabilities(crops), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_static_int8_model_folder_loads_in_the_inference_core_and_the_cli(tmp_path, capsys):
+    from ferbench.latency import Calibration
+
+    calibration = Calibration(np.stack([render_face(name, np.random.default_rng(seed)) for seed in range(4)
+                                        for name in CLASSES]))  # fmt: skip
+    folder = untrained_model_folder(tmp_path / "static", "onnx_int8_static", int8_calibration=calibration)
+    deployed = EmotionModel(folder, threads=1)
+    assert deployed.card["files"]["model"] == "model.int8-static.onnx" and deployed.card["runtime"] == "onnxruntime"
+    assert deployed.card["int8_calibration"] == {"split": "train", "images": 28, "method": "percentile"}
+    assert "Static int8: activation ranges calibrated on 28 train images" in (folder / "MODEL_CARD.md").read_text()
+    crops = np.stack([render_face(name, np.random.default_rng(9)) for name in CLASSES])
+    probabilities = deployed.probabilities(crops)
+    assert probabilities.shape == (7, 7) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    Image.fromarray(crops[0]).save(tmp_path / "crop.png")
+    assert predict.main([str(tmp_path / "crop.png"), "--model", str(folder), "--whole-image"]) == 0
+    assert "crop.png" in capsys.readouterr().out

@@ -1,14 +1,19 @@
 """ONNX export, int8 quantization, latency measurement and the deployment pick."""
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
+from ferbench.data.prepared import Split, load_split
 from ferbench.errors import FerbenchError
 from ferbench.latency import (
+    ONNX_FILES,
+    Calibration,
     Runtime,
     agreement,
     build_runtimes,
+    calibration_sample,
     count_flops,
     fastest_faithful,
     latency_report,
@@ -17,8 +22,8 @@ from ferbench.latency import (
 )
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.classifier import ImageClassifier, build_head
-from ferbench.models.export import export_onnx, onnx_logits, onnx_session
-from tests.conftest import save_tiny_clip
+from ferbench.models.export import CalibrationReader, export_onnx, onnx_logits, onnx_session, preprocessing_nodes
+from tests.conftest import save_tiny_clip, synthetic_prepared
 
 
 def classifier(spec: BackboneSpec) -> ImageClassifier:
@@ -116,3 +121,105 @@ def test_fastest_faithful_skips_a_faster_unfaithful_variant():
     assert fastest_faithful(variants, 0.9) == "onnx_int8"
     with pytest.raises(FerbenchError, match="min_agreement"):
         fastest_faithful(variants, 1.5)
+
+
+class SmallCNN(torch.nn.Module):
+    """A few-layer CNN taking uint8 faces like every ferbench classifier (cast and normalisation inside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers, channels = [], 1
+        for width in (16, 32, 64):
+            layers += [torch.nn.Conv2d(channels, width, 3, padding=1, bias=False), torch.nn.BatchNorm2d(width),
+                       torch.nn.ReLU(), torch.nn.MaxPool2d(2)]  # fmt: skip
+            channels = width
+        self.features = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.head = torch.nn.Linear(channels, 7)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features((images.unsqueeze(1).float() / 255 - 0.5) / 0.25))
+
+
+def fitted(model: torch.nn.Module, faces: Split, steps: int, lr: float) -> torch.nn.Module:
+    """`model` trained until it fits `faces`: its predictions on them are confident, as a real model's are on
+    real faces, so int8 agreement on them means something."""
+    images, labels = torch.from_numpy(faces.images), torch.from_numpy(faces.labels).long()
+    optimizer = torch.optim.Adam(model.parameters(), lr)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        batch = torch.randint(len(labels), (32,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.inference_mode():
+        assert (model(images).argmax(1) == labels).float().mean() > 0.9  # chance: 1/7
+    return model
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    return synthetic_prepared(tmp_path_factory.mktemp("faces"), 40, 20, seed=11)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "clip"])
+def test_static_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, faces, tmp_path):
+    # Each network memorises 70 faces (far cheaper than learning them), is calibrated on other train faces and
+    # judged on the 70, where its predictions are as confident as a real model's on real faces.
+    torch.manual_seed(0)
+    if kind == "cnn":
+        model = SmallCNN()
+    else:
+        model = classifier(BackboneSpec("clip", "transformers", "x/y", True, str(save_tiny_clip(tmp_path / "c")), None))
+    train = load_split(faces / "train.npz")
+    order = np.random.default_rng(0).permutation(len(train))
+    judged, others = (Split(train.images[part], train.labels[part]) for part in (order[:70], order[70:]))
+    model = fitted(model, judged, *((600, 3e-3) if kind == "cnn" else (1000, 1e-3)))
+    runtimes = build_runtimes(model, tmp_path, threads=1, calibration=Calibration(calibration_sample(others, 64, 0)))
+    measured = measure_variants(runtimes, judged.images, judged.labels, warmup=0, runs=1)
+    assert measured["onnx_int8_static"]["agreement"] >= 0.99
+    graph = onnx.load(str(tmp_path / ONNX_FILES["onnx_int8_static"])).graph
+    dequantized = {output for node in graph.node if node.op_type == "DequantizeLinear" for output in node.output}
+    *body, head = [node for node in graph.node if node.op_type in ("Conv", "MatMul", "Gemm")]
+    assert body and all(node.input[0] in dequantized and node.input[1] in dequantized for node in body)
+    assert head.input[1] not in dequantized  # the classifier head keeps fp32 weights and computes in fp32
+    # the in-graph preprocessing (cast, resize, normalisation) before the first convolution stays fp32
+    preprocessing = [node for node in graph.node if node.name in preprocessing_nodes(graph)
+                     and node.op_type not in ("QuantizeLinear", "DequantizeLinear")]  # fmt: skip
+    assert {"Cast", "Sub"} <= {node.op_type for node in preprocessing}
+    assert not any(name in dequantized for node in preprocessing for name in node.input)
+
+
+def test_calibration_reads_train_images_only(faces, tmp_path, monkeypatch):
+    served = []
+    real_get_next = CalibrationReader.get_next
+
+    def recording(self):
+        batch = real_get_next(self)
+        if batch is not None:
+            served.append(batch["images"])
+        return batch
+
+    monkeypatch.setattr(CalibrationReader, "get_next", recording)
+    train, val, test = (load_split(faces / f"{split}.npz") for split in ("train", "val", "test"))
+    model = classifier(BackboneSpec("vgg8_w32", "ferbench", "vgg8_w32", False, None, None))
+    report = latency_report(model, tmp_path, val.images, val.labels, threads=1, warmup=0, runs=2, min_agreement=0.99,
+                            calibration=Calibration(calibration_sample(train, 50, seed=3), "minmax"))  # fmt: skip
+    assert report["calibration"] == {"images": 50, "split": "train", "method": "minmax"}
+    assert "onnx_int8_static" in report["variants"]
+    rows = {image.tobytes() for image in np.concatenate(served)}
+    assert len(rows) == 50
+    assert rows <= {image.tobytes() for image in train.images}
+    assert not rows & {image.tobytes() for image in np.concatenate([val.images, test.images])}
+
+
+def test_calibration_settings_are_checked():
+    with pytest.raises(FerbenchError, match="latency.calibration_method"):
+        Calibration(images(4), "median")
+    split = Split(images(10), np.zeros(10, dtype=np.int64))
+    with pytest.raises(FerbenchError, match="latency.calibration_images"):
+        calibration_sample(split, 0, seed=0)
+    assert len(calibration_sample(split, 100, seed=0)) == 10  # all of a small train split
+    np.testing.assert_array_equal(calibration_sample(split, 4, seed=1), calibration_sample(split, 4, seed=1))

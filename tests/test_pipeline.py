@@ -91,9 +91,11 @@ def test_train_select_latency_and_report_outputs(workspace):
     assert gaps["accuracy_gap"] == pytest.approx(trained["train"]["accuracy"] - trained["val"]["accuracy"])
     assert len(pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 3
     latency = json.loads((workspace / "metrics/latency/resnet34.json").read_text())
-    for variant in ("torch_fp32", "onnx_fp32", "onnx_int8"):
+    for variant in ("torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static"):
         result = latency["variants"][variant]
         assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
+    train_images = len(np.load(workspace / "data/prepared/train.npz")["labels"])
+    assert latency["calibration"] == {"images": min(256, train_images), "split": "train", "method": "percentile"}
     selection = json.loads((workspace / "metrics/selection.json").read_text())
     assert selection["selected"] in ("resnet18", "resnet34") and selection["reason"]
     assert [entry["rank"] for entry in selection["ranking"]] == [1, 2]
