@@ -119,6 +119,10 @@ def test_fastest_faithful_skips_a_faster_unfaithful_variant():
                 "onnx_int8": {"p50_ms": 2.0, "agreement": 0.95}}  # fmt: skip
     assert fastest_faithful(variants, 0.99) == "onnx_fp32"
     assert fastest_faithful(variants, 0.9) == "onnx_int8"
+    static = {**variants, "onnx_int8_static": {"p50_ms": 1.0, "agreement": 0.985}}
+    assert fastest_faithful(static, 0.99) == "onnx_fp32"  # faster, but not faithful at 0.99
+    static["onnx_int8_static"]["agreement"] = 0.995
+    assert fastest_faithful(static, 0.99) == "onnx_int8_static"
     with pytest.raises(FerbenchError, match="min_agreement"):
         fastest_faithful(variants, 1.5)
 
