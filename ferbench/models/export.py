@@ -153,9 +153,9 @@ def quantize_int8_static(source: Path, target: Path, calibration: np.ndarray, me
     """Static int8 quantization in QDQ form: per-channel int8 weights, uint8 activations whose ranges are
     measured on `calibration` (train images only: val and test judge the result).
 
-    The graph first goes through ONNX Runtime's quantization pre-processing (shape inference, constant
-    folding, BatchNorm folded into convolutions), so that ONNX Runtime fuses every Q/DQ pair around a
-    convolution or matmul into one int8 kernel. The in-graph preprocessing and the head stay fp32 (`fp32_nodes`).
+    ONNX Runtime fuses every Q/DQ pair around a convolution or matmul into one int8 kernel. The graph
+    first goes through ONNX Runtime's documented quantization pre-processing (shape inference, constant
+    folding). The in-graph preprocessing and the head stay fp32 (`fp32_nodes`).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
