@@ -11,8 +11,15 @@ from ferbench.errors import FerbenchError
 EXIT_USER_ERROR = 2
 
 
-def run_stage(main: Callable[[], None], stage: str) -> None:
-    """Call `main`; on a FerbenchError print `<stage>: error: ...` to stderr and exit 2."""
+def run_stage(main: Callable[[], None], stage: str, description: str | None = None) -> None:
+    """Call `main`; on a FerbenchError print `<stage>: error: ...` to stderr and exit 2.
+
+    A stage without arguments passes its `description`: its command line is parsed first, so
+    `--help` prints usage and exits 0, and a stray argument exits 2, before any work is done.
+    """
+    if description is not None:
+        argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()  # fmt: skip
     try:
         main()
     except FerbenchError as exc:

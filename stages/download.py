@@ -22,4 +22,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, "download")
+    run_stage(main, "download", __doc__)

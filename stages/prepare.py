@@ -45,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, "prepare")
+    run_stage(main, "prepare", __doc__)

@@ -21,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, "report")
+    run_stage(main, "report", __doc__)

@@ -84,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, "select")
+    run_stage(main, "select", __doc__)

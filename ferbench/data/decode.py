@@ -32,11 +32,29 @@ class FerPixels:
     resized: bool  # the source was not IMAGE_SIZE x IMAGE_SIZE
 
 
+WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grayscale (Pillow opens some as 32-bit "I")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """The image with 8 bits per channel: 16-bit grayscale scaled (value / 257, so 65535 -> 255), not
+    clipped as Pillow's own conversion does (which turns a 16-bit face near-white); palette, 1-bit,
+    alpha and CMYK images are left to Pillow's exact conversions."""
+    if image.mode not in WIDE_GRAY_MODES:
+        if image.mode == "F":
+            raise UndecodableImage("32-bit floating-point pixels (no defined 8-bit scale); save it as 8 or 16 bit")
+        return image
+    values = np.asarray(image).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise UndecodableImage(f"{image.mode} pixels outside the 16-bit range 0..65535; save it as 8 or 16 bit")
+    return Image.fromarray(np.rint(values / 257.0).astype(np.uint8))
+
+
 def image_to_fer(image: Image.Image) -> FerPixels:
     """Convert a PIL image to 48x48 grayscale (ITU-R 601 luma, bilinear with antialiasing)."""
     image.load()
     converted = image.mode != "L"
-    if converted:
+    image = to_8bit(image)
+    if image.mode != "L":
         image = image.convert("L")
     resized = image.size != (IMAGE_SIZE, IMAGE_SIZE)
     if resized:
@@ -56,7 +74,7 @@ def decode_rgb(data: bytes | None, max_pixels: int = 40_000_000) -> np.ndarray:
         if image.width * image.height > max_pixels:
             raise UndecodableImage(f"too large ({image.width}x{image.height} pixels; the limit is {max_pixels:,})")
         image.load()
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8).copy()
+        return np.asarray(to_8bit(ImageOps.exif_transpose(image)).convert("RGB"), dtype=np.uint8).copy()
 
     return _decode(data, to_rgb)
 
