@@ -236,15 +236,37 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     ])  # fmt: skip
 
 
+CARD_FIELDS: dict[str, type | tuple[type, ...]] = {"backbone": str, "spec": dict, "classes": list, "runtime": str,
+                                                   "variant": str, "files": dict}  # fmt: skip
+
+
 def read_card(folder: Path) -> dict[str, Any]:
-    """Load and check a model card; errors name the folder and the fix."""
+    """Load and check a model card, which is untrusted input (model folders get downloaded and shared):
+    every error is one line naming the folder and the fix."""
     path = Path(folder) / CARD_FILE
     if not path.is_file():
         raise FerbenchError(f"{path}: no model card; run `dvc repro` (the select stage writes models/selected/) "
                             "or pass the folder of a selected model")  # fmt: skip
-    card = json.loads(path.read_text())
-    if card.get("format") != CARD_FORMAT:
-        raise FerbenchError(f"{path}: unknown model card format {card.get('format')!r} (expected {CARD_FORMAT})")
+    try:
+        card = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FerbenchError(f"{path}: not a readable model card ({exc}); re-export the model with "
+                            "`dvc repro select`") from exc  # fmt: skip
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        found = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise FerbenchError(f"{path}: unknown model card format {found!r} (expected {CARD_FORMAT})")
+    for key, kind in CARD_FIELDS.items():
+        if not isinstance(card.get(key), kind):
+            raise FerbenchError(f"{path}: the card's {key!r} is missing or not a {getattr(kind, '__name__', kind)}; "
+                                "re-export the model with `dvc repro select`")  # fmt: skip
+    classes = card["classes"]
+    if not classes or not all(isinstance(name, str) and name for name in classes) or len(set(classes)) != len(classes):
+        raise FerbenchError(f"{path}: the card's classes must be distinct non-empty names, got {classes!r}")
+    if card["runtime"] not in set(RUNTIMES.values()):
+        raise FerbenchError(f"{path}: unknown runtime {card['runtime']!r}; use one of "
+                            f"{', '.join(sorted(set(RUNTIMES.values())))}")  # fmt: skip
+    for role in ("model", "checkpoint"):
+        card_file(folder, card, role)
     temperature = card.setdefault("temperature", 1.0)
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
         math.isfinite(temperature) and temperature > 0
@@ -252,3 +274,17 @@ def read_card(folder: Path) -> dict[str, Any]:
         raise FerbenchError(f"{path}: temperature is {temperature!r}; a model card needs a positive number "
                             "(re-export the model with `dvc repro select`)")  # fmt: skip
     return card
+
+
+def card_file(folder: Path, card: Mapping[str, Any], role: str) -> Path:
+    """The file the card names for `role` ("model" or "checkpoint"): a plain name inside the folder, never
+    an absolute path or one that climbs out of it (a shared model folder must not open other files)."""
+    name = card["files"].get(role)
+    folder = Path(folder)
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise FerbenchError(f"{folder / CARD_FILE}: files.{role} is {name!r}; it must name a file inside the model "
+                            "folder (no absolute path, no '..')")  # fmt: skip
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise FerbenchError(f"{folder / CARD_FILE}: files.{role} {name!r} leads outside the model folder")
+    return path

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ferbench.data.classes import IMAGE_SIZE
 from ferbench.data.decode import image_to_fer
-from ferbench.deploy import read_card
+from ferbench.deploy import card_file, read_card
 from ferbench.errors import FerbenchError
 
 DEFAULT_MODEL_DIR = Path("models/selected")
@@ -45,27 +45,39 @@ class EmotionModel:
         self.folder = Path(folder)
         self.card = read_card(self.folder)
         self.classes: list[str] = list(self.card["classes"])
-        path = self.folder / self.card["files"]["model"]
+        path = card_file(self.folder, self.card, "model")
+        if not path.is_file():
+            raise FerbenchError(f"{path}: the model file the card names is missing; copy the whole model folder")
+        try:
+            self._logits = self._load(path, threads)
+            width = self._logits(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)).shape
+        except FerbenchError:
+            raise
+        except Exception as exc:  # a damaged or foreign file: the runtimes raise their own exception types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FerbenchError(f"{path}: cannot load the model ({first_line[:200]}); the file is damaged or not "
+                                "a ferbench export: copy the model folder again or re-run `dvc repro select`") from exc
+        if width != (1, len(self.classes)):
+            raise FerbenchError(f"{self.folder}: the model outputs {width[-1]} scores but the card lists "
+                                f"{len(self.classes)} classes; the card does not belong to this model")  # fmt: skip
+
+    def _load(self, path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
         if self.card["runtime"] == "onnxruntime":
             from ferbench.models.export import onnx_logits, onnx_session
 
             # 0 threads: ONNX Runtime picks the number of cores; no spinning: detection shares the cores
             session = onnx_session(path, threads or 0, spinning=False)
-            self._logits: Callable[[np.ndarray], np.ndarray] = lambda crops: onnx_logits(session, crops)
-        elif self.card["runtime"] == "torch":
-            import torch
+            return lambda crops: onnx_logits(session, crops)
+        import torch
 
-            from ferbench.latency import torch_runtime
-            from ferbench.models.backbones import BackboneSpec
-            from ferbench.models.classifier import TTAConfig, load_classifier, with_tta
+        from ferbench.latency import torch_runtime
+        from ferbench.models.backbones import BackboneSpec
+        from ferbench.models.classifier import TTAConfig, load_classifier, with_tta
 
-            if threads:
-                torch.set_num_threads(threads)
-            model = load_classifier(BackboneSpec(**self.card["spec"]), path, len(self.classes))
-            tta = TTAConfig.from_card(self.card.get("tta"))
-            self._logits = torch_runtime(with_tta(model, tta)).logits
-        else:
-            raise FerbenchError(f"{self.folder}: model card names an unknown runtime {self.card['runtime']!r}")
+        if threads:
+            torch.set_num_threads(threads)
+        model = load_classifier(BackboneSpec(**self.card["spec"]), path, len(self.classes))
+        return torch_runtime(with_tta(model, TTAConfig.from_card(self.card.get("tta")))).logits
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated softmax probabilities (logits / the card's temperature) of a batch of 48x48 uint8

@@ -220,3 +220,53 @@ def test_a_static_int8_model_folder_loads_in_the_inference_core_and_the_cli(tmp_
     Image.fromarray(crops[0]).save(tmp_path / "crop.png")
     assert predict.main([str(tmp_path / "crop.png"), "--model", str(folder), "--whole-image"]) == 0
     assert "crop.png" in capsys.readouterr().out
+
+
+def _damage(folder, kind):
+    """Apply one kind of damage to a copy of a good model folder."""
+    card_path = folder / "model_card.json"
+    card = json.loads(card_path.read_text())
+    if kind == "escaping path":
+        (folder.parent / "outside.onnx").write_bytes((folder / "model.onnx").read_bytes())
+        card["files"]["model"] = "../outside.onnx"
+    elif kind == "absolute path":
+        card["files"]["model"] = str((folder / "model.onnx").resolve())
+    elif kind == "bad json":
+        card_path.write_text("{not json")
+        return
+    elif kind == "truncated model":
+        data = (folder / "model.onnx").read_bytes()
+        (folder / "model.onnx").write_bytes(data[: len(data) // 2])
+    elif kind == "foreign model":
+        (folder / "model.onnx").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    elif kind == "mismatched classes":
+        card["classes"] = card["classes"][:6]
+    elif kind == "unknown runtime":
+        card["runtime"] = "tensorflow"
+    elif kind == "missing model file":
+        (folder / "model.onnx").unlink()
+    elif kind == "classes not a list":
+        card["classes"] = "angry"
+    card_path.write_text(json.dumps(card))
+
+
+DAMAGE = {"escaping path": "no absolute path, no '..'", "absolute path": "no absolute path, no '..'",
+          "bad json": "not a readable model card", "truncated model": "cannot load the model",
+          "foreign model": "cannot load the model", "mismatched classes": "outputs 7 scores but the card lists 6",
+          "unknown runtime": "unknown runtime 'tensorflow'", "missing model file": "the model file the card names",
+          "classes not a list": "'classes' is missing or not a list"}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_a_damaged_model_folder_is_one_clear_error_and_exit_2(kind, model_folder, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_folder, folder)
+    _damage(folder, kind)
+    with pytest.raises(FerbenchError, match=DAMAGE[kind].replace("(", r"\(").replace(")", r"\)")):
+        EmotionModel(folder, threads=1)
+    Image.fromarray(render_face("happy", np.random.default_rng(0))).save(tmp_path / "face.png")
+    assert predict.main([str(tmp_path / "face.png"), "--model", str(folder), "--whole-image"]) == 2
+    err = capsys.readouterr().err
+    assert DAMAGE[kind] in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
