@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ferbench import params as P
 from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
 from ferbench.models.export import (
@@ -113,6 +114,14 @@ def torch_runtime(model: nn.Module) -> Runtime:
 def onnx_runtime(name: str, path: Path, threads: int) -> Runtime:
     session = onnx_session(path, threads)
     return Runtime(name, lambda images: onnx_logits(session, images))
+
+
+def calibration_from_params(params: dict[str, Any], train: Split) -> Calibration:
+    """The static int8 calibration set: `latency.calibration_images` train images drawn with `seed`."""
+    return Calibration(
+        calibration_sample(train, P.get(params, "latency.calibration_images", int), P.get(params, "seed", int)),
+        P.get(params, "latency.calibration_method", str),
+    )
 
 
 def build_runtimes(

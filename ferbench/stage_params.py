@@ -9,10 +9,8 @@ import torch
 
 from ferbench import params as P
 from ferbench.benchmark import RunSettings
-from ferbench.data.prepared import Split
 from ferbench.engine import resolve_device
 from ferbench.errors import FerbenchError
-from ferbench.latency import Calibration, calibration_sample
 from ferbench.models.backbones import BackboneSpec
 from ferbench.models.classifier import TTAConfig
 from ferbench.paths import PREPARED_DIR
@@ -44,14 +42,6 @@ def device(params: dict[str, Any]) -> torch.device:
 
 def tta_config(params: dict[str, Any]) -> TTAConfig:
     return TTAConfig.from_params(P.get(params, "tta", dict))
-
-
-def int8_calibration(params: dict[str, Any], train: Split) -> Calibration:
-    """The static int8 calibration set (`latency.calibration_images` train images drawn with `seed`)."""
-    return Calibration(
-        calibration_sample(train, P.get(params, "latency.calibration_images", int), P.get(params, "seed", int)),
-        P.get(params, "latency.calibration_method", str),
-    )
 
 
 def run_settings(params: dict[str, Any], prepared_dir: Path = PREPARED_DIR) -> RunSettings:

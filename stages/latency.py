@@ -14,10 +14,10 @@ from pathlib import Path
 from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.data.prepared import load_split
-from ferbench.latency import latency_report
+from ferbench.latency import calibration_from_params, latency_report
 from ferbench.models.classifier import load_classifier
 from ferbench.paths import FINETUNE_MODELS, LATENCY_METRICS, PREPARED_DIR
-from ferbench.stage_params import backbone_spec, int8_calibration, tta_config
+from ferbench.stage_params import backbone_spec, tta_config
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     classes = P.get(params, "data.classes", list)
     model = load_classifier(spec, FINETUNE_MODELS / f"{name}.pt", len(classes))
     val = load_split(PREPARED_DIR / "val.npz")
-    calibration = int8_calibration(params, load_split(PREPARED_DIR / "train.npz"))
+    calibration = calibration_from_params(params, load_split(PREPARED_DIR / "train.npz"))
     with tempfile.TemporaryDirectory() as scratch:
         report = latency_report(
             model, Path(scratch), val.images, val.labels,

@@ -9,6 +9,7 @@ from ferbench.cli import run_stage
 from ferbench.data.prepared import leakage_free_test_mask, load_split
 from ferbench.deploy import write_selected
 from ferbench.errors import FerbenchError
+from ferbench.latency import calibration_from_params
 from ferbench.metrics import read_metrics
 from ferbench.paths import (
     LATENCY_METRICS,
@@ -20,7 +21,7 @@ from ferbench.paths import (
     TRAIN_MODELS,
 )
 from ferbench.selection import Candidate, Criterion, TTAPolicy, select
-from ferbench.stage_params import backbone_spec, int8_calibration, tta_config
+from ferbench.stage_params import backbone_spec, tta_config
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
         load_split(PREPARED_DIR / "val.npz"), test, leakage_free_test_mask(PREPARED_DIR, len(test)), latency[chosen],
         selection, trained[chosen], threads=P.get(params, "latency.threads", int),
         min_agreement=float(P.get(params, "latency.min_agreement")), tta=tta_config(params) if ship_tta else None,
-        int8_calibration=int8_calibration(params, load_split(PREPARED_DIR / "train.npz")),
+        int8_calibration=calibration_from_params(params, load_split(PREPARED_DIR / "train.npz")),
     )  # fmt: skip
     card = deployment.card
     calibration = card["calibration"]
