@@ -151,3 +151,9 @@ def test_leakage_free_test_subset_is_the_test_images_not_in_the_train_folder(zip
     assert result.summary["quality"]["test_images_in_train_folder"] == 2
     with pytest.raises(FerbenchError, match="does not match test.npz"):
         leakage_free_test_mask(tmp_path / "prepared", 5)
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1, "0.1", True])
+def test_an_out_of_range_val_fraction_is_refused_before_any_decoding(fraction, tmp_path):
+    with pytest.raises(FerbenchError, match=r"data.val_fraction is .*strictly between 0 and 1"):
+        run(tmp_path / "not-even-there.zip", val_fraction=fraction)
