@@ -95,7 +95,8 @@ def test_train_select_latency_and_report_outputs(workspace):
         result = latency["variants"][variant]
         assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
     train_images = len(np.load(workspace / "data/prepared/train.npz")["labels"])
-    assert latency["calibration"] == {"images": min(256, train_images), "split": "train", "method": "percentile"}
+    wanted = yaml.safe_load((workspace / "params.yaml").read_text())["latency"]["calibration_images"]
+    assert latency["calibration"] == {"images": min(wanted, train_images), "split": "train", "method": "percentile"}
     selection = json.loads((workspace / "metrics/selection.json").read_text())
     assert selection["selected"] in ("resnet18", "resnet34") and selection["reason"]
     assert [entry["rank"] for entry in selection["ranking"]] == [1, 2]
