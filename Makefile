@@ -20,8 +20,8 @@ install: $(INSTALLED)  ## create .venv and install the pinned requirements
 demo: $(INSTALLED)  ## run the whole pipeline offline on synthetic data, in demo/ (params-demo.yaml)
 	$(PY) -m ferbench.workspace demo
 
-app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (models/selected, else demo's; MODEL=DIR to choose)
-	$(VENV)/bin/streamlit run streamlit_app.py $(if $(MODEL),-- --model $(MODEL))
+app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (MODEL=DIR: model folder; DETECTOR_MODEL=FILE: local YuNet)
+	$(VENV)/bin/streamlit run streamlit_app.py -- $(if $(MODEL),--model $(MODEL)) $(if $(DETECTOR_MODEL),--detector-model $(DETECTOR_MODEL))
 
 test: $(INSTALLED)  ## run the test suite
 	$(PY) -m pytest

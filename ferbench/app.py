@@ -2,7 +2,9 @@
 
 Run it with `make app` (or `streamlit run streamlit_app.py -- --model DIR`). The model folder
 is `--model`, else $FERBENCH_MODEL, else models/selected, else demo/models/selected (after
-`make demo`).
+`make demo`). Faces are found with YuNet (its file from `-- --detector-model FILE`, else the
+cache, else fetched once from the OpenCV model zoo) or, when chosen in the sidebar or with
+`-- --detector haar`, OpenCV's Haar cascade.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import streamlit as st
 
 from ferbench.data.decode import UndecodableImage, decode_rgb
 from ferbench.errors import FerbenchError
+from ferbench.faces import DETECTORS, FaceDetector, build_detector
 from ferbench.inference import (
     EmotionModel,
     EmotionRecognizer,
     FaceResult,
-    HaarFaceDetector,
     default_model_folder,
     draw_results,
 )
@@ -34,15 +36,16 @@ MODES = ("Live webcam", "Snapshot", "Upload a photo")
 LOG_EVERY_FRAMES = 90
 
 
-def model_folder() -> Path:
+def app_arguments() -> argparse.Namespace:
+    """The app's own options, after `--` on the streamlit command line."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--model", type=Path)
+    parser.add_argument("--detector", choices=DETECTORS, default="yunet")
+    parser.add_argument("--detector-model", type=Path)
     args, _ = parser.parse_known_args()
-    if args.model:
-        return args.model
-    if os.environ.get("FERBENCH_MODEL"):
-        return Path(os.environ["FERBENCH_MODEL"])
-    return default_model_folder()
+    if not args.model:
+        args.model = Path(os.environ["FERBENCH_MODEL"]) if os.environ.get("FERBENCH_MODEL") else default_model_folder()
+    return args
 
 
 @st.cache_resource
@@ -50,7 +53,9 @@ def load_model(folder: str) -> EmotionModel:
     return EmotionModel(folder)
 
 
-def sidebar(model: EmotionModel) -> dict[str, float]:
+
+
+def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str | bool]:
     card = model.card
     st.sidebar.header("Model")
     st.sidebar.markdown(f"**{card['backbone']}** (`{card['spec']['model']}`), {card['variant']} on {card['runtime']}")
@@ -74,9 +79,16 @@ def sidebar(model: EmotionModel) -> dict[str, float]:
     st.sidebar.caption(f"Classes: {', '.join(model.classes)}. Folder: {model.folder}")
     st.sidebar.header("Settings")
     return {
+        "detector": st.sidebar.selectbox("Face detector", DETECTORS, index=DETECTORS.index(default_detector),
+                                         help="yunet: OpenCV's CNN with landmarks (finds turned and tilted faces); "
+                                         "haar: OpenCV's bundled cascade, frontal faces only"),
+        "align": st.sidebar.checkbox("Align faces (level the eyes)", value=True,
+                                     help="rotate each face upright from YuNet's eye landmarks before classifying"),
         "smoothing": st.sidebar.slider("Smoothing over video frames", 0.0, 0.9, 0.5, 0.05,
                                        help="weight of the previous frames' probabilities (0: none)"),
-        "margin": st.sidebar.slider("Margin around each face", 0.0, 0.4, 0.1, 0.05),
+        "margin": st.sidebar.slider("Extra margin around each face", -0.2, 0.4, 0.0, 0.05,
+                                    help="context added around FER-2013's framing, as a share of its side (0: the "
+                                    "framing the model was trained on)"),
         "detect_every": st.sidebar.slider("Detect faces every N video frames", 1, 5, 2,
                                           help="boxes are reused in between; every frame is classified"),
     }  # fmt: skip
@@ -107,13 +119,13 @@ def analyze_bytes(data: bytes | None, name: str, recognizer: EmotionRecognizer, 
     show_results(rgb, recognizer.analyze(rgb), classes)
 
 
-def live(model: EmotionModel, settings: dict[str, float]) -> None:
+def live(model: EmotionModel, detector: FaceDetector, settings: dict[str, float | str | bool]) -> None:
     import av
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
     recognizer = EmotionRecognizer(
-        model, detector=HaarFaceDetector.for_video(), margin=settings["margin"], smoothing=settings["smoothing"],
-        detect_every=int(settings["detect_every"]),
+        model, detector, align=bool(settings["align"]), margin=float(settings["margin"]),
+        smoothing=float(settings["smoothing"]), detect_every=int(settings["detect_every"]),
     )  # fmt: skip
     lock = threading.Lock()
     clock = {"last": None, "fps": None, "frames": 0}
@@ -144,20 +156,30 @@ def live(model: EmotionModel, settings: dict[str, float]) -> None:
 def main() -> None:
     st.set_page_config(page_title="ferbench: facial emotions", layout="wide")
     st.title("Facial emotion recognition")
-    folder = model_folder()
+    args = app_arguments()
     try:
-        model = load_model(str(folder))
+        model = load_model(str(args.model))
     except FerbenchError as exc:
         st.error(f"{exc}")
         st.info("Run `make demo` (a small model in demo/) or `dvc repro` first, or pass `-- --model DIR`.")
         return
-    settings = sidebar(model)
+    settings = sidebar(model, args.detector)
     mode = st.radio("Mode", MODES, horizontal=True,
                     help="Live needs WebRTC in the browser; Snapshot and Upload work everywhere")  # fmt: skip
-    recognizer = EmotionRecognizer(model, margin=settings["margin"], smoothing=0.0)
+    model_file = str(args.detector_model) if args.detector_model else None
+    try:
+        detector = build_detector(str(settings["detector"]), video=mode == MODES[0], model_file=model_file)
+    except FerbenchError as exc:
+        st.error(f"{exc}")
+        st.info("Choose the haar detector in the sidebar, or start the app with `-- --detector-model FILE`.")
+        return
+    st.caption(f"Faces: {detector.name}" + (", aligned (eyes levelled)" if settings["align"] and detector.can_align
+                                             else ""))  # fmt: skip
+    recognizer = EmotionRecognizer(model, detector, align=bool(settings["align"]), margin=float(settings["margin"]),
+                                   smoothing=0.0)  # fmt: skip
     if mode == MODES[0]:
         try:
-            live(model, settings)
+            live(model, detector, settings)
         except Exception as exc:  # WebRTC needs a running Streamlit server and a browser that supports it
             st.error(f"Live mode is not available here ({type(exc).__name__}: {exc}). Use Snapshot or Upload.")
     elif mode == MODES[1]:

@@ -4,10 +4,11 @@ One module for both front ends (the Streamlit app and `python -m ferbench.predic
 - `EmotionModel` loads a model folder through its card (runtime, file, classes); the
   preprocessing and any test-time augmentation live inside the exported model, so nothing is
   re-declared here; the card's temperature (fitted on val) calibrates the probabilities.
-- `HaarFaceDetector` finds faces with OpenCV's bundled Haar cascade (offline, no download).
-- `EmotionRecognizer` crops each face with a margin, makes the 48x48 grayscale sample exactly
-  as `prepare` did (`ferbench.data.decode.image_to_fer`), classifies all faces of a frame in
-  one model call, and for video optionally smooths probabilities over frames.
+- `EmotionRecognizer` finds faces with a detector from `ferbench.faces` (YuNet by default),
+  frames each one as FER-2013 frames its faces (eyes levelled when aligning), makes the 48x48
+  grayscale sample exactly as `prepare` did (`ferbench.data.decode.image_to_fer`), classifies
+  all faces of a frame in one model call, and for video optionally smooths probabilities over
+  frames.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ferbench.data.classes import IMAGE_SIZE
-from ferbench.data.decode import image_to_fer
 from ferbench.deploy import card_file, read_card
 from ferbench.errors import FerbenchError
+from ferbench.faces import Box, Face, FaceDetector, box_iou, crop_window
 
 DEFAULT_MODEL_DIR = Path("models/selected")
 DEMO_MODEL_DIR = Path("demo/models/selected")
@@ -35,7 +35,6 @@ def default_model_folder() -> Path:
         if (folder / "model_card.json").is_file():
             return folder
     return DEFAULT_MODEL_DIR
-Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 
 class EmotionModel:
@@ -90,56 +89,6 @@ class EmotionModel:
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-class HaarFaceDetector:
-    """Frontal faces with OpenCV's bundled Haar cascade, searched on a downscaled grayscale copy."""
-
-    def __init__(self, detection_width: int = 320, scale_factor: float = 1.1, min_neighbors: int = 5,
-                 min_face_fraction: float = 0.08) -> None:  # fmt: skip
-        import cv2
-
-        self._cv2 = cv2
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-        self._cascade = cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
-            raise FerbenchError(f"{path}: cannot load OpenCV's face cascade; reinstall opencv-python-headless")
-        self.detection_width = detection_width
-        self.scale_factor = scale_factor
-        self.min_neighbors = min_neighbors
-        self.min_face_fraction = min_face_fraction
-
-    @classmethod
-    def for_photos(cls) -> HaarFaceDetector:
-        """Thorough: small faces too (down to 5% of the shorter side), searched at up to 640 px wide."""
-        return cls(detection_width=640, scale_factor=1.1, min_face_fraction=0.05)
-
-    @classmethod
-    def for_video(cls) -> HaarFaceDetector:
-        """Fast, for webcam frames: faces of at least 15% of the frame height, searched at 320 px wide
-        (about 10 ms a 640x480 frame on 2 cores instead of 20-40 ms)."""
-        return cls(detection_width=320, scale_factor=1.15, min_face_fraction=0.15)
-
-    def __call__(self, rgb: np.ndarray) -> list[Box]:
-        cv2 = self._cv2
-        gray = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        scale = min(1.0, self.detection_width / gray.shape[1])
-        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
-        side = max(20, int(self.min_face_fraction * min(small.shape)))
-        found = self._cascade.detectMultiScale(small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                               minSize=(side, side))  # fmt: skip
-        return [tuple(round(int(v) / scale) for v in box) for box in np.asarray(found).reshape(-1, 4)]
-
-
-def crop_face(rgb: np.ndarray, box: Box, margin: float) -> np.ndarray:
-    """The face with `margin` x its size added on each side (clipped to the frame), as a 48x48 sample."""
-    x, y, w, h = box
-    pad_x, pad_y = round(w * margin), round(h * margin)
-    top, left = max(0, y - pad_y), max(0, x - pad_x)
-    bottom, right = min(rgb.shape[0], y + h + pad_y), min(rgb.shape[1], x + w + pad_x)
-    if bottom <= top or right <= left:
-        raise ValueError(f"box {box} lies outside the {rgb.shape[1]}x{rgb.shape[0]} frame")
-    return image_to_fer(Image.fromarray(np.ascontiguousarray(rgb[top:bottom, left:right]))).pixels
-
-
 @dataclass
 class FaceResult:
     """One face: where it is, the most likely emotion and the probability of every class."""
@@ -154,30 +103,24 @@ class FaceResult:
                 "probabilities": {name: round(float(p), 6) for name, p in self.probabilities.items()}}  # fmt: skip
 
 
-def _iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    inter_w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    inter_h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = inter_w * inter_h
-    union = aw * ah + bw * bh - inter
-    return inter / union if union else 0.0
-
-
 class EmotionRecognizer:
     """Faces in a frame -> FaceResults. `analyze` treats every image on its own; `process_frame`
-    is for video: it re-detects every `detect_every` frames (reusing boxes in between) and blends
+    is for video: it re-detects every `detect_every` frames (reusing faces in between) and blends
     each face's probabilities with the same face's in the previous frame (`smoothing` is the weight
-    of the past, 0 = none)."""
+    of the past, 0 = none). `align` levels the eyes (detectors with landmarks); `margin` adds
+    context around FER-2013's framing, as a share of its side (0: exactly FER's framing)."""
 
-    def __init__(self, model: EmotionModel, detector: Callable[[np.ndarray], list[Box]] | None = None,
-                 margin: float = 0.1, smoothing: float = 0.5, detect_every: int = 1) -> None:  # fmt: skip
+    def __init__(self, model: EmotionModel, detector: FaceDetector, align: bool = True, margin: float = 0.0,
+                 smoothing: float = 0.5, detect_every: int = 1) -> None:  # fmt: skip
         if not 0 <= smoothing < 1:
             raise FerbenchError(f"smoothing is {smoothing}; use a weight in [0, 1)")
         if detect_every < 1:
             raise FerbenchError(f"detect_every is {detect_every}; use 1 or more")
+        if not -0.25 <= margin <= 1:
+            raise FerbenchError(f"margin is {margin}; use a share of the face's side between -0.25 and 1")
         self.model = model
-        self.detector = detector or HaarFaceDetector.for_photos()
+        self.detector = detector
+        self.align = align
         self.margin = margin
         self.smoothing = smoothing
         self.detect_every = detect_every
@@ -185,40 +128,44 @@ class EmotionRecognizer:
 
     def reset(self) -> None:
         self._frame_index = 0
-        self._boxes: list[Box] = []
+        self._faces: list[Face] = []
         self._previous: list[tuple[Box, np.ndarray]] = []
 
-    def classify(self, rgb: np.ndarray, boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
-        """Crops and probabilities for `boxes`, all faces in one model call."""
-        crops = np.stack([crop_face(rgb, box, self.margin) for box in boxes]) if boxes else np.zeros(
+    def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """The 48x48 sample of one face, framed (and aligned) as FER-2013 frames its faces."""
+        return crop_window(rgb, self.detector.window(face, self.align), self.margin)
+
+    def classify(self, rgb: np.ndarray, faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray]:
+        """Crops and probabilities for `faces`, all in one model call."""
+        crops = np.stack([self.crop(rgb, face) for face in faces]) if faces else np.zeros(
             (0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)  # fmt: skip
         return crops, self.model.probabilities(crops)
 
-    def _results(self, boxes: Sequence[Box], crops: np.ndarray, probabilities: np.ndarray) -> list[FaceResult]:
+    def _results(self, faces: Sequence[Face], crops: np.ndarray, probabilities: np.ndarray) -> list[FaceResult]:
         classes = self.model.classes
-        return [FaceResult(box, classes[int(p.argmax())], dict(zip(classes, p.tolist(), strict=True)), crop)
-                for box, crop, p in zip(boxes, crops, probabilities, strict=True)]  # fmt: skip
+        return [FaceResult(face.box, classes[int(p.argmax())], dict(zip(classes, p.tolist(), strict=True)), crop)
+                for face, crop, p in zip(faces, crops, probabilities, strict=True)]  # fmt: skip
 
     def analyze(self, rgb: np.ndarray) -> list[FaceResult]:
         """Every face in one image (RGB or grayscale uint8), without any memory of other images."""
         rgb = as_rgb(rgb)
-        boxes = self.detector(rgb)
-        return self._results(boxes, *self.classify(rgb, boxes))
+        faces = self.detector(rgb)
+        return self._results(faces, *self.classify(rgb, faces))
 
     def process_frame(self, rgb: np.ndarray) -> list[FaceResult]:
         """Every face in the next video frame, with temporal smoothing."""
         rgb = as_rgb(rgb)
         if self._frame_index % self.detect_every == 0:
-            self._boxes = self.detector(rgb)
+            self._faces = self.detector(rgb)
         self._frame_index += 1
-        crops, probabilities = self.classify(rgb, self._boxes)
+        crops, probabilities = self.classify(rgb, self._faces)
         if self.smoothing > 0:
-            for index, box in enumerate(self._boxes):
-                match = max(self._previous, key=lambda past: _iou(box, past[0]), default=None)
-                if match is not None and _iou(box, match[0]) > 0.3:
+            for index, face in enumerate(self._faces):
+                match = max(self._previous, key=lambda past: box_iou(face.box, past[0]), default=None)
+                if match is not None and box_iou(face.box, match[0]) > 0.3:
                     probabilities[index] = self.smoothing * match[1] + (1 - self.smoothing) * probabilities[index]
-        self._previous = list(zip(self._boxes, probabilities, strict=True))
-        return self._results(self._boxes, crops, probabilities)
+        self._previous = [(face.box, p) for face, p in zip(self._faces, probabilities, strict=True)]
+        return self._results(self._faces, crops, probabilities)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

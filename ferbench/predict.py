@@ -16,10 +16,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ferbench.data.decode import UndecodableImage, decode_rgb
 from ferbench.errors import FerbenchError
+from ferbench.faces import DETECTORS, WholeImage, build_detector
 from ferbench.inference import (
     DEFAULT_MODEL_DIR,
     DEMO_MODEL_DIR,
@@ -37,11 +36,6 @@ def image_files(paths: Sequence[Path]) -> Iterator[Path]:
             yield from sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
         else:
             yield path
-
-
-def whole_image(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """A 'detector' that takes the whole image as the face (for already-cropped faces)."""
-    return [(0, 0, rgb.shape[1], rgb.shape[0])]
 
 
 def predict_file(recognizer: EmotionRecognizer, path: Path, max_pixels: int) -> tuple[dict[str, Any], list[FaceResult]]:
@@ -81,7 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"model folder with model_card.json (default: {DEFAULT_MODEL_DIR} from `dvc repro`, "
                         f"else {DEMO_MODEL_DIR} from `make demo`)")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write a table, one row per face")
-    parser.add_argument("--margin", type=float, default=0.1, help="added around each face box, as a share of its size")
+    parser.add_argument("--detector", choices=DETECTORS, default="yunet",
+                        help="face detector: yunet (OpenCV's CNN, with landmarks; default) or haar (OpenCV's "
+                        "bundled cascade: no file to fetch, misses turned and tilted faces)")
+    parser.add_argument("--detector-model", type=Path, metavar="FILE",
+                        help="local YuNet model file (face_detection_yunet_2023mar.onnx) for offline use; default: "
+                        "the cached copy, fetched once from the OpenCV model zoo")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="do not rotate YuNet's faces to level the eyes before classifying (Haar faces never are)")
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="extra context around FER-2013's framing of each face, as a share of its side "
+                        "(default 0: the framing the model was trained on)")
     parser.add_argument("--whole-image", action="store_true",
                         help="skip face detection: each image is one face (for already-cropped faces such as FER-2013)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: all cores)")
@@ -89,8 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = EmotionModel(args.model or default_model_folder(), threads=args.threads or None)
-        recognizer = EmotionRecognizer(model, detector=whole_image if args.whole_image else None, margin=args.margin,
-                                       smoothing=0.0)  # fmt: skip
+        detector = WholeImage() if args.whole_image else build_detector(args.detector, model_file=args.detector_model)
+        recognizer = EmotionRecognizer(model, detector, align=args.align, margin=args.margin, smoothing=0.0)
+        print(f"predict: model {model.folder} ({model.card['backbone']}, {model.card['variant']}); faces: "
+              f"{detector.name}{', aligned' if args.align and detector.can_align else ''}", file=sys.stderr)
     except FerbenchError as exc:
         print(f"predict: error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,46 @@ from ferbench.data.synthetic import write_synthetic_archive
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REAL_ARCHIVE = PROJECT_ROOT.parent / "shared" / "datasets" / "fer2013.zip"
+YUNET_FILE = PROJECT_ROOT.parent / "shared" / "weights" / "face_detection_yunet.onnx"
+needs_yunet = pytest.mark.skipif(not YUNET_FILE.is_file(), reason=f"{YUNET_FILE} not present (YuNet face detector)")
+
+
+def cache_yunet(cache: Path) -> bool:
+    """Put the local YuNet file where `ferbench.faces` caches its download (point $FERBENCH_CACHE at
+    `cache`); False when there is no local file."""
+    if not YUNET_FILE.is_file():
+        return False
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "face_detection_yunet_2023mar.onnx").write_bytes(YUNET_FILE.read_bytes())
+    return True
+
+
+def detector_args() -> list[str]:
+    """Command-line options for the app and predict: the local YuNet file when present, else Haar."""
+    return ["--detector-model", str(YUNET_FILE)] if YUNET_FILE.is_file() else ["--detector", "haar"]
+
+
+class FixedFaces:
+    """A stand-in detector that 'finds' the given boxes (each framed as the square on the box)."""
+
+    name = "fixed"
+    can_align = False
+
+    def __init__(self, *frames: list[tuple[int, int, int, int]]) -> None:
+        self.frames = list(frames)
+        self.calls = 0
+
+    def __call__(self, rgb: np.ndarray) -> list:
+        from ferbench.faces import Face
+
+        boxes = self.frames[min(self.calls, len(self.frames) - 1)]
+        self.calls += 1
+        return [Face(tuple(box)) for box in boxes]
+
+    def window(self, face, align: bool):
+        from ferbench.faces import box_window
+
+        return box_window(face.box)
 
 
 def encode(pixels: np.ndarray, fmt: str = "JPEG", mode: str | None = None) -> bytes:

@@ -8,7 +8,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ferbench.data.classes import FER2013_CLASSES
-from tests.conftest import PROJECT_ROOT, untrained_model_folder
+from tests.conftest import PROJECT_ROOT, cache_yunet, untrained_model_folder
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 
@@ -26,11 +26,16 @@ def model_folder(tmp_path_factory):
 
 
 @pytest.fixture
-def app(model_folder, monkeypatch):
+def app(model_folder, monkeypatch, tmp_path):
+    """The app on the upload page, with YuNet from the local file when there is one, else Haar."""
     monkeypatch.setenv("FERBENCH_MODEL", str(model_folder))
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    has_yunet = cache_yunet(tmp_path / "cache")
     test = AppTest.from_file(APP, default_timeout=60)
     test.run()
     assert not test.exception
+    if not has_yunet:
+        test.sidebar.selectbox[0].set_value("haar").run()
     test.radio[0].set_value("Upload a photo").run()
     return test
 
@@ -79,6 +84,26 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_running(app, name, content,
     assert any(message in error.value for error in app.error), [error.value for error in app.error]
     upload(app, "blank.png", png(np.full((240, 320, 3), 180, np.uint8)))  # still working afterwards
     assert any("No face found" in warning.value for warning in app.warning)
+
+
+def test_the_detector_is_a_setting_and_a_missing_yunet_file_is_explained(model_folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("FERBENCH_MODEL", str(model_folder))
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("ferbench.faces.YUNET_URL", "http://127.0.0.1:9/face_detection_yunet_2023mar.onnx")
+    test = AppTest.from_file(APP, default_timeout=60)
+    test.run()
+    assert not test.exception
+    assert test.sidebar.selectbox[0].value == "yunet"  # the default; offline without the file: an explanation
+    assert "--detector-model" in test.error[0].value and "haar" in test.info[0].value
+    test.sidebar.selectbox[0].set_value("haar").run()
+    test.radio[0].set_value("Upload a photo").run()
+    assert not test.error and any("Faces: haar" in caption.value for caption in test.caption)
+    if cache_yunet(tmp_path / "cache"):
+        monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+        test.sidebar.selectbox[0].set_value("yunet").run()
+        assert any("Faces: yunet, aligned" in caption.value for caption in test.caption)
+        test.sidebar.checkbox[0].uncheck().run()
+        assert any(caption.value == "Faces: yunet" for caption in test.caption)
 
 
 def test_a_missing_model_is_explained(monkeypatch, tmp_path):

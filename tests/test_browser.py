@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from ferbench.data.classes import FER2013_CLASSES
-from tests.conftest import PROJECT_ROOT, untrained_model_folder
+from tests.conftest import PROJECT_ROOT, detector_args, untrained_model_folder
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -79,7 +79,7 @@ def served_app(tmp_path):
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-         "--server.headless", "true", "--", "--model", str(folder)],
+         "--server.headless", "true", "--", "--model", str(folder), *detector_args()],
         cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://localhost:{port}"

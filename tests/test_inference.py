@@ -1,8 +1,6 @@
 """The inference core and the predict CLI: faces found, batched, classified like the training data."""
 
-import io
 import json
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -14,8 +12,9 @@ from ferbench.data.classes import FER2013_CLASSES
 from ferbench.data.decode import image_to_fer
 from ferbench.data.synthetic import render_face
 from ferbench.errors import FerbenchError
-from ferbench.inference import EmotionModel, EmotionRecognizer, HaarFaceDetector, crop_face, draw_results
-from tests.conftest import REAL_ARCHIVE, untrained_model_folder
+from ferbench.faces import HaarFaceDetector
+from ferbench.inference import EmotionModel, EmotionRecognizer, draw_results
+from tests.conftest import FixedFaces, detector_args, untrained_model_folder
 
 CLASSES = list(FER2013_CLASSES)
 
@@ -59,7 +58,7 @@ def test_every_face_of_a_frame_gets_a_box_a_label_and_probabilities(model):
 
     model.probabilities = counting
     try:
-        faces = EmotionRecognizer(model, detector=lambda rgb: boxes, margin=0.0).analyze(frame)
+        faces = EmotionRecognizer(model, FixedFaces(boxes)).analyze(frame)
     finally:
         model.probabilities = original
     assert calls == [3]  # all faces in one model call
@@ -85,50 +84,28 @@ def test_the_card_runtime_matches_the_pytorch_checkpoint(model_folder, model):
     np.testing.assert_allclose(EmotionModel(torch_folder).probabilities(crops), model.probabilities(crops), atol=1e-4)
 
 
-def test_a_real_photo_has_one_face_found_by_the_bundled_detector(model):
+def test_a_real_photo_has_one_face_found_by_the_haar_fallback(model):
     photo = astronaut()
-    faces = EmotionRecognizer(model).analyze(photo)
+    recognizer = EmotionRecognizer(model, HaarFaceDetector.for_photos())
+    faces = recognizer.analyze(photo)
     assert len(faces) == 1
     x, y, w, h = faces[0].box
     assert 150 < x + w / 2 < 290 and 60 < y + h / 2 < 200  # around her face, not elsewhere
     assert sum(faces[0].probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-    crop = crop_face(photo, faces[0].box, 0.1)
-    assert CLASSES[int(model.probabilities(crop[None]).argmax())] == faces[0].label
+    assert CLASSES[int(model.probabilities(faces[0].crop[None]).argmax())] == faces[0].label
     drawn = draw_results(photo, faces, fps=31.0)
     assert drawn.shape == photo.shape and not np.array_equal(drawn, photo)
-
-
-@pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"{REAL_ARCHIVE} not present (real FER-2013 zip)")
-def test_real_fer_faces_are_detected_and_classified_like_their_crops(model):
-    detector = HaarFaceDetector()
-    recognizer = EmotionRecognizer(model, detector=detector, margin=0.0)
-    with zipfile.ZipFile(REAL_ARCHIVE) as archive:
-        names = sorted(n for n in archive.namelist() if n.startswith("test/") and n.endswith(".jpg"))[::700][:10]
-        samples = [np.asarray(Image.open(io.BytesIO(archive.read(n))).convert("L")) for n in names]
-    found = 0
-    for sample in samples:
-        frame = np.full((320, 320), 128, dtype=np.uint8)
-        frame[64:256, 64:256] = np.asarray(Image.fromarray(sample).resize((192, 192), Image.Resampling.BILINEAR))
-        faces = recognizer.analyze(frame)
-        assert len(faces) <= 1
-        for face in faces:
-            found += 1
-            assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-            rgb = np.repeat(frame[:, :, None], 3, axis=2)
-            assert CLASSES[int(model.probabilities(crop_face(rgb, face.box, 0.0)[None]).argmax())] == face.label
-    assert found >= 5  # Haar finds most tightly cropped FER faces once they have some background
 
 
 def test_video_smoothing_blends_probabilities_of_the_same_face(model):
     boxes = [(200, 150, 160, 160)]
     first, second = synthetic_frame(boxes), synthetic_frame(boxes)[:, ::-1].copy()
     mirrored_boxes = [(640 - 200 - 160, 150, 160, 160)]
-    raw = EmotionRecognizer(model, detector=lambda rgb: boxes, smoothing=0.0)
+    raw = EmotionRecognizer(model, FixedFaces(boxes), smoothing=0.0)
     p1 = np.array(list(raw.analyze(first)[0].probabilities.values()))
-    p2_raw = np.array(list(EmotionRecognizer(model, detector=lambda rgb: mirrored_boxes, smoothing=0.0)
+    p2_raw = np.array(list(EmotionRecognizer(model, FixedFaces(mirrored_boxes), smoothing=0.0)
                            .analyze(second)[0].probabilities.values()))  # fmt: skip
-    detections = iter([boxes, mirrored_boxes])
-    smooth = EmotionRecognizer(model, detector=lambda rgb: next(detections), smoothing=0.75)
+    smooth = EmotionRecognizer(model, FixedFaces(boxes, mirrored_boxes), smoothing=0.75)
     smooth.process_frame(first)
     p2 = np.array(list(smooth.process_frame(second)[0].probabilities.values()))
     overlap = (160 - abs(200 - 280)) * 160 / (2 * 160 * 160 - (160 - abs(200 - 280)) * 160)
@@ -137,21 +114,18 @@ def test_video_smoothing_blends_probabilities_of_the_same_face(model):
 
 
 def test_detection_runs_every_nth_video_frame(model):
-    seen = []
-
-    def detector(rgb):
-        seen.append(1)
-        return [(10, 10, 50, 50)]
-
-    recognizer = EmotionRecognizer(model, detector=detector, detect_every=3)
+    detector = FixedFaces([(10, 10, 50, 50)])
+    recognizer = EmotionRecognizer(model, detector, detect_every=3)
     for _ in range(7):
         assert len(recognizer.process_frame(synthetic_frame([]))) == 1
-    assert len(seen) == 3  # frames 0, 3 and 6
+    assert detector.calls == 3  # frames 0, 3 and 6
 
 
 def test_bad_settings_and_missing_model_are_clear_errors(model, tmp_path):
     with pytest.raises(FerbenchError, match="smoothing"):
-        EmotionRecognizer(model, detector=lambda rgb: [], smoothing=1.0)
+        EmotionRecognizer(model, FixedFaces([]), smoothing=1.0)
+    with pytest.raises(FerbenchError, match="margin"):
+        EmotionRecognizer(model, FixedFaces([]), margin=-0.5)
     with pytest.raises(FerbenchError, match="no model card.*dvc repro"):
         EmotionModel(tmp_path)
 
@@ -162,7 +136,8 @@ def test_predict_cli_on_a_folder(model_folder, tmp_path, capsys):
     Image.fromarray(astronaut()).save(folder / "astronaut.jpg")
     (folder / "notes.jpg").write_bytes(b"this is not an image")
     Image.fromarray(np.full((200, 300, 3), 200, np.uint8)).save(folder / "nested" / "wall.png")
-    status = predict.main([str(folder), "--model", str(model_folder), "--csv", str(tmp_path / "out.csv")])
+    status = predict.main([str(folder), "--model", str(model_folder), "--csv", str(tmp_path / "out.csv"),
+                           *detector_args()])  # fmt: skip
     captured = capsys.readouterr()
     records = {json.loads(line)["file"].split("/")[-1]: json.loads(line) for line in captured.out.splitlines()}
     assert status == 1  # one file could not be read; the others were still processed
