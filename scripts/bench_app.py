@@ -2,18 +2,20 @@
 
 A 640x480 frame with one real face in webcam framing (the astronaut photo shipped with
 scikit-image) goes through `EmotionRecognizer.process_frame` with the live mode's detector
-settings and `draw_results`, as the live mode does for each video frame.
+settings (YuNet with eye alignment, the default, and the Haar fallback) and `draw_results`, as
+the live mode does for each video frame.
 Deployment models are built from the seed specs without pretrained weights (speed does not
 depend on them) and exported as the select stage would: ResNet18 as static int8 (its fastest
 faithful variant; calibrated here on synthetic faces, which sets speed, not quality) and, for
 comparison, ONNX fp32; CLIP ViT-B/32 as dynamic int8.
 
-Usage: .venv/bin/python scripts/bench_app.py [--threads 2] [--frames 200]
+Usage: .venv/bin/python scripts/bench_app.py [--detector-model FILE] [--threads 2] [--frames 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 from dataclasses import replace
@@ -28,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ferbench.data.classes import FER2013_CLASSES
 from ferbench.data.synthetic import render_face
 from ferbench.deploy import write_model_folder
-from ferbench.inference import EmotionModel, EmotionRecognizer, HaarFaceDetector, draw_results
+from ferbench.faces import build_detector
+from ferbench.inference import EmotionModel, EmotionRecognizer, draw_results
 from ferbench.latency import Calibration, timing
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.classifier import ImageClassifier, build_head
@@ -48,14 +51,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the model (default 2)")
     parser.add_argument("--frames", type=int, default=200, help="timed frames per setting (default 200)")
+    parser.add_argument("--detector-model", type=Path, help="local YuNet file (default: the cached download)")
     args = parser.parse_args()
+    detectors = {name: build_detector(name, video=True, model_file=args.detector_model) for name in ("yunet", "haar")}
     torch.set_num_threads(args.threads)
     specs = load_params()["backbones"]
     frame = face_frame()
     rng = np.random.default_rng(0)
     calibration = Calibration(np.stack([render_face(FER2013_CLASSES[index % 7], rng) for index in range(64)]))
     print(f"640x480 frame, one face, {args.threads} threads, {args.frames} frames after 20 warm-up frames")
-    print(f"{'model':<30} {'detect every':>12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8} {'FPS':>6}")
+    print(f"{'model':<30} {'faces':<15} {'detect every':>12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8} {'FPS':>6}")
     for name, variant in DEPLOYMENTS:
         spec = replace(BackboneSpec.from_params(name, specs[name]), pretrained=False, weights=None)
         torch.manual_seed(0)
@@ -65,14 +70,14 @@ def main() -> None:
             write_model_folder(Path(scratch), spec, model, list(FER2013_CLASSES), variant,
                                int8_calibration=calibration)  # fmt: skip
             deployed = EmotionModel(scratch, threads=args.threads)
-            for detect_every in (1, 2):
-                recognizer = EmotionRecognizer(deployed, detector=HaarFaceDetector.for_video(),
-                                               detect_every=detect_every)  # fmt: skip
+            for (detector_name, detector), detect_every in itertools.product(detectors.items(), (1, 2)):
+                recognizer = EmotionRecognizer(deployed, detector, detect_every=detect_every)
                 assert len(recognizer.process_frame(frame)) == 1, "the benchmark face was not found"
                 result = timing(lambda r=recognizer: draw_results(frame, r.process_frame(frame), fps=30.0), 20,
                                 args.frames)  # fmt: skip
-                print(f"{name + ' ' + variant:<30} {detect_every:>12} {result['p50_ms']:>8.2f} {result['p90_ms']:>8.2f}"
-                      f" {result['mean_ms']:>8.2f} {result['fps']:>6.1f}")  # fmt: skip
+                faces = detector_name + (" aligned" if detector.can_align else "")
+                print(f"{name + ' ' + variant:<30} {faces:<15} {detect_every:>12} {result['p50_ms']:>8.2f} "
+                      f"{result['p90_ms']:>8.2f} {result['mean_ms']:>8.2f} {result['fps']:>6.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":
