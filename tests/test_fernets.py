@@ -66,15 +66,14 @@ def prepared(tmp_path_factory):
     return synthetic_prepared(tmp_path_factory.mktemp("fer"), 80, 15, seed=5)
 
 
-# From scratch, the drawn faces take a few hundred steps before accuracy takes off (measured: the
-# compact net at chance for ~3 epochs of 35 batches, then 0.46 after 5; the deep one 0.73 after 5).
-EPOCHS = {"vgg8_w32": 6, "vgg11_w64": 5}
-
-
-@pytest.mark.parametrize("name", list(NETWORKS))
-def test_fer_networks_learn_synthetic_faces_from_scratch(name, prepared, tmp_path, monkeypatch):
+def test_the_shipped_fer_network_learns_synthetic_faces_from_scratch(prepared, tmp_path, monkeypatch):
+    """vgg8_w32, what the CPU preset ships; the deeper vgg11_w64 trains through the same code (and
+    learned faster when this test covered it too: 0.73 after 5 epochs), so it is only built and
+    exported above, to keep the suite within its time. From scratch the compact net stays at chance
+    for ~3 epochs of 35 batches, then reaches 0.46 after 5."""
+    name = "vgg8_w32"
     monkeypatch.chdir(tmp_path)
-    section = {"epochs": EPOCHS[name], "batch_size": 16, "lr": 0.001, "augment": {"shift": 0.05},
+    section = {"epochs": 6, "batch_size": 16, "lr": 0.001, "augment": {"shift": 0.05},
                "eval_batch_size": 128}
     settings = RunSettings(CLASSES, CPU, 0, prepared, tta=TTAConfig(flip=True))
     summary = run_train(fer_spec(name), section, None, settings)
