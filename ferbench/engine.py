@@ -28,12 +28,8 @@ from tqdm import tqdm
 from ferbench.augment import AugmentConfig, augment_images, mix_batch
 from ferbench.errors import FerbenchError
 from ferbench.models.checkpoint import atomic_torch_save, model_state, save_state, unwrap
+from ferbench.schema import CLASS_WEIGHTING, OPTIMIZERS, PRECISIONS, SAMPLERS, SCHEDULERS
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine", "step", "onecycle", "plateau")
-CLASS_WEIGHTING = ("none", "balanced")
-SAMPLERS = ("shuffle", "balanced")
-PRECISIONS = ("auto", "bf16", "fp32")
 CPU_WARNING_SECONDS = 30 * 60
 
 

@@ -1,4 +1,5 @@
-"""Reading `params.yaml` with errors that name the missing or malformed key."""
+"""Reading `params.yaml`: parsed, then validated against the schema (`ferbench.schema`) as a whole,
+with errors that name the key, the value and what is allowed."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from typing import Any
 import yaml
 
 from ferbench.errors import FerbenchError
+from ferbench.schema import validate_params
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS_FILE) -> dict[str, Any]:
-    """Load the whole params file as a mapping."""
+    """Load the whole params file as a mapping, validated: every stage calls this first, so a bad
+    param stops it (one line, exit 2) before any work."""
     path = Path(path)
     if not path.is_file():
         raise FerbenchError(f"{path}: params file not found; run the stage from the project root")
@@ -23,6 +26,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS_FILE) -> dict[str, Any]:
         raise FerbenchError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(params, dict):
         raise FerbenchError(f"{path}: expected a mapping of sections at the top level")
+    validate_params(params, source=path.name if path == DEFAULT_PARAMS_FILE else str(path))
     return params
 
 

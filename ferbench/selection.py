@@ -22,11 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ferbench.errors import FerbenchError
-
-CRITERIA = ("accuracy", "generalization")
-TTA_MODES = ("auto", "always", "never")
-CRITERION_KEYS = ("criterion", "gap_tolerance", "gap_penalty", "max_gap", "latency_budget_ms")
-TTA_KEYS = ("tta", "tta_min_gain")
+from ferbench.schema import CRITERIA, TTA_MODES
 
 
 @dataclass(frozen=True)
@@ -45,18 +41,13 @@ class Criterion:
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> Criterion:
-        known = set(CRITERION_KEYS) | set(TTA_KEYS)
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise FerbenchError(f"params.yaml: unknown key(s) {', '.join(unknown)} in select; known: {sorted(known)}")
+        """From the `select` section as `ferbench.schema` validated it (every key present)."""
 
         def optional(key: str) -> float | None:
-            value = section.get(key)
-            return None if value is None else float(value)
+            return None if section[key] is None else float(section[key])
 
-        return cls(str(section.get("criterion", "accuracy")), float(section.get("gap_tolerance", 0.0)),
-                   float(section.get("gap_penalty", 1.0)), optional("max_gap"),
-                   optional("latency_budget_ms"))  # fmt: skip
+        return cls(str(section["criterion"]), float(section["gap_tolerance"]), float(section["gap_penalty"]),
+                   optional("max_gap"), optional("latency_budget_ms"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,7 +65,8 @@ class TTAPolicy:
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> TTAPolicy:
-        return cls(str(section.get("tta", "auto")), float(section.get("tta_min_gain", 0.003)))
+        """From the `select` section as `ferbench.schema` validated it (every key present)."""
+        return cls(str(section["tta"]), float(section["tta_min_gain"]))
 
     def use(self, name: str, plain_val_accuracy: float, tta_val_accuracy: float | None) -> bool:
         """Ship `name` with TTA? `tta_val_accuracy` is None when it was not evaluated with TTA."""

@@ -9,6 +9,7 @@ so it runs a copy of the project in `demo/`, a git + DVC repository of its own w
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from ferbench.errors import FerbenchError
+from ferbench.schema import validate_params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES: tuple[str, ...] = ("ferbench", "stages", "dvc.yaml", "params.yaml", ".dvcignore")
@@ -63,16 +65,28 @@ def _represent_float(representer: Any, value: float) -> Any:
     return representer.represent_scalar("tag:yaml.org,2002:float", text)
 
 
-def write_params(source_root: Path, destination: Path, overrides: Mapping[str, Any]) -> None:
-    """Write `source_root/params.yaml` merged with `overrides` to `destination`, comments kept."""
+def _yaml() -> YAML:
     yaml = YAML()
     yaml.width = 120
     yaml.representer.add_representer(float, _represent_float)
-    params = yaml.load((source_root / "params.yaml").read_text())
+    return yaml
+
+
+def merged_params(source_root: Path, overrides: Mapping[str, Any]) -> Any:
+    """`source_root/params.yaml` with `overrides` merged in, comments kept, checked against the schema
+    (so a bad override fails before anything is written)."""
+    params = _yaml().load((source_root / "params.yaml").read_text())
     merge_overrides(params, overrides)
     _rebase_paths(params, source_root)
+    validate_params(json.loads(json.dumps(params)), source="params.yaml with the overrides merged in")
+    return params
+
+
+def write_params(source_root: Path, destination: Path, overrides: Mapping[str, Any]) -> None:
+    """Write `source_root/params.yaml` merged with `overrides` to `destination`, comments kept."""
+    params = merged_params(source_root, overrides)
     with destination.open("w") as handle:
-        yaml.dump(params, handle)
+        _yaml().dump(params, handle)
 
 
 def python_env() -> dict[str, str]:
@@ -92,6 +106,7 @@ def create_workspace(destination: Path, overrides: Mapping[str, Any], source_roo
     A fresh destination becomes its own git and DVC repository; an existing one keeps its
     data, cache and history, so the next `dvc repro` reruns only what the update changed.
     """
+    merged_params(source_root, overrides)  # fails on a bad override before anything is copied
     destination.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = source_root / name

@@ -2,13 +2,14 @@
 
 from ferbench import params as P
 from ferbench.cli import run_stage
-from ferbench.data.download import SOURCES, acquire_dataset
+from ferbench.data.download import acquire_dataset
 from ferbench.paths import RAW_ARCHIVE
+from ferbench.schema import DATA_SOURCES
 
 
 def main() -> None:
     params = P.load_params()
-    source = P.choice(params, "data.source", SOURCES)
+    source = P.choice(params, "data.source", DATA_SOURCES)
     acquire_dataset(
         source,
         RAW_ARCHIVE,

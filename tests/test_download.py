@@ -76,7 +76,9 @@ def test_no_credentials_is_one_clear_message(tmp_path):
 
 
 def test_stage_reports_bad_params_without_traceback(tmp_path):
-    workspace = create_workspace(tmp_path / "project", {"data": {"source": "floppy"}})
+    workspace = create_workspace(tmp_path / "project", {})
+    params = workspace / "params.yaml"
+    params.write_text(params.read_text().replace("source: kaggle", "source: floppy", 1))
     result = subprocess.run(
         [sys.executable, "-m", "stages.download"], cwd=workspace, env=python_env(), capture_output=True, text=True
     )

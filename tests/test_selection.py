@@ -76,13 +76,13 @@ def test_a_latency_budget_needs_a_measurement():
 
 
 @pytest.mark.parametrize(
-    ("section", "message"),
-    [({"criterion": "f1"}, "use one of: accuracy, generalization"), ({"criterion": "accuracy", "gap": 1}, "unknown"),
-     ({"criterion": "generalization", "gap_penalty": -1}, ">= 0")],
+    ("settings", "message"),
+    [({"name": "f1"}, "use one of: accuracy, generalization"), ({"name": "generalization", "gap_penalty": -1}, ">= 0")],
 )  # fmt: skip
-def test_bad_select_params_name_the_key(section, message):
+def test_bad_criteria_name_the_key(settings, message):
+    """Programmatic use; params.yaml's select section is checked by the schema (tests/test_params_schema.py)."""
     with pytest.raises(FerbenchError, match=message):
-        Criterion.from_params(section)
+        Criterion(**settings)
 
 
 def test_no_candidates_is_an_error():
@@ -98,7 +98,7 @@ def test_tta_is_shipped_when_it_pays_on_val():
     with pytest.raises(FerbenchError, match="select.tta is always, but a was evaluated without TTA"):
         TTAPolicy("always").use("a", 0.6, None)
     with pytest.raises(FerbenchError, match="'select.tta' is 'sometimes'"):
-        TTAPolicy.from_params({"tta": "sometimes"})
+        TTAPolicy("sometimes")
 
 
 def test_a_candidate_shipped_with_tta_says_so_in_the_reason():

@@ -11,8 +11,7 @@ from ferbench.data import kaggle
 from ferbench.data.archive import check_archive, pack_folder
 from ferbench.data.synthetic import write_synthetic_archive
 from ferbench.errors import FerbenchError
-
-SOURCES: tuple[str, ...] = ("kaggle", "archive", "synthetic")
+from ferbench.schema import DATA_SOURCES
 
 
 def acquire_dataset(
@@ -30,8 +29,8 @@ def acquire_dataset(
     Work happens in a temporary folder next to `destination`, and the zip is checked for
     unsafe entries before it is moved into place, so a failure leaves no partial output.
     """
-    if source not in SOURCES:
-        raise FerbenchError(f"params.yaml: 'data.source' is {source!r}; use one of: {', '.join(SOURCES)}")
+    if source not in DATA_SOURCES:
+        raise FerbenchError(f"params.yaml: 'data.source' is {source!r}; use one of: {', '.join(DATA_SOURCES)}")
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".download-") as scratch:
         work = Path(scratch)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ferbench.errors import FerbenchError
+from ferbench.schema import BACKBONE_SOURCES
 
-SOURCES: tuple[str, ...] = ("torchvision", "timm", "transformers", "ferbench")
 SPEC_KEYS: tuple[str, ...] = ("source", "model", "pretrained", "weights", "input_size")
 
 
@@ -44,9 +44,10 @@ class BackboneSpec:
             raise FerbenchError(
                 f"params.yaml: 'backbones.{name}' lacks {', '.join(missing)} (use null for the library default)"
             )
-        if spec["source"] not in SOURCES:
+        if spec["source"] not in BACKBONE_SOURCES:
             raise FerbenchError(
-                f"params.yaml: 'backbones.{name}.source' is {spec['source']!r}; use one of: {', '.join(SOURCES)}"
+                f"params.yaml: 'backbones.{name}.source' is {spec['source']!r}; "
+                f"use one of: {', '.join(BACKBONE_SOURCES)}"
             )
         return cls(name, spec["source"], str(spec["model"]), bool(spec["pretrained"]), spec["weights"],
                    spec["input_size"])  # fmt: skip

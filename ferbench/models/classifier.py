@@ -15,6 +15,7 @@ from ferbench.errors import FerbenchError
 from ferbench.models.backbones import Backbone, BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.preprocess import Preprocess
+from ferbench.schema import TTA_SHIFTS
 
 
 class Standardize(nn.Module):
@@ -157,7 +158,6 @@ def load_classifier(spec: BackboneSpec, checkpoint: Path, num_classes: int) -> I
     return model.eval()
 
 
-TTA_SHIFTS = (0, 4, 8)
 
 
 @dataclass(frozen=True)

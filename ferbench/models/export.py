@@ -20,6 +20,7 @@ from torch import nn
 
 from ferbench.data.classes import IMAGE_SIZE
 from ferbench.errors import FerbenchError
+from ferbench.schema import CALIBRATION_METHODS
 
 INPUT_NAME = "images"  # uint8, batch x 48 x 48
 OUTPUT_NAME = "logits"  # float32, batch x classes
@@ -90,7 +91,6 @@ def quantize_int8(source: Path, target: Path) -> Path:
     return target
 
 
-CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")  # the first of these in the graph starts the network proper
 
 

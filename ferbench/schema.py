@@ -1,0 +1,346 @@
+"""The params schema: every section of `params.yaml`, typed, with ranges and allowed values.
+
+One home for the params contract. `ferbench.params.load_params` validates the whole file with it
+at the start of every stage, so a wrong type, an out-of-range value, an unknown choice or an
+unknown key (with a did-you-mean) is one line naming the key, the value and what is allowed, and
+the stage exits 2 before doing any work. Values live in `params.yaml` only: the schema declares no
+defaults for them (a missing key is an error), except the per-backbone and per-candidate
+overrides, which are optional by nature.
+
+Pydantic (already installed with DVC, pinned in requirements.txt) is used because it gives typed,
+nested, strict validation with exact error locations for free; dataclasses with a hand-written
+loader would repeat what it does. Validation is strict: YAML reads `1e-5` as text, and a text
+learning rate is refused here instead of failing inside torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from ferbench.errors import FerbenchError
+
+DataSource = Literal["kaggle", "archive", "synthetic"]
+BackboneSource = Literal["torchvision", "timm", "transformers", "ferbench"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Scheduler = Literal["none", "cosine", "step", "onecycle", "plateau"]
+ClassWeighting = Literal["none", "balanced"]
+Sampler = Literal["shuffle", "balanced"]
+Precision = Literal["auto", "bf16", "fp32"]
+CalibrationMethod = Literal["percentile", "minmax", "entropy"]
+CriterionName = Literal["accuracy", "generalization"]
+TtaMode = Literal["auto", "always", "never"]
+KeepOrDrop = Literal["keep", "drop"]
+
+DATA_SOURCES: tuple[str, ...] = get_args(DataSource)
+BACKBONE_SOURCES: tuple[str, ...] = get_args(BackboneSource)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+CLASS_WEIGHTING: tuple[str, ...] = get_args(ClassWeighting)
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
+CRITERIA: tuple[str, ...] = get_args(CriterionName)
+TTA_MODES: tuple[str, ...] = get_args(TtaMode)
+TTA_SHIFTS: tuple[int, ...] = (0, 4, 8)
+
+Count = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Share = Annotated[float, Field(ge=0, lt=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Augment(Section):
+    shift: Annotated[float, Field(ge=0, le=0.5)]
+    rotate: Annotated[float, Field(ge=0, le=180)]
+    scale: Annotated[float, Field(ge=0, le=0.9)]
+    erase: Annotated[float, Field(ge=0, le=1)]
+    mixup: Annotated[float, Field(ge=0, le=10)]
+    cutmix: Annotated[float, Field(ge=0, le=10)]
+
+
+class Training(Section):
+    """The hyperparameters every training section has."""
+
+    epochs: Count
+    batch_size: Count
+    optimizer: Optimizer
+    lr: Annotated[float, Field(gt=0)]
+    weight_decay: NonNegative
+    scheduler: Scheduler
+    warmup_epochs: NonNegative
+    plateau_factor: Annotated[float, Field(gt=0, lt=1)]
+    plateau_patience: NonNegativeInt
+    label_smoothing: Share
+    class_weighting: ClassWeighting
+    sampler: Sampler
+    ema_decay: Share
+    precision: Precision
+    flip: bool
+    eval_batch_size: Count
+
+
+class FeatureExtract(Training):
+    hidden: list[Count]
+    dropout: Share
+
+
+class Finetune(Training):
+    augment: Augment
+
+
+def check_trainable(value: Any) -> Any:
+    """`train.trainable`: all, head, or the number of last backbone blocks that learn."""
+    if value in ("all", "head") or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError("use all, head or a number of last blocks (1 or more)")
+
+
+Trainable = Annotated[str | int, AfterValidator(check_trainable)]
+
+
+def _partial(model: type[Section], name: str, drop: tuple[str, ...] = (), **replace: Any) -> type[Section]:
+    """`model` with every field optional (unset or null: not overridden), for per-backbone overrides."""
+    fields: dict[str, Any] = {}
+    for key, info in model.model_fields.items():
+        if key in drop:
+            continue
+        if key in replace:
+            annotation = replace.pop(key)
+        else:
+            annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[key] = (annotation | None, None)
+    fields.update({key: (annotation | None, None) for key, annotation in replace.items()})
+    return create_model(name, __base__=Section, **fields)
+
+
+AugmentOverride = _partial(Augment, "AugmentOverride")
+FinetuneOverride = _partial(Finetune, "FinetuneOverride", augment=AugmentOverride)
+# flip cannot differ per backbone: the embed stage computes mirrored features from feature_extract.flip
+FeatureExtractOverride = _partial(FeatureExtract, "FeatureExtractOverride", drop=("flip",))
+TrainOverride = _partial(Finetune, "TrainOverride", augment=AugmentOverride, trainable=Trainable)
+
+
+class Train(Finetune):
+    candidates: dict[str, TrainOverride | None]  # type: ignore[valid-type]
+    trainable: Trainable
+
+
+class Backbone(Section):
+    source: BackboneSource
+    model: Annotated[str, Field(min_length=1)]
+    pretrained: bool
+    weights: str | None
+    input_size: Annotated[int, Field(ge=8, le=1024)] | None
+    finetune: FinetuneOverride | None = None  # type: ignore[valid-type]
+    feature_extract: FeatureExtractOverride | None = None  # type: ignore[valid-type]
+
+
+class Synthetic(Section):
+    train: dict[str, NonNegativeInt]
+    test: dict[str, NonNegativeInt]
+
+
+class Data(Section):
+    source: DataSource
+    archive: str | None
+    kaggle_dataset: str
+    max_uncompressed_mb: Annotated[float, Field(gt=0)]
+    classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)]
+    val_fraction: Annotated[float, Field(gt=0, lt=1)]
+    duplicates: KeepOrDrop
+    label_conflicts: KeepOrDrop
+    blanks: KeepOrDrop
+    blank_std: NonNegative
+    test_leakage: KeepOrDrop
+    synthetic: Synthetic
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, classes: list[str]) -> list[str]:
+        repeated = sorted({name for name in classes if classes.count(name) > 1})
+        if repeated:
+            raise ValueError(f"class names must be distinct ({', '.join(repeated)} repeated)")
+        return classes
+
+
+class Embed(Section):
+    batch_size: Count
+
+
+class Tta(Section):
+    flip: bool
+    shifts: Literal[0, 4, 8]
+    shift_pixels: Annotated[int, Field(ge=1, le=8)]
+
+
+class Latency(Section):
+    threads: Count
+    warmup: NonNegativeInt
+    runs: Count
+    min_agreement: Annotated[float, Field(gt=0, le=1)]
+    calibration_images: Count
+    calibration_method: CalibrationMethod
+
+
+class Select(Section):
+    criterion: CriterionName
+    gap_tolerance: NonNegative
+    gap_penalty: NonNegative
+    max_gap: NonNegative | None
+    latency_budget_ms: Annotated[float, Field(gt=0)] | None
+    tta: TtaMode
+    tta_min_gain: Share
+
+
+class Params(Section):
+    seed: NonNegativeInt
+    device: str
+    compile: bool
+    data: Data
+    backbones: Annotated[dict[str, Backbone], Field(min_length=1)]
+    embed: Embed
+    feature_extract: FeatureExtract
+    finetune: Finetune
+    train: Train
+    tta: Tta
+    latency: Latency
+    select: Select
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+            raise ValueError("use auto, cpu, cuda, cuda:N or mps")
+        return device
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        unknown = [name for name in self.train.candidates if name not in self.backbones]
+        if unknown:
+            raise ValueError(f"train.candidates names {', '.join(unknown)}, which is not under backbones "
+                             f"(have: {', '.join(self.backbones)})")  # fmt: skip
+        runs = [(name, self.feature_extract, None) for name in ("feature_extract",)]
+        runs += [(f"backbones.{name}.feature_extract", self.feature_extract, spec.feature_extract)
+                 for name, spec in self.backbones.items()]  # fmt: skip
+        runs += [("finetune", self.finetune, None)]
+        runs += [(f"backbones.{name}.finetune", self.finetune, spec.finetune) for name, spec in self.backbones.items()]
+        runs += [(f"train.candidates.{name}", self.train, override) for name, override in self.train.candidates.items()]
+        for where, section, override in runs:
+            merged = {**section.model_dump(), **(override.model_dump(exclude_none=True) if override else {})}
+            epochs, warmup = merged["epochs"], merged["warmup_epochs"]
+            if warmup and warmup >= epochs:
+                raise ValueError(f"{where}: warmup_epochs ({warmup:g}) must be fewer than epochs ({epochs})")
+        return self
+
+
+EXPECTED_TYPES = {
+    "float_type": "a number (YAML reads 1e-5 as text: write 1.0e-5)", "int_type": "a whole number",
+    "bool_type": "true or false", "string_type": "text", "list_type": "a list", "dict_type": "a mapping",
+    "model_type": "a mapping", "model_attributes_type": "a mapping", "none_required": "null",
+}  # fmt: skip
+BOUNDS = {"greater_than": "greater than {gt}", "greater_than_equal": "at least {ge}", "less_than": "less than {lt}",
+          "less_than_equal": "at most {le}", "too_short": "at least {min_length} item(s)",
+          "string_too_short": "at least {min_length} character(s)"}  # fmt: skip
+
+
+def _key(location: tuple[Any, ...]) -> str:
+    key = ""
+    for part in location:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def _allowed_range(location: tuple[Any, ...]) -> str | None:
+    """'greater than 0 and less than 1' for the field at `location`, from its declared bounds."""
+    model = _model_at(location[:-1])
+    info = model.model_fields.get(str(location[-1])) if model else None
+    if info is None:
+        return None
+    items = list(info.metadata)
+    for member in get_args(info.annotation):  # `Annotated[X, Field(...)] | None` keeps its bounds inside
+        for item in getattr(member, "__metadata__", ()):
+            items += getattr(item, "metadata", [item])
+    words = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}
+    bounds = [f"{words[name]} {getattr(item, name):g}" for item in items for name in words
+              if getattr(item, name, None) is not None]  # fmt: skip
+    return " and ".join(bounds) or None
+
+
+def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The schema model that holds the mapping at `location` (dict keys such as backbone names skipped)."""
+    model: Any = Params
+    index = 0
+    while index < len(location):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        info = model.model_fields.get(str(location[index]))
+        if info is None:
+            return None
+        annotation = info.annotation
+        index += 1
+        annotation = _unwrap(annotation)
+        if getattr(annotation, "__origin__", None) is dict:
+            annotation = _unwrap(get_args(annotation)[1])
+            index += 1  # the dict's key (a backbone or candidate name)
+        model = annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """X from `X | None` and Annotated[X, ...]."""
+    for _ in range(3):
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if getattr(annotation, "__metadata__", None) is not None or (len(args) == 1 and args[0] is not annotation):
+            annotation = args[0]
+    return annotation
+
+
+def describe(error: dict[str, Any], source: str) -> str:
+    """One line for one pydantic error: the key, the value and what is allowed."""
+    location = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    kind, value, context = error["type"], error.get("input"), error.get("ctx", {})
+    key = _key(location)
+    if kind == "extra_forbidden":
+        model = _model_at(location[:-1])
+        known = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(location[-1]), known, n=1)
+        if close:
+            return f"{source}: unknown key '{key}'; did you mean '{_key((*location[:-1], close[0]))}'?"
+        return f"{source}: unknown key '{key}'; known there: {', '.join(known)}"
+    if kind == "missing":
+        return f"{source}: missing key '{key}'; every param is set in params.yaml (see the README's params table)"
+    if kind == "literal_error":
+        choices = str(context.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return f"{source}: '{key}' is {value!r}; use one of: {choices}"
+    if kind in EXPECTED_TYPES:
+        return f"{source}: '{key}' is {value!r}; expected {EXPECTED_TYPES[kind]}"
+    if kind in BOUNDS:
+        allowed = _allowed_range(location) or BOUNDS[kind].format(**context)
+        return f"{source}: '{key}' is {value!r}; allowed: {allowed}"
+    message = str(context.get("error", error["msg"])).removeprefix("Value error, ")
+    return f"{source}: '{key}' is {value!r}; {message}" if key else f"{source}: {message}"
+
+
+def validate_params(params: dict[str, Any], source: str = "params.yaml") -> Params:
+    """The params as the schema's typed model; the first problem as a FerbenchError of one line."""
+    try:
+        return Params.model_validate(params)
+    except ValidationError as exc:
+        raise FerbenchError(describe(exc.errors()[0], source)) from None

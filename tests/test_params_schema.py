@@ -1,0 +1,120 @@
+"""The params schema: every section refuses a wrong type, an out-of-range value, an unknown choice and an
+unknown key with one line that names the key, the value and what is allowed; stages exit 2 before work."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ferbench.errors import FerbenchError
+from ferbench.params import load_params
+from ferbench.schema import validate_params
+from ferbench.workspace import create_workspace, python_env
+from tests.conftest import PROJECT_ROOT
+
+BASE = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+
+def changed(path: str, value: object) -> dict:
+    """The project's params with the value at dotted `path` replaced (`...` deletes it)."""
+    params = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return params
+
+
+CASES = [
+    # (dotted key, bad value, the one line it must give)
+    ("seed", "42", "'seed' is '42'; expected a whole number"),
+    ("seed", -1, "'seed' is -1; allowed: at least 0"),
+    ("device", "gpu", "'device' is 'gpu'; use auto, cpu, cuda, cuda:N or mps"),
+    ("compile", "yes", "'compile' is 'yes'; expected true or false"),
+    ("devcie", "cpu", "unknown key 'devcie'; did you mean 'device'?"),
+    ("data.source", "floppy", "'data.source' is 'floppy'; use one of: kaggle, archive, synthetic"),
+    ("data.val_fraction", 1.5, "'data.val_fraction' is 1.5; allowed: greater than 0 and less than 1"),
+    ("data.val_fraction", "0.1", "'data.val_fraction' is '0.1'; expected a number"),
+    ("data.duplicates", "remove", "'data.duplicates' is 'remove'; use one of: keep, drop"),
+    ("data.classes", ["a", "a"], "'data.classes' is ['a', 'a']; class names must be distinct (a repeated)"),
+    ("data.blank_sd", 2.0, "unknown key 'data.blank_sd'; did you mean 'data.blank_std'?"),
+    ("data.synthetic.train.happy", -3, "'data.synthetic.train.happy' is -3; allowed: at least 0"),
+    ("backbones.resnet18.source", "keras",
+     "'backbones.resnet18.source' is 'keras'; use one of: torchvision, timm, transformers, ferbench"),
+    ("backbones.resnet18.input_size", 2, "'backbones.resnet18.input_size' is 2; allowed: at least 8 and at most 1024"),
+    ("backbones.resnet18.wieghts", None,
+     "unknown key 'backbones.resnet18.wieghts'; did you mean 'backbones.resnet18.weights'?"),
+    ("backbones.resnet18.pretrained", ..., "missing key 'backbones.resnet18.pretrained'"),
+    ("backbones.clip_vit_b32.finetune.lr", "1e-5",
+     "'backbones.clip_vit_b32.finetune.lr' is '1e-5'; expected a number (YAML reads 1e-5 as text: write 1.0e-5)"),
+    ("embed.batch_size", 0, "'embed.batch_size' is 0; allowed: at least 1"),
+    ("feature_extract.optimizer", "adagrad", "'feature_extract.optimizer' is 'adagrad'; use one of: adam, adamw, sgd"),
+    ("feature_extract.hidden", [512, 0], "'feature_extract.hidden[1]' is 0; allowed: at least 1"),
+    ("feature_extract.dropout", 1.0, "'feature_extract.dropout' is 1.0; allowed: at least 0 and less than 1"),
+    ("finetune.lr", "1e-4", "'finetune.lr' is '1e-4'; expected a number (YAML reads 1e-5 as text: write 1.0e-5)"),
+    ("finetune.lr", 0.0, "'finetune.lr' is 0.0; allowed: greater than 0"),
+    ("finetune.scheduler", "linear",
+     "'finetune.scheduler' is 'linear'; use one of: none, cosine, step, onecycle, plateau"),
+    ("finetune.augment.shift", 0.7, "'finetune.augment.shift' is 0.7; allowed: at least 0 and at most 0.5"),
+    ("finetune.augment.shear", 3, "unknown key 'finetune.augment.shear'; known there: shift, rotate, scale, erase"),
+    ("finetune.warmup_epochs", 5, "finetune: warmup_epochs (5) must be fewer than epochs (5)"),
+    ("train.trainable", "some", "'train.trainable' is 'some'; use all, head or a number of last blocks (1 or more)"),
+    ("train.candidates.resnet50", {}, "train.candidates names resnet50, which is not under backbones"),
+    ("train.candidates.resnet18.lr", -1.0, "'train.candidates.resnet18.lr' is -1.0; allowed: greater than 0"),
+    ("train.precision", "fp16", "'train.precision' is 'fp16'; use one of: auto, bf16, fp32"),
+    ("tta.shifts", 3, "'tta.shifts' is 3; use one of: 0, 4, 8"),
+    ("tta.flip", 1, "'tta.flip' is 1; expected true or false"),
+    ("latency.threads", True, "'latency.threads' is True; expected a whole number"),
+    ("latency.min_agreement", 1.5, "'latency.min_agreement' is 1.5; allowed: greater than 0 and at most 1"),
+    ("latency.calibration_method", "kl",
+     "'latency.calibration_method' is 'kl'; use one of: percentile, minmax, entropy"),
+    ("select.criterion", "acc", "'select.criterion' is 'acc'; use one of: accuracy, generalization"),
+    ("select.latency_budget_ms", -5, "'select.latency_budget_ms' is -5; allowed: greater than 0"),
+    ("select.tta_min_gain", ..., "missing key 'select.tta_min_gain'"),
+    ("select", "accuracy", "'select' is 'accuracy'; expected a mapping"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "value", "message"), CASES, ids=[f"{c[0]}={c[1]!r}"[:60] for c in CASES])
+def test_a_bad_param_is_one_line_naming_the_key_the_value_and_what_is_allowed(key, value, message):
+    with pytest.raises(FerbenchError) as caught:
+        validate_params(changed(key, value))
+    line = str(caught.value)
+    assert line.startswith("params.yaml: ") and message in line and "\n" not in line
+
+
+def test_the_project_params_and_every_preset_are_valid():
+    from ferbench.workspace import load_overrides, merge_overrides
+
+    validate_params(BASE)
+    for preset in ("params-demo.yaml", "params-cpu.yaml", "params-gpu.yaml"):
+        validate_params(merge_overrides(copy.deepcopy(BASE), load_overrides(PROJECT_ROOT / preset)), preset)
+
+
+def test_load_params_validates_and_a_bad_override_never_reaches_a_workspace(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(changed("finetune.epochs", 2.5)))
+    with pytest.raises(FerbenchError, match=r"'finetune.epochs' is 2.5; expected a whole number"):
+        load_params(bad)
+    with pytest.raises(FerbenchError, match="params.yaml with the overrides merged in: 'select.gap_penalty' is -1"):
+        create_workspace(tmp_path / "project", {"select": {"gap_penalty": -1}})
+    assert not (tmp_path / "project" / "params.yaml").exists()
+
+
+@pytest.mark.parametrize("stage", ["prepare", "train"])
+def test_a_stage_with_a_bad_param_exits_2_with_one_line_before_any_work(stage, tmp_path):
+    workspace = create_workspace(tmp_path / "project", {})
+    params = workspace / "params.yaml"
+    params.write_text(params.read_text().replace("val_fraction: 0.125", "val_fraction: 1.25", 1))
+    command = [sys.executable, "-m", f"stages.{stage}", *(["resnet18"] if stage == "train" else [])]
+    result = subprocess.run(command, cwd=workspace, env=python_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"{stage}: error: params.yaml: 'data.val_fraction' is 1.25; "
+                                     "allowed: greater than 0 and less than 1")  # fmt: skip
+    assert not (workspace / "data" / "prepared").exists()
