@@ -1,16 +1,10 @@
-"""The shipped model: `models/selected/` with its checkpoint, deployment export and model card.
-
-The card (`model_card.json`) is what inference reads: classes, the input the model takes
-(48x48 uint8 grayscale, made by `ferbench.data.decode.image_to_fer`), the preprocessing inside
-the model, test-time augmentation (inside the exported graph too), the temperature that
-calibrates its probabilities, the runtime and file to load, metrics, latency and why it was
-chosen.
-"""
+"""Deploying a trained model: exporting it in every runtime variant, keeping the fastest faithful one
+and writing the model folder (`ferbench.model_folder` holds the folder's contract: the card and
+its files)."""
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -23,7 +17,7 @@ import pandas as pd
 from torch import nn
 
 from ferbench.calibration import calibration_report, reliability_table
-from ferbench.data.classes import IMAGE_SIZE
+from ferbench.constants import IMAGE_SIZE
 from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
 from ferbench.latency import (
@@ -36,15 +30,11 @@ from ferbench.latency import (
     set_threads,
 )
 from ferbench.metrics import classification_metrics
+from ferbench.model_folder import CARD_FILE, CARD_FORMAT, RUNTIMES, card_markdown
 from ferbench.models.backbones import BackboneSpec
 from ferbench.models.checkpoint import save_checkpoint
 from ferbench.models.classifier import TTAClassifier, TTAConfig, load_classifier, with_tta
 from ferbench.models.export import export_int8_static, export_onnx, quantize_int8
-
-CARD_FILE = "model_card.json"
-CARD_FORMAT = "ferbench-model-card/1"
-RUNTIMES = {"torch_fp32": "torch", "onnx_fp32": "onnxruntime", "onnx_int8": "onnxruntime",
-            "onnx_int8_static": "onnxruntime"}  # fmt: skip
 
 
 def write_model_folder(
@@ -104,20 +94,23 @@ def write_model_folder(
 
 @dataclass
 class Deployment:
-    """What `write_selected` produced: the card, and the shipped model's test reliability table (per
+    """What `deploy_candidate` produced: the card, and the model's test reliability table (per
     confidence bin: count, mean confidence and accuracy, before and after temperature scaling)."""
 
     card: dict[str, Any]
     reliability: pd.DataFrame
 
 
-def write_selected(
+def deploy_candidate(
     folder: Path, spec: BackboneSpec, checkpoint: Path, classes: Sequence[str], val: Split, test: Split,
-    leakage_free: np.ndarray, latency: Mapping[str, Any], selection: Mapping[str, Any], trained: Mapping[str, Any],
-    threads: int, min_agreement: float, tta: TTAConfig | None = None, int8_calibration: Calibration | None = None,
+    leakage_free: np.ndarray, latency: Mapping[str, Any], trained: Mapping[str, Any], threads: int,
+    min_agreement: float, tta: TTAConfig | None = None, int8_calibration: Calibration | None = None,
 ) -> Deployment:  # fmt: skip
-    """Export the selected checkpoint (with `tta`'s views inside the graph when given), keep its fastest
-    faithful variant, fit its temperature on val, re-measure it on test, write the card."""
+    """Decide once how a trained candidate ships: export the checkpoint (with `tta`'s views inside the
+    graph when given) in every variant, keep its fastest faithful one (this checkpoint's own agreement
+    on val, the latency stage's timings of the architecture), fit its temperature on val, measure it
+    on test, and write the model folder with its card. `select` ranks candidates on these numbers and
+    ships the chosen folder as it is."""
     set_threads(threads)
     shipped = with_tta(load_classifier(spec, checkpoint, len(classes)), tta)
     timings_key = "tta" if tta is not None and tta.enabled else None
@@ -127,8 +120,6 @@ def write_selected(
         val_logits = {name: batched_logits(runtime, val.images) for name, runtime in runtimes.items()}
         reference = val_logits["torch_fp32"].argmax(1)
         agreements = {name: agreement(reference, logits.argmax(1)) for name, logits in val_logits.items()}
-        # the latency stage's timings (same architecture; on the TTA views when shipping TTA), this checkpoint's
-        # own agreement
         measured = {name: {"p50_ms": _timings(_variant(latency, name), timings_key)["p50_ms"], "agreement": share}
                     for name, share in agreements.items()}  # fmt: skip
         variant = fastest_faithful(measured, min_agreement)
@@ -158,7 +149,6 @@ def write_selected(
             calibration=probabilities,
             latency={"threads": latency["threads"], "batch_size": 1,
                      **_timings(latency["variants"][variant], timings_key)},
-            selection={"criterion": selection["criterion"], "reason": selection["reason"]},
         )  # fmt: skip
     before = reliability_table(test_logits, test.labels)
     after = reliability_table(test_logits, test.labels, probabilities["temperature"])
@@ -167,6 +157,25 @@ def write_selected(
         for column in ("count", "confidence", "accuracy"):
             reliability[f"{column}_{name}"] = table[column]
     return Deployment(card, reliability)
+
+
+def deployment_summary(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a deployed model folder's card (the deploy metrics, and `select`'s record
+    of what it shipped)."""
+    metrics, calibration = card["metrics"], card["calibration"]
+    return {
+        "variant": card["variant"], "runtime": card["runtime"], "file": card["files"]["model"],
+        "tta_views": card["tta"]["views"], "val_accuracy": metrics["val_accuracy"],
+        "test_accuracy": metrics["test_accuracy"], "test_accuracy_fp32": metrics["test_accuracy_fp32"],
+        "test_macro_f1": metrics["test_macro_f1"],
+        "test_leakage_free_accuracy": metrics["test_leakage_free_accuracy"],
+        "test_leakage_free_images": metrics["test_leakage_free_images"],
+        "temperature": card["temperature"],
+        "test_ece": calibration["test"]["ece"], "test_ece_scaled": calibration["test"]["ece_scaled"],
+        "test_nll": calibration["test"]["nll"], "test_nll_scaled": calibration["test"]["nll_scaled"],
+        "agreement_with_fp32_on_val": card["agreement_with_fp32_on_val"][card["variant"]],
+        "latency_p50_ms": card["latency"]["p50_ms"],
+    }  # fmt: skip
 
 
 def _variant(latency: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -184,107 +193,3 @@ def _timings(variant: Mapping[str, Any], key: str | None) -> dict[str, Any]:
         raise FerbenchError("metrics/latency: no timings with TTA; rerun `dvc repro` (the latency stage times "
                             "the TTA views when params.yaml: tta has more than one)")  # fmt: skip
     return {name: value for name, value in timings.items() if name.endswith("_ms") or name in ("fps", "views")}
-
-
-def card_markdown(card: Mapping[str, Any]) -> str:
-    """The card for people (the metric lines only when the card has them)."""
-    lines = [
-        f"# Model card: {card['backbone']} ({card['variant']})",
-        "",
-        f"- Backbone: `{card['spec']['source']}` `{card['spec']['model']}` (pretrained: {card['spec']['pretrained']})",
-        f"- Classes (output order): {', '.join(card['classes'])}",
-        "- Input: uint8 grayscale faces, batch x 48 x 48, made by `ferbench.data.decode.image_to_fer`; the model "
-        f"itself resizes to {card['preprocessing']['input_size']} px, "
-        f"{'repeats to 3 channels' if card['preprocessing']['channels'] == 3 else 'keeps one channel'} and normalises",
-        f"- Runtime: {card['runtime']}, file `{card['files']['model']}` (checkpoint `{card['files']['checkpoint']}`)",
-    ]
-    if "int8_calibration" in card:
-        int8 = card["int8_calibration"]
-        lines.append(f"- Static int8: activation ranges calibrated on {int8['images']} {int8['split']} images "
-                     f"({int8['method']}); the preprocessing inside the model stays fp32")  # fmt: skip
-    tta = card["tta"]
-    views = (f"averages its logits over {tta['views']} views of each face (mirror: {tta['flip']}, shifts of "
-             f"{tta['shift_pixels']} px: {tta['shifts']}), inside the exported model") if tta["views"] > 1 else "none"
-    lines.append(f"- Test-time augmentation: {views}")
-    if "metrics" not in card:
-        return "\n".join([*lines, ""])
-    metrics, latency = card["metrics"], card["latency"]
-    lines += [
-        f"- Val accuracy {metrics['val_accuracy']:.4f} as deployed, train-val gap {metrics['accuracy_gap']:+.4f}",
-        f"- Test accuracy {metrics['test_accuracy']:.4f} as deployed (the checkpoint alone in PyTorch fp32: "
-        f"{metrics['test_accuracy_fp32']:.4f}), macro-F1 {metrics['test_macro_f1']:.4f}",
-    ]  # fmt: skip
-    if "test_leakage_free_accuracy" in metrics:
-        lines.append(f"- Leakage-free test accuracy {metrics['test_leakage_free_accuracy']:.4f} (macro-F1 "
-                     f"{metrics['test_leakage_free_macro_f1']:.4f}) on the {metrics['test_leakage_free_images']} test "
-                     "images whose pixels do not occur in the Kaggle train folder")  # fmt: skip
-    if "test_per_class_recall" in metrics:
-        lines.append("- Per-class test recall: " + ", ".join(f"{name} {value:.2f}" for name, value
-                                                             in metrics["test_per_class_recall"].items()))  # fmt: skip
-    if "calibration" in card:
-        test = card["calibration"]["test"]
-        lines.append(f"- Calibration: temperature {card['temperature']:.3f} (fitted on val, applied by the inference "
-                     f"code); test ECE {test['ece']:.4f} -> {test['ece_scaled']:.4f}, test NLL {test['nll']:.4f} -> "
-                     f"{test['nll_scaled']:.4f}")  # fmt: skip
-    return "\n".join([
-        *lines,
-        f"- CPU latency, batch 1, {latency['threads']} threads: p50 {latency['p50_ms']:.2f} ms, "
-        f"p99 {latency['p99_ms']:.2f} ms ({latency['fps']:.0f} FPS)",
-        f"- Agreement with PyTorch fp32 on val: {card['agreement_with_fp32_on_val'][card['variant']]:.4f}",
-        f"- Selection: {card['selection']['reason']}",
-        "",
-    ])  # fmt: skip
-
-
-CARD_FIELDS: dict[str, type | tuple[type, ...]] = {"backbone": str, "spec": dict, "classes": list, "runtime": str,
-                                                   "variant": str, "files": dict}  # fmt: skip
-
-
-def read_card(folder: Path) -> dict[str, Any]:
-    """Load and check a model card, which is untrusted input (model folders get downloaded and shared):
-    every error is one line naming the folder and the fix."""
-    path = Path(folder) / CARD_FILE
-    if not path.is_file():
-        raise FerbenchError(f"{path}: no model card; run `dvc repro` (the select stage writes models/selected/) "
-                            "or pass the folder of a selected model")  # fmt: skip
-    try:
-        card = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FerbenchError(f"{path}: not a readable model card ({exc}); re-export the model with "
-                            "`dvc repro select`") from exc  # fmt: skip
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        found = card.get("format") if isinstance(card, dict) else type(card).__name__
-        raise FerbenchError(f"{path}: unknown model card format {found!r} (expected {CARD_FORMAT})")
-    for key, kind in CARD_FIELDS.items():
-        if not isinstance(card.get(key), kind):
-            raise FerbenchError(f"{path}: the card's {key!r} is missing or not a {getattr(kind, '__name__', kind)}; "
-                                "re-export the model with `dvc repro select`")  # fmt: skip
-    classes = card["classes"]
-    if not classes or not all(isinstance(name, str) and name for name in classes) or len(set(classes)) != len(classes):
-        raise FerbenchError(f"{path}: the card's classes must be distinct non-empty names, got {classes!r}")
-    if card["runtime"] not in set(RUNTIMES.values()):
-        raise FerbenchError(f"{path}: unknown runtime {card['runtime']!r}; use one of "
-                            f"{', '.join(sorted(set(RUNTIMES.values())))}")  # fmt: skip
-    for role in ("model", "checkpoint"):
-        card_file(folder, card, role)
-    temperature = card.setdefault("temperature", 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
-        math.isfinite(temperature) and temperature > 0
-    ):
-        raise FerbenchError(f"{path}: temperature is {temperature!r}; a model card needs a positive number "
-                            "(re-export the model with `dvc repro select`)")  # fmt: skip
-    return card
-
-
-def card_file(folder: Path, card: Mapping[str, Any], role: str) -> Path:
-    """The file the card names for `role` ("model" or "checkpoint"): a plain name inside the folder, never
-    an absolute path or one that climbs out of it (a shared model folder must not open other files)."""
-    name = card["files"].get(role)
-    folder = Path(folder)
-    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise FerbenchError(f"{folder / CARD_FILE}: files.{role} is {name!r}; it must name a file inside the model "
-                            "folder (no absolute path, no '..')")  # fmt: skip
-    path = folder / name
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise FerbenchError(f"{folder / CARD_FILE}: files.{role} {name!r} leads outside the model folder")
-    return path

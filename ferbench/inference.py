@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ferbench.data.classes import IMAGE_SIZE
-from ferbench.deploy import card_file, read_card
+from ferbench.constants import IMAGE_SIZE
 from ferbench.errors import FerbenchError
 from ferbench.faces import Box, Face, FaceDetector, box_iou, crop_window
+from ferbench.model_folder import card_file, read_card
 
 DEFAULT_MODEL_DIR = Path("models/selected")
 DEMO_MODEL_DIR = Path("demo/models/selected")
@@ -69,9 +69,9 @@ class EmotionModel:
             return lambda crops: onnx_logits(session, crops)
         import torch
 
-        from ferbench.latency import torch_runtime
         from ferbench.models.backbones import BackboneSpec
         from ferbench.models.classifier import TTAConfig, load_classifier, with_tta
+        from ferbench.runtimes import torch_runtime
 
         if threads:
             torch.set_num_threads(threads)

@@ -29,10 +29,9 @@ from ferbench.models.export import (
     CALIBRATION_METHODS,
     export_int8_static,
     export_onnx,
-    onnx_logits,
-    onnx_session,
     quantize_int8,
 )
+from ferbench.runtimes import Runtime, onnx_runtime, torch_runtime
 
 VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static")
 ONNX_FILES = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx", "onnx_int8_static": "model.int8-static.onnx"}
@@ -91,29 +90,6 @@ def count_flops(model: nn.Module, image_size: int = 48) -> int:
     with counter, torch.no_grad():
         model.eval()(torch.zeros(1, image_size, image_size, dtype=torch.uint8))
     return int(counter.get_total_flops())
-
-
-@dataclass
-class Runtime:
-    """One variant: a function from a uint8 batch (numpy) to logits (numpy)."""
-
-    name: str
-    logits: Callable[[np.ndarray], np.ndarray]
-
-
-def torch_runtime(model: nn.Module) -> Runtime:
-    model = model.eval().cpu()
-
-    def logits(images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(images))).float().numpy()
-
-    return Runtime("torch_fp32", logits)
-
-
-def onnx_runtime(name: str, path: Path, threads: int) -> Runtime:
-    session = onnx_session(path, threads)
-    return Runtime(name, lambda images: onnx_logits(session, images))
 
 
 def calibration_from_params(params: dict[str, Any], train: Split) -> Calibration:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from ferbench.data.synthetic import write_synthetic_archive
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from tests.conftest import PROJECT_ROOT, cache_yunet, untrained_model_folder
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from tests.conftest import PROJECT_ROOT, detector_args, untrained_model_folder
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

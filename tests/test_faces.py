@@ -98,7 +98,7 @@ def test_a_window_crop_goes_through_the_datasets_conversion():
 
 
 def real_test_faces(count: int) -> tuple[np.ndarray, np.ndarray]:
-    from ferbench.data.classes import FER2013_CLASSES
+    from ferbench.constants import FER2013_CLASSES
 
     with zipfile.ZipFile(REAL_ARCHIVE) as archive:
         names = sorted(n for n in archive.namelist() if n.startswith("test/") and n.endswith(".jpg"))[::37][:count]

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from ferbench.benchmark import RunSettings, run_train
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from ferbench.errors import FerbenchError
-from ferbench.latency import torch_runtime
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.classifier import ImageClassifier, TTAConfig, build_head, load_classifier, trunk_blocks, with_tta
 from ferbench.models.export import export_onnx, onnx_logits, onnx_session
 from ferbench.models.fernets import NETWORKS
+from ferbench.runtimes import torch_runtime
 from tests.conftest import synthetic_prepared
 
 CLASSES = list(FER2013_CLASSES)

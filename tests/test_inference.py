@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from ferbench import predict
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from ferbench.data.decode import image_to_fer
 from ferbench.data.synthetic import render_face
 from ferbench.errors import FerbenchError

@@ -78,7 +78,7 @@ def test_every_declared_output_exists(workspace):
     stages = set(lock["stages"])
     for backbone in ("resnet18", "resnet34"):
         assert {f"embed@{backbone}", f"finetune@{backbone}", f"latency@{backbone}", f"train@{backbone}"} <= stages
-    assert {"select", "report"} <= stages
+    assert {"deploy@resnet18", "deploy@resnet34", "select", "report"} <= stages
     declared = [out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])]
     missing = [path for path in declared if not (workspace / path).exists()]
     assert not missing and len(declared) > 40

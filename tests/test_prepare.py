@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
 from ferbench.data.prepared import Split, leakage_free_test_mask, load_split, save_split
 from ferbench.data.split import group_stratified_split

@@ -20,7 +20,7 @@ from ferbench.benchmark import (
     save_embeddings,
     stage_settings,
 )
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from ferbench.engine import TrainConfig, resolve_device
 from ferbench.models.classifier import TTAConfig
 from ferbench.selection import Criterion, TTAPolicy

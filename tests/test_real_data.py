@@ -2,7 +2,7 @@
 
 import pytest
 
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from ferbench.data.prepare import QualityPolicy, prepare_dataset
 from tests.conftest import REAL_ARCHIVE
 

@@ -284,7 +284,7 @@ def test_temperature_needs_no_data_to_be_one():
 def test_a_model_card_with_a_bad_temperature_is_refused(tmp_path: Path):
     import json
 
-    from ferbench.deploy import read_card
+    from ferbench.model_folder import read_card
     from tests.conftest import untrained_model_folder
 
     folder = untrained_model_folder(tmp_path / "model")

@@ -105,3 +105,43 @@ def test_a_candidate_shipped_with_tta_says_so_in_the_reason():
     with_tta = Candidate("vgg8", val_accuracy=0.67, accuracy_gap=0.02, latency_ms=1.5, tta=True)
     result = select([with_tta, MODEST_AND_STABLE], Criterion("accuracy"))
     assert result["selected"] == "vgg8" and "val accuracy 0.6700 (with TTA)" in result["reason"]
+
+
+def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypatch):
+    """resnet18 is the more accurate candidate and its architecture has a fast int8 variant, but its trained
+    checkpoint was not faithful in int8, so deploy@resnet18 ships fp32 at 25 ms: over a 10 ms budget, it must
+    lose to clip_vit_b32, whose shipped variant runs in 8 ms; models/selected is clip's deployed folder."""
+    import json
+
+    import yaml
+
+    from stages.select import main as select_stage
+    from tests.conftest import PROJECT_ROOT, untrained_model_folder
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["select"].update(criterion="accuracy", latency_budget_ms=10.0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    shipped = {"resnet18": ("torch_fp32", 0.70, 25.0), "clip_vit_b32": ("onnx_fp32", 0.65, 8.0)}
+    for name, (variant, val_accuracy, p50) in shipped.items():
+        trained = {"train": {"accuracy": val_accuracy + 0.02}, "val": {"accuracy": val_accuracy},
+                   "overfitting": {"accuracy_gap": 0.02}}  # fmt: skip
+        (tmp_path / "metrics/train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"metrics/train/{name}.json").write_text(json.dumps(trained))
+        untrained_model_folder(tmp_path / f"models/deploy/{name}", variant, latency={"p50_ms": p50})
+        summary = {"backbone": name, "variant": variant, "tta_views": 1, "latency_p50_ms": p50, "test_accuracy": 0.6,
+                   "test_leakage_free_accuracy": 0.6, "temperature": 1.0, "test_ece": 0.1, "test_ece_scaled": 0.05}
+        (tmp_path / "metrics/deploy").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"metrics/deploy/{name}.json").write_text(json.dumps(summary))
+        (tmp_path / f"plots/deploy/{name}").mkdir(parents=True)
+        (tmp_path / f"plots/deploy/{name}/reliability.csv").write_text(f"bin_center,from\n0.5,{name}\n")
+    select_stage()
+    selection = json.loads((tmp_path / "metrics/selection.json").read_text())
+    assert selection["selected"] == "clip_vit_b32"
+    excluded = {entry["name"]: entry["excluded"] for entry in selection["ranking"]}
+    assert "25.0" in excluded["resnet18"] and excluded["clip_vit_b32"] is None
+    card = json.loads((tmp_path / "models/selected/model_card.json").read_text())
+    assert card["variant"] == "onnx_fp32" and card["latency"]["p50_ms"] == 8.0
+    assert "clip_vit_b32" in card["selection"]["reason"]
+    assert selection["deployment"]["latency_p50_ms"] == 8.0
+    assert "clip_vit_b32" in (tmp_path / "plots/selected/reliability.csv").read_text()

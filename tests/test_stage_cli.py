@@ -11,7 +11,7 @@ STAGES = sorted(path.stem for path in (Path(__file__).resolve().parent.parent / 
 
 
 def test_every_stage_is_covered():
-    assert {"download", "prepare", "embed", "feature_extract", "finetune", "train", "latency", "select",
+    assert {"download", "prepare", "embed", "feature_extract", "finetune", "train", "latency", "deploy", "select",
             "report"} <= set(STAGES)  # fmt: skip
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from ferbench.data.decode import decode_fer
 from ferbench.data.synthetic import render_face, write_synthetic_archive
 from ferbench.errors import FerbenchError

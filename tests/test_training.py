@@ -18,7 +18,7 @@ from ferbench.benchmark import (
     run_finetune,
     save_embeddings,
 )
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from ferbench.engine import Batches, ResumeFile, TrainConfig, class_weights, fit
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint

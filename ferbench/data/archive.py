@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ferbench.data.classes import SPLIT_FOLDERS
 from ferbench.errors import FerbenchError
+
+SPLIT_FOLDERS: tuple[str, ...] = ("train", "test")  # the Kaggle archive's top-level folders
 
 MEBIBYTE = 1024 * 1024
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ferbench.data.classes import IMAGE_SIZE
+from ferbench.constants import IMAGE_SIZE
 
 T = TypeVar("T")
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ferbench.data.archive import check_archive, classify_entry, read_entries
-from ferbench.data.classes import IMAGE_SIZE, SPLIT_FOLDERS
+from ferbench.constants import IMAGE_SIZE
+from ferbench.data.archive import SPLIT_FOLDERS, check_archive, classify_entry, read_entries
 from ferbench.data.decode import UndecodableImage, decode_fer
 from ferbench.data.prepared import MANIFEST_FILE, PREPARED_SPLITS, Split, save_split
 from ferbench.data.split import group_stratified_split

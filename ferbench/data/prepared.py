@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferbench.data.classes import IMAGE_SIZE
+from ferbench.constants import IMAGE_SIZE
 from ferbench.errors import FerbenchError
 
 PREPARED_SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from ferbench.data.classes import FER2013_CLASSES, IMAGE_SIZE, SPLIT_FOLDERS
+from ferbench.constants import FER2013_CLASSES, IMAGE_SIZE
+from ferbench.data.archive import SPLIT_FOLDERS
 from ferbench.errors import FerbenchError
 
 CANVAS = 96  # faces are drawn at twice the size, then downsampled for smooth edges

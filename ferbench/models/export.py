@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ferbench.data.classes import IMAGE_SIZE
+from ferbench.constants import IMAGE_SIZE
 from ferbench.errors import FerbenchError
 from ferbench.schema import CALIBRATION_METHODS
 

@@ -1,0 +1,63 @@
+"""DVC stage `deploy@<candidate>`: decide once how a trained candidate ships, before any ranking.
+
+Exports `models/train/<candidate>.pt` (with test-time augmentation inside the graph when
+`select.tta` says it pays on val) in every runtime variant, keeps its fastest faithful one (this
+checkpoint's agreement with fp32 on val, the latency stage's timings), fits its temperature on val,
+measures it on test and writes the model folder `models/deploy/<candidate>/`. `select` ranks the
+candidates on what these folders will actually ship and copies the chosen one.
+"""
+
+import json
+
+from ferbench import params as P
+from ferbench.cli import backbone_argument, run_stage
+from ferbench.data.prepared import leakage_free_test_mask, load_split
+from ferbench.deploy import deploy_candidate, deployment_summary
+from ferbench.errors import FerbenchError
+from ferbench.latency import calibration_from_params
+from ferbench.metrics import read_metrics
+from ferbench.paths import (
+    DEPLOY_METRICS,
+    DEPLOY_MODELS,
+    DEPLOY_PLOTS,
+    LATENCY_METRICS,
+    PREPARED_DIR,
+    TRAIN_METRICS,
+    TRAIN_MODELS,
+)
+from ferbench.selection import TTAPolicy
+from ferbench.stage_params import backbone_spec, tta_config
+
+
+def main() -> None:
+    name = backbone_argument("deploy", __doc__, where="train.candidates")
+    params = P.load_params()
+    if name not in P.get(params, "train.candidates", dict):
+        raise FerbenchError(f"params.yaml: '{name}' is not under train.candidates")
+    trained = read_metrics(TRAIN_METRICS / f"{name}.json")
+    latency_path = LATENCY_METRICS / f"{name}.json"
+    if not latency_path.is_file():
+        raise FerbenchError(f"{latency_path}: not found; every candidate must also be under backbones (latency@{name})")
+    with_tta = trained.get("tta", {}).get("val", {}).get("accuracy")
+    use_tta = TTAPolicy.from_params(P.get(params, "select", dict)).use(name, trained["val"]["accuracy"], with_tta)
+    test = load_split(PREPARED_DIR / "test.npz")
+    deployment = deploy_candidate(
+        DEPLOY_MODELS / name, backbone_spec(params, name), TRAIN_MODELS / f"{name}.pt",
+        P.get(params, "data.classes", list), load_split(PREPARED_DIR / "val.npz"), test,
+        leakage_free_test_mask(PREPARED_DIR, len(test)), read_metrics(latency_path), trained,
+        threads=P.get(params, "latency.threads", int), min_agreement=float(P.get(params, "latency.min_agreement")),
+        tta=tta_config(params) if use_tta else None,
+        int8_calibration=calibration_from_params(params, load_split(PREPARED_DIR / "train.npz")),
+    )  # fmt: skip
+    summary = {"backbone": name, **deployment_summary(deployment.card)}
+    DEPLOY_METRICS.mkdir(parents=True, exist_ok=True)
+    (DEPLOY_METRICS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (DEPLOY_PLOTS / name).mkdir(parents=True, exist_ok=True)
+    deployment.reliability.to_csv(DEPLOY_PLOTS / name / "reliability.csv", index=False)
+    print(f"deploy@{name}: {summary['variant']}{' with TTA' if use_tta else ''}, p50 {summary['latency_p50_ms']:.2f} "
+          f"ms, val {summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f} (agreement with fp32 on val "
+          f"{summary['agreement_with_fp32_on_val']:.4f})")
+
+
+if __name__ == "__main__":
+    run_stage(main, "deploy")
