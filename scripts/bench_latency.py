@@ -52,7 +52,7 @@ def prepared_folder(path: Path | None, scratch: Path) -> tuple[Path, str]:
         return path, str(path)
     if (PREPARED_DIR / "val.npz").is_file():
         return PREPARED_DIR, str(PREPARED_DIR)
-    from ferbench.data.classes import FER2013_CLASSES
+    from ferbench.constants import FER2013_CLASSES
     from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
     from ferbench.data.synthetic import write_synthetic_archive
 

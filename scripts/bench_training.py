@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ferbench.augment import AugmentConfig, augment_images, random_hflip
 from ferbench.benchmark import compute_embeddings, load_device_splits
-from ferbench.data.classes import FER2013_CLASSES
+from ferbench.constants import FER2013_CLASSES
 from ferbench.data.synthetic import render_face
 from ferbench.engine import Batches, TrainConfig, fit, mixed_precision, resolve_device
 from ferbench.models.backbones import BackboneSpec, build_backbone
