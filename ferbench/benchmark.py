@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 from dvclive import Live
-from tqdm import tqdm
 
 from ferbench.augment import AugmentConfig
 from ferbench.calibration import calibration_report
-from ferbench.data.prepared import PREPARED_SPLITS, leakage_free_test_mask, load_split
+from ferbench.embeddings import load_device_splits, load_embeddings
 from ferbench.engine import (
     Batches,
     FitResult,
@@ -39,110 +37,19 @@ from ferbench.engine import (
 )
 from ferbench.errors import FerbenchError
 from ferbench.metrics import classification_metrics
-from ferbench.models.backbones import Backbone, BackboneSpec, build_backbone
+from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint, unwrap
 from ferbench.models.classifier import (
     ImageClassifier,
     Standardize,
     TTAConfig,
     build_head,
-    frozen_extractor,
     parse_trainable,
     set_trainable,
     with_tta,
 )
 from ferbench.plots import save_confusion_matrix
-
-FEATURE_VIEWS = ("original", "mirrored")
-
-
-HEAD_KEYS = ("hidden", "dropout")  # head shape, feature_extract only (fine-tuning keeps the seed's linear head)
-TRAIN_KEYS = ("trainable",)  # train@<candidate> only: which part of the network learns
-TRAIN_SECTION_ONLY = ("candidates",)  # in the train section, not a hyperparameter
-
-
-def stage_settings(
-    section: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str, extra_keys: Sequence[str] = ()
-) -> tuple[TrainConfig, dict[str, Any]]:
-    """A stage's params section with a backbone's overrides merged: the TrainConfig and the extra keys set."""
-    overrides = dict(overrides or {})
-    if isinstance(section.get("augment"), Mapping) and isinstance(overrides.get("augment"), Mapping):
-        overrides["augment"] = {**section["augment"], **overrides["augment"]}  # strengths merge one by one
-    merged = {k: v for k, v in {**section, **overrides}.items() if k not in TRAIN_SECTION_ONLY}
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(merged) - known - set(extra_keys))
-    if unknown:
-        raise FerbenchError(
-            f"params.yaml: unknown key(s) {', '.join(unknown)} in {where}; "
-            f"known: {', '.join(sorted(known | set(extra_keys)))}"
-        )
-    settings = {k: v for k, v in merged.items() if k in known}
-    settings["augment"] = AugmentConfig.from_params(settings.get("augment"), where)
-    try:
-        config = TrainConfig(**settings)
-    except TypeError as exc:
-        raise FerbenchError(f"params.yaml: {where}: {exc}") from exc
-    return config, {k: merged[k] for k in extra_keys if k in merged}
-
-
-def load_device_splits(prepared_dir: Path, device: torch.device) -> dict[str, Batches]:
-    """All prepared splits as uint8 image tensors on `device` (about 80 MB for FER-2013)."""
-    splits = {}
-    for name in PREPARED_SPLITS:
-        split = load_split(prepared_dir / f"{name}.npz")
-        splits[name] = Batches(torch.from_numpy(split.images).to(device), torch.from_numpy(split.labels).to(device))
-    return splits
-
-
-@torch.no_grad()
-def compute_embeddings(
-    backbone: Backbone, splits: Mapping[str, Batches], flip: bool, batch_size: int, device: torch.device
-) -> dict[str, np.ndarray]:
-    """Features of every split once (and of mirrored train images when `flip`), float16 V x N x D."""
-    extractor = frozen_extractor(backbone).to(device)
-    jobs = [
-        (name, view) for name in splits for view in FEATURE_VIEWS if view == "original" or (flip and name == "train")
-    ]
-    total = sum(math.ceil(len(splits[name]) / batch_size) for name, _ in jobs)
-    features: dict[str, list[np.ndarray]] = {name: [] for name in splits}
-    with tqdm(total=total, desc="embed", unit="batch", mininterval=2.0) as progress:
-        for name, view in jobs:
-            images = splits[name].inputs
-            chunks = []
-            for start in range(0, len(images), batch_size):
-                batch = images[start : start + batch_size]
-                if view == "mirrored":
-                    batch = batch.flip(-1)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    chunks.append(extractor(batch).float().cpu())
-                progress.update()
-            features[name].append(torch.cat(chunks).numpy().astype(np.float16))
-    arrays = {name: np.stack(views) for name, views in features.items()}
-    arrays.update({f"{name}_labels": splits[name].labels.cpu().numpy() for name in splits})
-    return arrays
-
-
-def save_embeddings(path: Path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as handle:
-        np.savez(handle, metadata=np.array(json.dumps(metadata)), **arrays)
-
-
-def load_embeddings(path: Path, device: torch.device) -> tuple[dict[str, Batches], dict[str, Any]]:
-    """Cached features as Batches on the device, and the embedding metadata."""
-    if not path.is_file():
-        raise FerbenchError(f"{path}: features not found; run `dvc repro` (the embed stage writes them)")
-    with np.load(path, allow_pickle=False) as arrays:
-        metadata = json.loads(str(arrays["metadata"]))
-        splits = {
-            name: Batches(
-                torch.from_numpy(arrays[name].astype(np.float32)).to(device),
-                torch.from_numpy(arrays[f"{name}_labels"]).to(device),
-                features=True,
-            )
-            for name in PREPARED_SPLITS
-        }
-    return splits, metadata
+from ferbench.run_settings import HEAD_KEYS, TRAIN_KEYS, RunSettings, stage_settings
 
 
 class RunOutputs:
@@ -289,21 +196,6 @@ def overfitting_gaps(
         "at_best_epoch": from_row(rows[best_epoch]),
         "at_last_epoch": from_row(history[-1]),
     }
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What every benchmarked run shares: the top-level params and where the prepared data is."""
-
-    classes: list[str]
-    device: torch.device
-    seed: int
-    prepared_dir: Path
-    compile_model: bool = False
-    tta: TTAConfig = field(default_factory=TTAConfig)
-
-    def leakage_free(self, test_count: int) -> np.ndarray:
-        return leakage_free_test_mask(self.prepared_dir, test_count)
 
 
 def run_feature_extract(

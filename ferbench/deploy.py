@@ -159,25 +159,6 @@ def deploy_candidate(
     return Deployment(card, reliability)
 
 
-def deployment_summary(card: Mapping[str, Any]) -> dict[str, Any]:
-    """The headline numbers of a deployed model folder's card (the deploy metrics, and `select`'s record
-    of what it shipped)."""
-    metrics, calibration = card["metrics"], card["calibration"]
-    return {
-        "variant": card["variant"], "runtime": card["runtime"], "file": card["files"]["model"],
-        "tta_views": card["tta"]["views"], "val_accuracy": metrics["val_accuracy"],
-        "test_accuracy": metrics["test_accuracy"], "test_accuracy_fp32": metrics["test_accuracy_fp32"],
-        "test_macro_f1": metrics["test_macro_f1"],
-        "test_leakage_free_accuracy": metrics["test_leakage_free_accuracy"],
-        "test_leakage_free_images": metrics["test_leakage_free_images"],
-        "temperature": card["temperature"],
-        "test_ece": calibration["test"]["ece"], "test_ece_scaled": calibration["test"]["ece_scaled"],
-        "test_nll": calibration["test"]["nll"], "test_nll_scaled": calibration["test"]["nll_scaled"],
-        "agreement_with_fp32_on_val": card["agreement_with_fp32_on_val"][card["variant"]],
-        "latency_p50_ms": card["latency"]["p50_ms"],
-    }  # fmt: skip
-
-
 def _variant(latency: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     """The latency stage's record of one variant (an error naming the fix when it was not measured)."""
     if name not in latency["variants"]:

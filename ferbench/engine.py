@@ -28,60 +28,10 @@ from tqdm import tqdm
 from ferbench.augment import AugmentConfig, augment_images, mix_batch
 from ferbench.errors import FerbenchError
 from ferbench.models.checkpoint import atomic_torch_save, model_state, save_state, unwrap
-from ferbench.schema import CLASS_WEIGHTING, OPTIMIZERS, PRECISIONS, SAMPLERS, SCHEDULERS
+from ferbench.run_settings import TrainConfig
+from ferbench.schema import PRECISIONS
 
 CPU_WARNING_SECONDS = 30 * 60
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training hyperparameters (a stage's params section, per-backbone overrides merged)."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    warmup_epochs: float = 0.0  # linear warm-up from lr/100 (none, cosine, step); onecycle's rising phase
-    plateau_factor: float = 0.5  # plateau: multiply the lr by this ...
-    plateau_patience: int = 2  # ... after this many epochs without a lower val loss
-    label_smoothing: float = 0.0
-    class_weighting: str = "none"
-    sampler: str = "shuffle"  # shuffle: each image once per epoch; balanced: classes drawn equally often
-    flip: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    ema_decay: float = 0.0  # 0: off; else the weights' exponential moving average is the model
-    precision: str = "auto"  # training steps: see mixed_precision
-    eval_batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS),
-                              ("class_weighting", CLASS_WEIGHTING), ("sampler", SAMPLERS)):  # fmt: skip
-            if getattr(self, name) not in allowed:
-                raise FerbenchError(
-                    f"params.yaml: '{name}' is {getattr(self, name)!r}; use one of: {', '.join(allowed)}"
-                )
-        for name in ("lr", "weight_decay", "warmup_epochs", "ema_decay", "label_smoothing", "plateau_factor"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise FerbenchError(f"params.yaml: '{name}' is {value!r}; use a number (write 1.0e-5, not 1e-5)")
-        if self.lr <= 0:
-            raise FerbenchError(f"params.yaml: 'lr' is {self.lr}; use a positive learning rate")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise FerbenchError("params.yaml: epochs, batch_size and eval_batch_size must be at least 1")
-        if not 0 <= self.warmup_epochs < self.epochs and self.warmup_epochs != 0:
-            raise FerbenchError(f"params.yaml: warmup_epochs is {self.warmup_epochs}; use 0 up to fewer than epochs")
-        if not 0 <= self.ema_decay < 1:
-            raise FerbenchError(f"params.yaml: ema_decay is {self.ema_decay}; use 0 (off) or a decay below 1 (0.999)")
-        if not 0 < self.plateau_factor < 1 or self.plateau_patience < 0:
-            raise FerbenchError("params.yaml: plateau_factor must lie in (0, 1) and plateau_patience be >= 0")
-        if not 0 <= self.label_smoothing < 1:
-            raise FerbenchError(f"params.yaml: label_smoothing is {self.label_smoothing}; use a value in [0, 1)")
-        if self.precision not in PRECISIONS:
-            raise FerbenchError(f"params.yaml: 'precision' is {self.precision!r}; use one of: {', '.join(PRECISIONS)}")
-        if not isinstance(self.augment, AugmentConfig):
-            object.__setattr__(self, "augment", AugmentConfig.from_params(self.augment, "training section"))
 
 
 def mixed_precision(precision: str, device: torch.device) -> bool:
@@ -97,15 +47,6 @@ def mixed_precision(precision: str, device: torch.device) -> bool:
     return device.type == "cpu" and torch.backends.mkldnn.is_available() and bool(
         torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto`: CUDA when present, else CPU; or any torch device string."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FerbenchError(f"params.yaml: device is {name!r} but CUDA is not available; use device: auto or cpu")
-    return torch.device(name)
 
 
 class Batches:

@@ -132,6 +132,24 @@ def card_file(folder: Path, card: Mapping[str, Any], role: str) -> Path:
     return path
 
 
+def deployment_summary(card: Mapping[str, Any]) -> dict[str, Any]:
+    """What a deployed folder's card says it ships (`select`'s record in metrics/selection.json)."""
+    metrics, calibration = card["metrics"], card["calibration"]
+    return {
+        "variant": card["variant"], "runtime": card["runtime"], "file": card["files"]["model"],
+        "tta_views": card["tta"]["views"], "val_accuracy": metrics["val_accuracy"],
+        "test_accuracy": metrics["test_accuracy"], "test_accuracy_fp32": metrics["test_accuracy_fp32"],
+        "test_macro_f1": metrics["test_macro_f1"],
+        "test_leakage_free_accuracy": metrics["test_leakage_free_accuracy"],
+        "test_leakage_free_images": metrics["test_leakage_free_images"],
+        "temperature": card["temperature"],
+        "test_ece": calibration["test"]["ece"], "test_ece_scaled": calibration["test"]["ece_scaled"],
+        "test_nll": calibration["test"]["nll"], "test_nll_scaled": calibration["test"]["nll_scaled"],
+        "agreement_with_fp32_on_val": card["agreement_with_fp32_on_val"][card["variant"]],
+        "latency_p50_ms": card["latency"]["p50_ms"],
+    }  # fmt: skip
+
+
 def ship_selected(deployed: Path, folder: Path, selection: Mapping[str, Any]) -> dict[str, Any]:
     """Copy the chosen candidate's deployed folder to `folder` as it is, with why it was chosen added
     to its card."""

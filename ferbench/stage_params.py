@@ -8,12 +8,11 @@ from typing import Any
 import torch
 
 from ferbench import params as P
-from ferbench.benchmark import RunSettings
-from ferbench.engine import resolve_device
 from ferbench.errors import FerbenchError
 from ferbench.models.backbones import BackboneSpec
 from ferbench.models.classifier import TTAConfig
 from ferbench.paths import PREPARED_DIR
+from ferbench.run_settings import RunSettings, resolve_device
 
 
 def backbone_spec(params: dict[str, Any], name: str) -> BackboneSpec:

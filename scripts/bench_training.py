@@ -24,13 +24,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ferbench.augment import AugmentConfig, augment_images, random_hflip
-from ferbench.benchmark import compute_embeddings, load_device_splits
 from ferbench.constants import FER2013_CLASSES
 from ferbench.data.synthetic import render_face
-from ferbench.engine import Batches, TrainConfig, fit, mixed_precision, resolve_device
+from ferbench.embeddings import compute_embeddings, load_device_splits
+from ferbench.engine import Batches, fit, mixed_precision
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.classifier import ImageClassifier, Standardize, build_head, frozen_extractor
 from ferbench.params import load_params
+from ferbench.run_settings import TrainConfig, resolve_device
 from ferbench.workspace import load_overrides
 
 SEED_BACKBONES = ("resnet18", "vgg16", "densenet121", "vit_b_16", "clip_vit_b32")

@@ -3,8 +3,8 @@
 import torch
 
 from ferbench import params as P
-from ferbench.benchmark import compute_embeddings, load_device_splits, save_embeddings
 from ferbench.cli import backbone_argument, run_stage
+from ferbench.embeddings import compute_embeddings, load_device_splits, save_embeddings
 from ferbench.models.backbones import build_backbone
 from ferbench.paths import FEATURES_DIR, PREPARED_DIR
 from ferbench.stage_params import backbone_spec, device

@@ -10,7 +10,7 @@ from ferbench import params as P
 from ferbench.cli import run_stage
 from ferbench.errors import FerbenchError
 from ferbench.metrics import read_metrics
-from ferbench.model_folder import ship_selected
+from ferbench.model_folder import deployment_summary, ship_selected
 from ferbench.paths import (
     DEPLOY_METRICS,
     DEPLOY_MODELS,
@@ -41,7 +41,7 @@ def main() -> None:
     selection = select(candidates, criterion)
     chosen = selection["selected"]
     card = ship_selected(DEPLOY_MODELS / chosen, SELECTED_DIR, selection)
-    selection["deployment"] = {key: value for key, value in deployed[chosen].items() if key != "backbone"}
+    selection["deployment"] = deployment_summary(card)
     SELECTION_METRICS.parent.mkdir(parents=True, exist_ok=True)
     SELECTION_METRICS.write_text(json.dumps(selection, indent=2) + "\n")
     RELIABILITY_PLOT.parent.mkdir(parents=True, exist_ok=True)

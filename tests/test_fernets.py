@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from ferbench.benchmark import RunSettings, run_train
+from ferbench.benchmark import run_train
 from ferbench.constants import FER2013_CLASSES
 from ferbench.errors import FerbenchError
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.classifier import ImageClassifier, TTAConfig, build_head, load_classifier, trunk_blocks, with_tta
 from ferbench.models.export import export_onnx, onnx_logits, onnx_session
 from ferbench.models.fernets import NETWORKS
+from ferbench.run_settings import RunSettings
 from ferbench.runtimes import torch_runtime
 from tests.conftest import synthetic_prepared
 

@@ -12,17 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from ferbench.benchmark import (
-    RunSettings,
-    run_feature_extract,
-    run_finetune,
-    run_train,
-    save_embeddings,
-    stage_settings,
-)
+from ferbench.benchmark import run_feature_extract, run_finetune, run_train
 from ferbench.constants import FER2013_CLASSES
-from ferbench.engine import TrainConfig, resolve_device
+from ferbench.embeddings import save_embeddings
 from ferbench.models.classifier import TTAConfig
+from ferbench.run_settings import RunSettings, TrainConfig, resolve_device, stage_settings
 from ferbench.selection import Criterion, TTAPolicy
 from ferbench.stage_params import backbone_overrides, backbone_spec, run_settings
 from ferbench.workspace import load_overrides, write_params

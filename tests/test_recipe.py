@@ -17,10 +17,11 @@ from ferbench.calibration import (
     negative_log_likelihood,
     reliability_table,
 )
-from ferbench.engine import Batches, TrainConfig, WeightAverage, _scheduler, balanced_sample, fit, lr_factor
+from ferbench.engine import Batches, WeightAverage, _scheduler, balanced_sample, fit, lr_factor
 from ferbench.errors import FerbenchError
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.classifier import TTAClassifier, TTAConfig, with_tta
+from ferbench.run_settings import TrainConfig
 
 RECIPE = AugmentConfig(shift=0.1, rotate=15, scale=0.15, erase=0.5)
 

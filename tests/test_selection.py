@@ -128,9 +128,14 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
                    "overfitting": {"accuracy_gap": 0.02}}  # fmt: skip
         (tmp_path / "metrics/train").mkdir(parents=True, exist_ok=True)
         (tmp_path / f"metrics/train/{name}.json").write_text(json.dumps(trained))
-        untrained_model_folder(tmp_path / f"models/deploy/{name}", variant, latency={"p50_ms": p50})
-        summary = {"backbone": name, "variant": variant, "tta_views": 1, "latency_p50_ms": p50, "test_accuracy": 0.6,
-                   "test_leakage_free_accuracy": 0.6, "temperature": 1.0, "test_ece": 0.1, "test_ece_scaled": 0.05}
+        metrics = {"val_accuracy": val_accuracy, "accuracy_gap": 0.02, "test_accuracy": 0.6, "test_accuracy_fp32": 0.6,
+                   "test_macro_f1": 0.5,
+                   "test_leakage_free_accuracy": 0.6, "test_leakage_free_macro_f1": 0.5, "test_leakage_free_images": 80}
+        calibration = {"test": {"ece": 0.1, "ece_scaled": 0.05, "nll": 1.2, "nll_scaled": 1.1}}
+        latency = {"threads": 2, "p50_ms": p50, "p99_ms": p50 + 1, "fps": 1000 / p50}
+        untrained_model_folder(tmp_path / f"models/deploy/{name}", variant, latency=latency, metrics=metrics,
+                               calibration=calibration, agreement_with_fp32_on_val={variant: 1.0})  # fmt: skip
+        summary = {"backbone": name, "variant": variant, "tta_views": 1, "latency_p50_ms": p50}
         (tmp_path / "metrics/deploy").mkdir(parents=True, exist_ok=True)
         (tmp_path / f"metrics/deploy/{name}.json").write_text(json.dumps(summary))
         (tmp_path / f"plots/deploy/{name}").mkdir(parents=True)

@@ -10,16 +10,10 @@ import pytest
 import torch
 
 from ferbench.augment import random_hflip
-from ferbench.benchmark import (
-    RunSettings,
-    compute_embeddings,
-    load_device_splits,
-    run_feature_extract,
-    run_finetune,
-    save_embeddings,
-)
+from ferbench.benchmark import run_feature_extract, run_finetune
 from ferbench.constants import FER2013_CLASSES
-from ferbench.engine import Batches, ResumeFile, TrainConfig, class_weights, fit
+from ferbench.embeddings import compute_embeddings, load_device_splits, save_embeddings
+from ferbench.engine import Batches, ResumeFile, class_weights, fit
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.classifier import (
@@ -32,6 +26,7 @@ from ferbench.models.classifier import (
     trunk_blocks,
 )
 from ferbench.models.preprocess import Preprocess
+from ferbench.run_settings import RunSettings, TrainConfig
 from tests.conftest import synthetic_prepared
 
 CLASSES = list(FER2013_CLASSES)
