@@ -26,8 +26,9 @@ app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (MODEL=DIR: 
 test: $(INSTALLED)  ## run the test suite
 	$(PY) -m pytest
 
-lint: $(INSTALLED)  ## ruff
+lint: $(INSTALLED)  ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean-demo:  ## remove the demo copy
 	rm -rf demo

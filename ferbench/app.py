@@ -53,8 +53,6 @@ def load_model(folder: str) -> EmotionModel:
     return EmotionModel(folder)
 
 
-
-
 def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str | bool]:
     card = model.card
     st.sidebar.header("Model")
@@ -63,8 +61,10 @@ def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str
     if metrics:
         st.sidebar.metric("Test accuracy", f"{metrics['test_accuracy']:.1%}")
         if "test_leakage_free_accuracy" in metrics:
-            st.sidebar.caption(f"{metrics['test_leakage_free_accuracy']:.1%} on the test images that do not also occur "
-                               "in the training folder")  # fmt: skip
+            st.sidebar.caption(
+                f"{metrics['test_leakage_free_accuracy']:.1%} on the test images that do not also occur "
+                "in the training folder"
+            )
     if latency:
         st.sidebar.metric("CPU latency (p50, batch 1)", f"{latency['p50_ms']:.1f} ms")
     views = card.get("tta", {}).get("views", 1)
@@ -79,19 +79,39 @@ def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str
     st.sidebar.caption(f"Classes: {', '.join(model.classes)}. Folder: {model.folder}")
     st.sidebar.header("Settings")
     return {
-        "detector": st.sidebar.selectbox("Face detector", DETECTORS, index=DETECTORS.index(default_detector),
-                                         help="yunet: OpenCV's CNN with landmarks (finds turned and tilted faces); "
-                                         "haar: OpenCV's bundled cascade, frontal faces only"),
-        "align": st.sidebar.checkbox("Align faces (level the eyes)", value=True,
-                                     help="rotate each face upright from YuNet's eye landmarks before classifying"),
-        "smoothing": st.sidebar.slider("Smoothing over video frames", 0.0, 0.9, 0.5, 0.05,
-                                       help="weight of the previous frames' probabilities (0: none)"),
-        "margin": st.sidebar.slider("Extra margin around each face", -0.2, 0.4, 0.0, 0.05,
-                                    help="context added around FER-2013's framing, as a share of its side (0: the "
-                                    "framing the model was trained on)"),
-        "detect_every": st.sidebar.slider("Detect faces every N video frames", 1, 5, 2,
-                                          help="boxes are reused in between; every frame is classified"),
-    }  # fmt: skip
+        "detector": st.sidebar.selectbox(
+            "Face detector",
+            DETECTORS,
+            index=DETECTORS.index(default_detector),
+            help="yunet: OpenCV's CNN with landmarks (finds turned and tilted faces); "
+            "haar: OpenCV's bundled cascade, frontal faces only",
+        ),
+        "align": st.sidebar.checkbox(
+            "Align faces (level the eyes)",
+            value=True,
+            help="rotate each face upright from YuNet's eye landmarks before classifying",
+        ),
+        "smoothing": st.sidebar.slider(
+            "Smoothing over video frames",
+            0.0,
+            0.9,
+            0.5,
+            0.05,
+            help="weight of the previous frames' probabilities (0: none)",
+        ),
+        "margin": st.sidebar.slider(
+            "Extra margin around each face",
+            -0.2,
+            0.4,
+            0.0,
+            0.05,
+            help="context added around FER-2013's framing, as a share of its side (0: the "
+            "framing the model was trained on)",
+        ),
+        "detect_every": st.sidebar.slider(
+            "Detect faces every N video frames", 1, 5, 2, help="boxes are reused in between; every frame is classified"
+        ),
+    }
 
 
 def show_results(rgb: np.ndarray, faces: list[FaceResult], classes: list[str]) -> None:
@@ -99,8 +119,10 @@ def show_results(rgb: np.ndarray, faces: list[FaceResult], classes: list[str]) -
     if not faces:
         st.warning("No face found. Try a photo with a frontal, well-lit face that is not too small.")
         return
-    rows = [{"face": index + 1, "emotion": face.label, **{name: face.probabilities[name] for name in classes}}
-            for index, face in enumerate(faces)]  # fmt: skip
+    rows = [
+        {"face": index + 1, "emotion": face.label, **{name: face.probabilities[name] for name in classes}}
+        for index, face in enumerate(faces)
+    ]
     st.dataframe(pd.DataFrame(rows).style.format(dict.fromkeys(classes, "{:.1%}")), hide_index=True)
 
 
@@ -124,9 +146,13 @@ def live(model: EmotionModel, detector: FaceDetector, settings: dict[str, float 
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
     recognizer = EmotionRecognizer(
-        model, detector, align=bool(settings["align"]), margin=float(settings["margin"]),
-        smoothing=float(settings["smoothing"]), detect_every=int(settings["detect_every"]),
-    )  # fmt: skip
+        model,
+        detector,
+        align=bool(settings["align"]),
+        margin=float(settings["margin"]),
+        smoothing=float(settings["smoothing"]),
+        detect_every=int(settings["detect_every"]),
+    )
     lock = threading.Lock()
     clock = {"last": None, "fps": None, "frames": 0}
 
@@ -146,11 +172,18 @@ def live(model: EmotionModel, detector: FaceDetector, settings: dict[str, float 
                 print(f"live: frame {clock['frames']}: {len(faces)} face(s): {labels}; {fps or 0:.1f} FPS", flush=True)
         return av.VideoFrame.from_ndarray(draw_results(rgb, faces, fps=fps), format="rgb24")
 
-    st.caption("Allow the camera in your browser, then press START. Boxes, labels, probabilities and the measured "
-               "FPS are drawn on the video.")  # fmt: skip
-    webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, video_frame_callback=on_frame,
-                    media_stream_constraints={"video": True, "audio": False},
-                    rtc_configuration={"iceServers": []}, async_processing=True)  # fmt: skip
+    st.caption(
+        "Allow the camera in your browser, then press START. Boxes, labels, probabilities and the measured "
+        "FPS are drawn on the video."
+    )
+    webrtc_streamer(
+        key="live",
+        mode=WebRtcMode.SENDRECV,
+        video_frame_callback=on_frame,
+        media_stream_constraints={"video": True, "audio": False},
+        rtc_configuration={"iceServers": []},
+        async_processing=True,
+    )
 
 
 def main() -> None:
@@ -164,8 +197,9 @@ def main() -> None:
         st.info("Run `make demo` (a small model in demo/) or `dvc repro` first, or pass `-- --model DIR`.")
         return
     settings = sidebar(model, args.detector)
-    mode = st.radio("Mode", MODES, horizontal=True,
-                    help="Live needs WebRTC in the browser; Snapshot and Upload work everywhere")  # fmt: skip
+    mode = st.radio(
+        "Mode", MODES, horizontal=True, help="Live needs WebRTC in the browser; Snapshot and Upload work everywhere"
+    )
     model_file = str(args.detector_model) if args.detector_model else None
     try:
         detector = build_detector(str(settings["detector"]), video=mode == MODES[0], model_file=model_file)
@@ -173,10 +207,12 @@ def main() -> None:
         st.error(f"{exc}")
         st.info("Choose the haar detector in the sidebar, or start the app with `-- --detector-model FILE`.")
         return
-    st.caption(f"Faces: {detector.name}" + (", aligned (eyes levelled)" if settings["align"] and detector.can_align
-                                             else ""))  # fmt: skip
-    recognizer = EmotionRecognizer(model, detector, align=bool(settings["align"]), margin=float(settings["margin"]),
-                                   smoothing=0.0)  # fmt: skip
+    st.caption(
+        f"Faces: {detector.name}" + (", aligned (eyes levelled)" if settings["align"] and detector.can_align else "")
+    )
+    recognizer = EmotionRecognizer(
+        model, detector, align=bool(settings["align"]), margin=float(settings["margin"]), smoothing=0.0
+    )
     if mode == MODES[0]:
         try:
             live(model, detector, settings)

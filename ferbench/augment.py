@@ -71,9 +71,7 @@ def _uniform(count: int, low: float, high: float, device: torch.device) -> torch
     return torch.rand(count, device=device) * (high - low) + low
 
 
-def affine_matrices(
-    count: int, flip: bool, config: AugmentConfig, device: torch.device
-) -> torch.Tensor:
+def affine_matrices(count: int, flip: bool, config: AugmentConfig, device: torch.device) -> torch.Tensor:
     """One random 2 x 3 `affine_grid` matrix per image (output -> input coordinates, in [-1, 1])."""
     angle = _uniform(count, -config.rotate, config.rotate, device) * (math.pi / 180)
     zoom = _uniform(count, 1 - config.scale, 1 + config.scale, device)
@@ -83,8 +81,9 @@ def affine_matrices(
     shift_x = _uniform(count, -config.shift, config.shift, device) * 2  # the grid spans 2 units per image side
     shift_y = _uniform(count, -config.shift, config.shift, device) * 2
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    return torch.stack([torch.stack([cos * mirror, -sin, shift_x], dim=1),
-                        torch.stack([sin * mirror, cos, shift_y], dim=1)], dim=1)  # fmt: skip
+    return torch.stack(
+        [torch.stack([cos * mirror, -sin, shift_x], dim=1), torch.stack([sin * mirror, cos, shift_y], dim=1)], dim=1
+    )
 
 
 def warp(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
@@ -106,8 +105,12 @@ def random_erase(images: torch.Tensor, probability: float) -> torch.Tensor:
     left = torch.rand(count, device=device) * (width - box_w)
     rows = torch.arange(height, device=device).view(1, height, 1)
     cols = torch.arange(width, device=device).view(1, 1, width)
-    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + box_h).view(-1, 1, 1))
-              & (cols >= left.view(-1, 1, 1)) & (cols < (left + box_w).view(-1, 1, 1)))  # fmt: skip
+    inside = (
+        (rows >= top.view(-1, 1, 1))
+        & (rows < (top + box_h).view(-1, 1, 1))
+        & (cols >= left.view(-1, 1, 1))
+        & (cols < (left + box_w).view(-1, 1, 1))
+    )
     chosen = (torch.rand(count, device=device) < probability).view(-1, 1, 1)
     noise = torch.rand(images.shape, device=device, dtype=images.dtype) * 255
     return torch.where(inside & chosen, noise, images)

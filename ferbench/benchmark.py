@@ -84,9 +84,13 @@ def _headline(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def evaluate_model(
-    model: torch.nn.Module, splits: Mapping[str, Batches], classes: Sequence[str], batch_size: int,
-    leakage_free: np.ndarray, tta: TTAConfig | None = None,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
+    model: torch.nn.Module,
+    splits: Mapping[str, Batches],
+    classes: Sequence[str],
+    batch_size: int,
+    leakage_free: np.ndarray,
+    tta: TTAConfig | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics of a trained model on every split: accuracy, macro-F1, per-class recall, confusion and
     loss; the leakage-free test subset; with `tta`, the same on val and test averaged over the TTA
     views; and calibration (ECE and NLL before and after a temperature fitted on val).
@@ -97,8 +101,7 @@ def evaluate_model(
     logits: dict[str, torch.Tensor] = {}
     for name, data in splits.items():
         logits[name] = predict_logits(model, data, batch_size)
-        report[name] = classification_metrics(data.labels.cpu().numpy(), logits[name].argmax(1).cpu().numpy(),
-                                               classes)  # fmt: skip
+        report[name] = classification_metrics(data.labels.cpu().numpy(), logits[name].argmax(1).cpu().numpy(), classes)
         report[name]["loss"] = float(torch.nn.functional.cross_entropy(logits[name], data.labels).item())
     test_labels = splits["test"].labels.cpu().numpy()
     test_predictions = logits["test"].argmax(1).cpu().numpy()
@@ -114,10 +117,12 @@ def evaluate_model(
             views[name] = _headline(classification_metrics(splits[name].labels.cpu().numpy(), predicted, classes))
             if name == "test":
                 views["test_leakage_free"] = _headline(
-                    classification_metrics(test_labels[leakage_free], predicted[leakage_free], classes))
+                    classification_metrics(test_labels[leakage_free], predicted[leakage_free], classes)
+                )
         report["tta"] = views
     report["calibration"] = calibration_report(
-        {name: (logits[name].cpu().numpy(), splits[name].labels.cpu().numpy()) for name in ("val", "test")})
+        {name: (logits[name].cpu().numpy(), splits[name].labels.cpu().numpy()) for name in ("val", "test")}
+    )
     return report, {"test": test_predictions}
 
 
@@ -138,9 +143,18 @@ def train_and_report(
     device = splits["train"].labels.device
     warn_if_slow(estimate_seconds(model, splits["train"], config), device, description)
     with Live(dir=str(outputs.live), save_dvc_exp=False, dvcyaml=None) as live:
-        result: FitResult = fit(model, splits["train"], splits["val"], config, len(classes), outputs.checkpoint,
-                                log_epoch=_epoch_logger(live), description=description,
-                                checkpoint_metadata=dict(extra), resume=resume)  # fmt: skip
+        result: FitResult = fit(
+            model,
+            splits["train"],
+            splits["val"],
+            config,
+            len(classes),
+            outputs.checkpoint,
+            log_epoch=_epoch_logger(live),
+            description=description,
+            checkpoint_metadata=dict(extra),
+            resume=resume,
+        )
     state, _ = load_checkpoint(outputs.checkpoint)
     unwrap(model).load_state_dict(state)
     start = time.perf_counter()
@@ -148,10 +162,15 @@ def train_and_report(
     eval_seconds = time.perf_counter() - start
     test_labels = splits["test"].labels.cpu().numpy()
     outputs.plots.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"actual": [classes[i] for i in test_labels], "predicted": [classes[i] for i in predictions["test"]]}
-                 ).to_csv(outputs.plots / "predictions.csv", index=False)  # fmt: skip
-    save_confusion_matrix(np.array(report["test"]["confusion_matrix"]), classes, outputs.plots / "confusion.png",
-                          title=f"{description}: test accuracy {report['test']['accuracy']:.3f}")  # fmt: skip
+    pd.DataFrame(
+        {"actual": [classes[i] for i in test_labels], "predicted": [classes[i] for i in predictions["test"]]}
+    ).to_csv(outputs.plots / "predictions.csv", index=False)
+    save_confusion_matrix(
+        np.array(report["test"]["confusion_matrix"]),
+        classes,
+        outputs.plots / "confusion.png",
+        title=f"{description}: test accuracy {report['test']['accuracy']:.3f}",
+    )
     summary = {
         "train": {key: report["train"][key] for key in ("accuracy", "macro_f1", "loss")},
         "val": {key: report["val"][key] for key in ("accuracy", "macro_f1", "loss", "per_class_recall")},
@@ -199,18 +218,25 @@ def overfitting_gaps(
 
 
 def run_feature_extract(
-    name: str, features_path: Path, section: Mapping[str, Any], overrides: Mapping[str, Any] | None,
+    name: str,
+    features_path: Path,
+    section: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None,
     settings: RunSettings,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Train a head on cached features of a frozen backbone."""
     torch.manual_seed(settings.seed)
     where = f"feature_extract / backbones.{name}.feature_extract"
     config, extras = stage_settings(section, overrides, where, HEAD_KEYS)
     if config.augment != AugmentConfig():
-        raise FerbenchError(f"params.yaml: {where}: augment needs images, but the head trains on cached "
-                            "features; only flip applies (remove augment there)")  # fmt: skip
-    head_settings = {"hidden": [int(width) for width in extras.get("hidden", [])],
-                     "dropout": float(extras.get("dropout", 0.0))}  # fmt: skip
+        raise FerbenchError(
+            f"params.yaml: {where}: augment needs images, but the head trains on cached "
+            "features; only flip applies (remove augment there)"
+        )
+    head_settings = {
+        "hidden": [int(width) for width in extras.get("hidden", [])],
+        "dropout": float(extras.get("dropout", 0.0)),
+    }
     splits, metadata = load_embeddings(features_path, settings.device)
     if config.flip and splits["train"].inputs.shape[0] < 2:
         raise FerbenchError(f"{features_path}: no mirrored features; rerun `dvc repro embed@{name}`")
@@ -219,11 +245,16 @@ def run_feature_extract(
         Standardize(train_features.mean(0), train_features.std(0)),
         build_head(metadata["feature_dim"], len(settings.classes), **head_settings),
     )
-    return train_and_report(head.to(settings.device), splits, config, RunOutputs("feature_extract", name),
-                            settings.classes, f"feature_extract@{name}",
-                            {"backbone": name, "feature_dim": metadata["feature_dim"],
-                             "head_hidden": head_settings["hidden"]},
-                            leakage_free=settings.leakage_free(len(splits["test"])))  # fmt: skip
+    return train_and_report(
+        head.to(settings.device),
+        splits,
+        config,
+        RunOutputs("feature_extract", name),
+        settings.classes,
+        f"feature_extract@{name}",
+        {"backbone": name, "feature_dim": metadata["feature_dim"], "head_hidden": head_settings["hidden"]},
+        leakage_free=settings.leakage_free(len(splits["test"])),
+    )
 
 
 def run_finetune(
@@ -236,10 +267,17 @@ def run_finetune(
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(settings.classes))).to(settings.device)
     runnable = torch.compile(model) if settings.compile_model else model
     splits = load_device_splits(settings.prepared_dir, settings.device)
-    return train_and_report(runnable, splits, config, RunOutputs("finetune", spec.name), settings.classes,
-                            f"finetune@{spec.name}", {"backbone": spec.name, "input_size": backbone.input_size,
-                                                      "feature_dim": backbone.feature_dim},
-                            leakage_free=settings.leakage_free(len(splits["test"])), tta=settings.tta)  # fmt: skip
+    return train_and_report(
+        runnable,
+        splits,
+        config,
+        RunOutputs("finetune", spec.name),
+        settings.classes,
+        f"finetune@{spec.name}",
+        {"backbone": spec.name, "input_size": backbone.input_size, "feature_dim": backbone.feature_dim},
+        leakage_free=settings.leakage_free(len(splits["test"])),
+        tta=settings.tta,
+    )
 
 
 def data_digest(splits: Mapping[str, Batches]) -> str:
@@ -268,14 +306,35 @@ def run_train(
     runnable = torch.compile(model) if settings.compile_model else model
     splits = load_device_splits(settings.prepared_dir, settings.device)
     outputs = RunOutputs("train", spec.name)
-    fingerprint = hashlib.sha256(json.dumps(
-        {"config": asdict(config), "spec": asdict(spec), "trainable": trainable, "classes": list(settings.classes),
-         "seed": settings.seed, "bf16": mixed_precision(config.precision, settings.device),
-         "data": data_digest(splits)},
-        sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
-    return train_and_report(runnable, splits, config, outputs, settings.classes, f"train@{spec.name}",
-                            {"backbone": spec.name, "input_size": backbone.input_size,
-                             "feature_dim": backbone.feature_dim, "trainable": trainable,
-                             "trainable_parameters": trainable_parameters},
-                            leakage_free=settings.leakage_free(len(splits["test"])),
-                            resume=ResumeFile(outputs.resume, fingerprint), tta=settings.tta)  # fmt: skip
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "config": asdict(config),
+                "spec": asdict(spec),
+                "trainable": trainable,
+                "classes": list(settings.classes),
+                "seed": settings.seed,
+                "bf16": mixed_precision(config.precision, settings.device),
+                "data": data_digest(splits),
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    return train_and_report(
+        runnable,
+        splits,
+        config,
+        outputs,
+        settings.classes,
+        f"train@{spec.name}",
+        {
+            "backbone": spec.name,
+            "input_size": backbone.input_size,
+            "feature_dim": backbone.feature_dim,
+            "trainable": trainable,
+            "trainable_parameters": trainable_parameters,
+        },
+        leakage_free=settings.leakage_free(len(splits["test"])),
+        resume=ResumeFile(outputs.resume, fingerprint),
+        tta=settings.tta,
+    )

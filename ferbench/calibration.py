@@ -51,9 +51,15 @@ def reliability_table(logits: Any, labels: Any, temperature: float = 1.0, bins: 
     for b in range(bins):
         members = index == b
         count = int(members.sum())
-        rows.append({"bin_lower": edges[b], "bin_upper": edges[b + 1], "count": count,
-                     "confidence": float(confidence[members].mean()) if count else math.nan,
-                     "accuracy": float(hits[members].mean()) if count else math.nan})  # fmt: skip
+        rows.append(
+            {
+                "bin_lower": edges[b],
+                "bin_upper": edges[b + 1],
+                "count": count,
+                "confidence": float(confidence[members].mean()) if count else math.nan,
+                "accuracy": float(hits[members].mean()) if count else math.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -18,8 +18,11 @@ def run_stage(main: Callable[[], None], stage: str, description: str | None = No
     `--help` prints usage and exits 0, and a stray argument exits 2, before any work is done.
     """
     if description is not None:
-        argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()  # fmt: skip
+        argparse.ArgumentParser(
+            prog=f"python -m stages.{stage}",
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ).parse_args()
     try:
         main()
     except FerbenchError as exc:

@@ -38,10 +38,18 @@ from ferbench.models.export import export_int8_static, export_onnx, quantize_int
 
 
 def write_model_folder(
-    folder: Path, spec: BackboneSpec, model: nn.Module, classes: Sequence[str], variant: str,
-    checkpoint: Path | None = None, exported: Path | None = None, tta: TTAConfig | None = None,
-    temperature: float = 1.0, int8_calibration: Calibration | None = None, **card_fields: Any,
-) -> dict[str, Any]:  # fmt: skip
+    folder: Path,
+    spec: BackboneSpec,
+    model: nn.Module,
+    classes: Sequence[str],
+    variant: str,
+    checkpoint: Path | None = None,
+    exported: Path | None = None,
+    tta: TTAConfig | None = None,
+    temperature: float = 1.0,
+    int8_calibration: Calibration | None = None,
+    **card_fields: Any,
+) -> dict[str, Any]:
     """A deployable folder: the model file of `variant` (copied from `exported`, or exported now from
     `model`, which already carries `tta`'s wrapper when it has more than one view; static int8 needs
     `int8_calibration`), the checkpoint (given, or saved from the classifier), and the card with
@@ -72,21 +80,39 @@ def write_model_folder(
         "backbone": spec.name,
         "spec": asdict(spec),
         "classes": list(classes),
-        "input": {"dtype": "uint8", "shape": ["batch", IMAGE_SIZE, IMAGE_SIZE], "color": "grayscale",
-                  "made_by": "ferbench.data.decode.image_to_fer (ITU-R 601 luma, bilinear resize to 48x48)"},
-        "preprocessing": {"inside_model": True, "resize": "bilinear", "input_size": classifier.preprocess.input_size,
-                          "channels": classifier.preprocess.channels, "scale": "1/255",
-                          "mean": classifier.preprocess.mean.flatten().tolist(),
-                          "std": classifier.preprocess.std.flatten().tolist()},
+        "input": {
+            "dtype": "uint8",
+            "shape": ["batch", IMAGE_SIZE, IMAGE_SIZE],
+            "color": "grayscale",
+            "made_by": "ferbench.data.decode.image_to_fer (ITU-R 601 luma, bilinear resize to 48x48)",
+        },
+        "preprocessing": {
+            "inside_model": True,
+            "resize": "bilinear",
+            "input_size": classifier.preprocess.input_size,
+            "channels": classifier.preprocess.channels,
+            "scale": "1/255",
+            "mean": classifier.preprocess.mean.flatten().tolist(),
+            "std": classifier.preprocess.std.flatten().tolist(),
+        },
         "tta": (tta or TTAConfig()).to_card() | {"inside_model": True},
         "temperature": temperature,
         "runtime": RUNTIMES[variant],
         "variant": variant,
         "files": files,
-        **({"int8_calibration": {"split": "train", "images": len(int8_calibration.images),
-                                 "method": int8_calibration.method}} if variant == "onnx_int8_static" else {}),
+        **(
+            {
+                "int8_calibration": {
+                    "split": "train",
+                    "images": len(int8_calibration.images),
+                    "method": int8_calibration.method,
+                }
+            }
+            if variant == "onnx_int8_static"
+            else {}
+        ),
         **card_fields,
-    }  # fmt: skip
+    }
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     (folder / "MODEL_CARD.md").write_text(card_markdown(card))
     return card
@@ -102,10 +128,20 @@ class Deployment:
 
 
 def deploy_candidate(
-    folder: Path, spec: BackboneSpec, checkpoint: Path, classes: Sequence[str], val: Split, test: Split,
-    leakage_free: np.ndarray, latency: Mapping[str, Any], trained: Mapping[str, Any], threads: int,
-    min_agreement: float, tta: TTAConfig | None = None, int8_calibration: Calibration | None = None,
-) -> Deployment:  # fmt: skip
+    folder: Path,
+    spec: BackboneSpec,
+    checkpoint: Path,
+    classes: Sequence[str],
+    val: Split,
+    test: Split,
+    leakage_free: np.ndarray,
+    latency: Mapping[str, Any],
+    trained: Mapping[str, Any],
+    threads: int,
+    min_agreement: float,
+    tta: TTAConfig | None = None,
+    int8_calibration: Calibration | None = None,
+) -> Deployment:
     """Decide once how a trained candidate ships: export the checkpoint (with `tta`'s views inside the
     graph when given) in every variant, keep its fastest faithful one (this checkpoint's own agreement
     on val, the latency stage's timings of the architecture), fit its temperature on val, measure it
@@ -120,19 +156,30 @@ def deploy_candidate(
         val_logits = {name: batched_logits(runtime, val.images) for name, runtime in runtimes.items()}
         reference = val_logits["torch_fp32"].argmax(1)
         agreements = {name: agreement(reference, logits.argmax(1)) for name, logits in val_logits.items()}
-        measured = {name: {"p50_ms": _timings(_variant(latency, name), timings_key)["p50_ms"], "agreement": share}
-                    for name, share in agreements.items()}  # fmt: skip
+        measured = {
+            name: {"p50_ms": _timings(_variant(latency, name), timings_key)["p50_ms"], "agreement": share}
+            for name, share in agreements.items()
+        }
         variant = fastest_faithful(measured, min_agreement)
         test_logits = batched_logits(runtimes[variant], test.images)
         exported = Path(scratch) / ONNX_FILES[variant] if variant in ONNX_FILES else None
-        probabilities = calibration_report({"val": (val_logits[variant], val.labels),
-                                            "test": (test_logits, test.labels)})  # fmt: skip
+        probabilities = calibration_report(
+            {"val": (val_logits[variant], val.labels), "test": (test_logits, test.labels)}
+        )
         predictions = test_logits.argmax(1)
         deployed_test = classification_metrics(test.labels, predictions, classes)
         leakage_free_test = classification_metrics(test.labels[leakage_free], predictions[leakage_free], classes)
         card = write_model_folder(
-            folder, spec, shipped, classes, variant, checkpoint=checkpoint, exported=exported, tta=tta,
-            temperature=probabilities["temperature"], int8_calibration=int8_calibration,
+            folder,
+            spec,
+            shipped,
+            classes,
+            variant,
+            checkpoint=checkpoint,
+            exported=exported,
+            tta=tta,
+            temperature=probabilities["temperature"],
+            int8_calibration=int8_calibration,
             agreement_with_fp32_on_val=agreements,
             metrics={
                 "val_accuracy": float((val_logits[variant].argmax(1) == val.labels).mean()),
@@ -147,9 +194,12 @@ def deploy_candidate(
                 "test_per_class_recall": deployed_test["per_class_recall"],
             },
             calibration=probabilities,
-            latency={"threads": latency["threads"], "batch_size": 1,
-                     **_timings(latency["variants"][variant], timings_key)},
-        )  # fmt: skip
+            latency={
+                "threads": latency["threads"],
+                "batch_size": 1,
+                **_timings(latency["variants"][variant], timings_key),
+            },
+        )
     before = reliability_table(test_logits, test.labels)
     after = reliability_table(test_logits, test.labels, probabilities["temperature"])
     reliability = pd.DataFrame({"bin_center": (before["bin_lower"] + before["bin_upper"]) / 2})
@@ -162,8 +212,10 @@ def deploy_candidate(
 def _variant(latency: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     """The latency stage's record of one variant (an error naming the fix when it was not measured)."""
     if name not in latency["variants"]:
-        raise FerbenchError(f"metrics/latency: no timings for {name}; rerun `dvc repro` (the latency stage times "
-                            "every variant the select stage may ship)")  # fmt: skip
+        raise FerbenchError(
+            f"metrics/latency: no timings for {name}; rerun `dvc repro` (the latency stage times "
+            "every variant the select stage may ship)"
+        )
     return latency["variants"][name]
 
 
@@ -171,6 +223,8 @@ def _timings(variant: Mapping[str, Any], key: str | None) -> dict[str, Any]:
     """A latency variant's batch-1 timings, or those on the TTA views."""
     timings = variant if key is None else variant.get(key)
     if timings is None:
-        raise FerbenchError("metrics/latency: no timings with TTA; rerun `dvc repro` (the latency stage times "
-                            "the TTA views when params.yaml: tta has more than one)")  # fmt: skip
+        raise FerbenchError(
+            "metrics/latency: no timings with TTA; rerun `dvc repro` (the latency stage times "
+            "the TTA views when params.yaml: tta has more than one)"
+        )
     return {name: value for name, value in timings.items() if name.endswith("_ms") or name in ("fps", "views")}

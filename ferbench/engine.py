@@ -44,8 +44,10 @@ def mixed_precision(precision: str, device: torch.device) -> bool:
         return precision == "bf16"
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and bool(
-        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (
+        device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     )
 
 
@@ -68,8 +70,10 @@ class Batches:
         """The inputs at `index`: as stored, or randomly mirrored (`flip`) and augmented (images only)."""
         if self.features:
             if augment is not None and (augment.geometric or augment.erase):
-                raise FerbenchError("params.yaml: augment (shift/rotate/scale/erase) needs images, but this run "
-                                    "trains on cached features; only flip applies there")  # fmt: skip
+                raise FerbenchError(
+                    "params.yaml: augment (shift/rotate/scale/erase) needs images, but this run "
+                    "trains on cached features; only flip applies there"
+                )
             if flip and self.inputs.shape[0] > 1:
                 view = torch.randint(0, self.inputs.shape[0], (len(index),), device=index.device)
                 return self.inputs[view, index]
@@ -115,12 +119,14 @@ def lr_factor(step: int, steps_per_epoch: int, config: TrainConfig) -> float:
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
     """Stepped after every batch, except `plateau`, which `fit` steps with the val loss after every epoch."""
     if config.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
-                                                          patience=config.plateau_patience)  # fmt: skip
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
+        )
     if config.scheduler == "onecycle":
         rising = config.warmup_epochs / config.epochs if config.warmup_epochs else 0.3
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=rising,
-                                                   total_steps=config.epochs * steps_per_epoch)  # fmt: skip
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, pct_start=rising, total_steps=config.epochs * steps_per_epoch
+        )
     if config.scheduler == "none" and not config.warmup_epochs:
         return None
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, config))
@@ -146,8 +152,7 @@ class WeightAverage:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         averaged, live = [], []
-        for mine, theirs in zip(self.module.state_dict().values(), unwrap(model).state_dict().values(),
-                                strict=True):  # fmt: skip
+        for mine, theirs in zip(self.module.state_dict().values(), unwrap(model).state_dict().values(), strict=True):
             if mine.is_floating_point():
                 averaged.append(mine)
                 live.append(theirs.detach())
@@ -250,15 +255,23 @@ def fit(
                 log_epoch(row)
     start = time.perf_counter()
     train_seconds = 0.0
-    with tqdm(total=config.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch, desc=description,
-              unit="batch", mininterval=2.0) as progress:  # fmt: skip
+    with tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=first_epoch * steps_per_epoch,
+        desc=description,
+        unit="batch",
+        mininterval=2.0,
+    ) as progress:
         for epoch in range(first_epoch, config.epochs):
             model.train()
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
-            order = (balanced_sample(train.labels, num_classes) if config.sampler == "balanced"
-                     else torch.randperm(len(train), device=device))  # fmt: skip
+            order = (
+                balanced_sample(train.labels, num_classes)
+                if config.sampler == "balanced"
+                else torch.randperm(len(train), device=device)
+            )
             for index in order.split(config.batch_size):
                 inputs = train.get(index, flip=config.flip, augment=config.augment)
                 labels = partner_labels = train.labels[index]
@@ -270,7 +283,8 @@ def fit(
                 loss = F.cross_entropy(logits, labels, weight=weights, label_smoothing=config.label_smoothing)
                 if share < 1.0:
                     loss = share * loss + (1 - share) * F.cross_entropy(
-                        logits, partner_labels, weight=weights, label_smoothing=config.label_smoothing)
+                        logits, partner_labels, weight=weights, label_smoothing=config.label_smoothing
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -335,9 +349,16 @@ class ResumeFile:
             return None
         return state
 
-    def save(self, epoch: int, weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-             scheduler: Any, average: WeightAverage | None, result: FitResult,
-             best_state: dict[str, torch.Tensor] | None) -> None:  # fmt: skip
+    def save(
+        self,
+        epoch: int,
+        weights: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        average: WeightAverage | None,
+        result: FitResult,
+        best_state: dict[str, torch.Tensor] | None,
+    ) -> None:
         state = {
             "fingerprint": self.fingerprint,
             "epoch": epoch,
@@ -355,9 +376,15 @@ class ResumeFile:
         atomic_torch_save(self.path, state)
 
 
-def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             average: WeightAverage | None, result: FitResult,
-             device: torch.device) -> tuple[int, dict[str, torch.Tensor]]:  # fmt: skip
+def _restore(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    average: WeightAverage | None,
+    result: FitResult,
+    device: torch.device,
+) -> tuple[int, dict[str, torch.Tensor]]:
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:

@@ -68,8 +68,9 @@ def _paste(frame: np.ndarray, crop: np.ndarray, placed: PlacedFace) -> None:
     frame[mask > 0] = warped[mask > 0][:, None]
 
 
-def build_scenes(images: np.ndarray, labels: np.ndarray, count: int, *, rotated: bool, seed: int,
-                 max_faces: int = 3) -> list[Scene]:  # fmt: skip
+def build_scenes(
+    images: np.ndarray, labels: np.ndarray, count: int, *, rotated: bool, seed: int, max_faces: int = 3
+) -> list[Scene]:
     """`count` frames with faces drawn without replacement from `images` (uint8 N x 48 x 48)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
@@ -91,8 +92,15 @@ def build_scenes(images: np.ndarray, labels: np.ndarray, count: int, *, rotated:
             index = int(order[used % len(order)])
             used += 1
             angle = float(rng.uniform(-30, 30)) if rotated else 0.0
-            face = PlacedFace(float(centre[0]), float(centre[1]), side, angle, bool(rng.random() < 0.5),
-                              int(labels[index]), images[index])  # fmt: skip
+            face = PlacedFace(
+                float(centre[0]),
+                float(centre[1]),
+                side,
+                angle,
+                bool(rng.random() < 0.5),
+                int(labels[index]),
+                images[index],
+            )
             _paste(frame, face.seen_crop(), face)
             placed.append(face)
         scenes.append(Scene(frame, tuple(placed)))

@@ -35,7 +35,9 @@ from ferbench.errors import FerbenchError
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 DETECTORS = ("yunet", "haar")
 
-YUNET_URL = "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
+YUNET_URL = (
+    "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
+)
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"  # the model zoo's Git LFS record
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 
@@ -93,8 +95,9 @@ def upright_patch(rgb: np.ndarray, window: Window, size: int) -> tuple[np.ndarra
 
     to_patch = cv2.getRotationMatrix2D((window.centre_x, window.centre_y), window.angle, size / window.side)
     to_patch[:, 2] += size / 2 - np.array([window.centre_x, window.centre_y])
-    patch = cv2.warpAffine(np.ascontiguousarray(rgb), to_patch, (size, size), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    patch = cv2.warpAffine(
+        np.ascontiguousarray(rgb), to_patch, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     return patch, cv2.invertAffineTransform(to_patch)
 
 
@@ -177,9 +180,15 @@ class YuNetFaceDetector:
     name = "yunet"
     can_align = True
 
-    def __init__(self, model_file: Path, detection_width: int = 640, rotations: tuple[float, ...] = (0.0,),
-                 eye_patch: int | None = 96, score_threshold: float = 0.6, nms_threshold: float = 0.3,
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model_file: Path,
+        detection_width: int = 640,
+        rotations: tuple[float, ...] = (0.0,),
+        eye_patch: int | None = 96,
+        score_threshold: float = 0.6,
+        nms_threshold: float = 0.3,
+    ) -> None:
         import cv2
 
         self._cv2 = cv2
@@ -188,12 +197,15 @@ class YuNetFaceDetector:
         self.rotations = rotations
         self._eye_line = EyeLine(eye_patch) if eye_patch else None
         try:
-            self._detector = cv2.FaceDetectorYN.create(str(self.model_file), "", (320, 320), score_threshold,
-                                                       nms_threshold, 5000)  # fmt: skip
+            self._detector = cv2.FaceDetectorYN.create(
+                str(self.model_file), "", (320, 320), score_threshold, nms_threshold, 5000
+            )
         except cv2.error as exc:
-            raise FerbenchError(f"{self.model_file}: not a YuNet face detector that OpenCV can load "
-                                f"({str(exc).strip().splitlines()[-1][:120]}); pass --detector-model with "
-                                f"{YUNET_FILE} from the OpenCV model zoo, or use --detector haar") from exc  # fmt: skip
+            raise FerbenchError(
+                f"{self.model_file}: not a YuNet face detector that OpenCV can load "
+                f"({str(exc).strip().splitlines()[-1][:120]}); pass --detector-model with "
+                f"{YUNET_FILE} from the OpenCV model zoo, or use --detector haar"
+            ) from exc
 
     @classmethod
     def for_photos(cls, model_file: Path) -> YuNetFaceDetector:
@@ -239,8 +251,9 @@ class YuNetFaceDetector:
         if self._eye_line is None or not kept:
             return kept
         gray = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        return [replace(face, tilt=self._eye_line(gray, self.window(face, align=True), face.landmarks))
-                for face in kept]  # fmt: skip
+        return [
+            replace(face, tilt=self._eye_line(gray, self.window(face, align=True), face.landmarks)) for face in kept
+        ]
 
     def window(self, face: Face, align: bool) -> Window:
         """FER framing from the landmarks (rotation-invariant: the eye-to-mouth distance sets the size),
@@ -263,8 +276,13 @@ class HaarFaceDetector:
     name = "haar"
     can_align = False
 
-    def __init__(self, detection_width: int = 320, scale_factor: float = 1.1, min_neighbors: int = 5,
-                 min_face_fraction: float = 0.08) -> None:  # fmt: skip
+    def __init__(
+        self,
+        detection_width: int = 320,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_face_fraction: float = 0.08,
+    ) -> None:
         import cv2
 
         self._cv2 = cv2
@@ -294,8 +312,9 @@ class HaarFaceDetector:
         scale = min(1.0, self.detection_width / gray.shape[1])
         small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
         side = max(20, int(self.min_face_fraction * min(small.shape)))
-        found = self._cascade.detectMultiScale(small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                               minSize=(side, side))  # fmt: skip
+        found = self._cascade.detectMultiScale(
+            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
+        )
         return [Face(tuple(round(int(v) / scale) for v in box)) for box in np.asarray(found).reshape(-1, 4)]
 
     def window(self, face: Face, align: bool) -> Window:
@@ -337,8 +356,10 @@ def yunet_model_file(path: Path | str | None = None, *, url: str | None = None, 
     if path:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FerbenchError(f"{path}: no such YuNet model file; pass --detector-model with the path of "
-                                f"{YUNET_FILE} (OpenCV model zoo), or use --detector haar")  # fmt: skip
+            raise FerbenchError(
+                f"{path}: no such YuNet model file; pass --detector-model with the path of "
+                f"{YUNET_FILE} (OpenCV model zoo), or use --detector haar"
+            )
         return path
     cached = cache_folder() / YUNET_FILE
     if cached.is_file():
@@ -350,8 +371,10 @@ def yunet_model_file(path: Path | str | None = None, *, url: str | None = None, 
         _download(url, partial)
         digest = hashlib.sha256(partial.read_bytes()).hexdigest()
         if digest != sha256:
-            raise FerbenchError(f"{url}: the download's SHA-256 is {digest}, not the model zoo's {sha256}; "
-                                "try again, or pass --detector-model with a copy you trust")  # fmt: skip
+            raise FerbenchError(
+                f"{url}: the download's SHA-256 is {digest}, not the model zoo's {sha256}; "
+                "try again, or pass --detector-model with a copy you trust"
+            )
         partial.replace(cached)
     finally:
         partial.unlink(missing_ok=True)
@@ -370,8 +393,10 @@ def _download(url: str, destination: Path) -> None:
                     progress.update(len(chunk))
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise FerbenchError(f"cannot download the YuNet face detector from {url} ({reason}); offline, pass "
-                            f"--detector-model with a local copy of {YUNET_FILE}, or use --detector haar") from exc
+        raise FerbenchError(
+            f"cannot download the YuNet face detector from {url} ({reason}); offline, pass "
+            f"--detector-model with a local copy of {YUNET_FILE}, or use --detector haar"
+        ) from exc
 
 
 def build_detector(name: str, *, video: bool = False, model_file: Path | str | None = None) -> FaceDetector:

@@ -54,11 +54,15 @@ class EmotionModel:
             raise
         except Exception as exc:  # a damaged or foreign file: the runtimes raise their own exception types
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise FerbenchError(f"{path}: cannot load the model ({first_line[:200]}); the file is damaged or not "
-                                "a ferbench export: copy the model folder again or re-run `dvc repro select`") from exc
+            raise FerbenchError(
+                f"{path}: cannot load the model ({first_line[:200]}); the file is damaged or not "
+                "a ferbench export: copy the model folder again or re-run `dvc repro select`"
+            ) from exc
         if width != (1, len(self.classes)):
-            raise FerbenchError(f"{self.folder}: the model outputs {width[-1]} scores but the card lists "
-                                f"{len(self.classes)} classes; the card does not belong to this model")  # fmt: skip
+            raise FerbenchError(
+                f"{self.folder}: the model outputs {width[-1]} scores but the card lists "
+                f"{len(self.classes)} classes; the card does not belong to this model"
+            )
 
     def _load(self, path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
         if self.card["runtime"] == "onnxruntime":
@@ -99,8 +103,11 @@ class FaceResult:
     crop: np.ndarray = field(repr=False)  # the 48x48 sample the model saw
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": list(self.box), "label": self.label,
-                "probabilities": {name: round(float(p), 6) for name, p in self.probabilities.items()}}  # fmt: skip
+        return {
+            "box": list(self.box),
+            "label": self.label,
+            "probabilities": {name: round(float(p), 6) for name, p in self.probabilities.items()},
+        }
 
 
 class EmotionRecognizer:
@@ -110,8 +117,15 @@ class EmotionRecognizer:
     of the past, 0 = none). `align` levels the eyes (detectors with landmarks); `margin` adds
     context around FER-2013's framing, as a share of its side (0: exactly FER's framing)."""
 
-    def __init__(self, model: EmotionModel, detector: FaceDetector, align: bool = True, margin: float = 0.0,
-                 smoothing: float = 0.5, detect_every: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: EmotionModel,
+        detector: FaceDetector,
+        align: bool = True,
+        margin: float = 0.0,
+        smoothing: float = 0.5,
+        detect_every: int = 1,
+    ) -> None:
         if not 0 <= smoothing < 1:
             raise FerbenchError(f"smoothing is {smoothing}; use a weight in [0, 1)")
         if detect_every < 1:
@@ -137,14 +151,19 @@ class EmotionRecognizer:
 
     def classify(self, rgb: np.ndarray, faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray]:
         """Crops and probabilities for `faces`, all in one model call."""
-        crops = np.stack([self.crop(rgb, face) for face in faces]) if faces else np.zeros(
-            (0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)  # fmt: skip
+        crops = (
+            np.stack([self.crop(rgb, face) for face in faces])
+            if faces
+            else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        )
         return crops, self.model.probabilities(crops)
 
     def _results(self, faces: Sequence[Face], crops: np.ndarray, probabilities: np.ndarray) -> list[FaceResult]:
         classes = self.model.classes
-        return [FaceResult(face.box, classes[int(p.argmax())], dict(zip(classes, p.tolist(), strict=True)), crop)
-                for face, crop, p in zip(faces, crops, probabilities, strict=True)]  # fmt: skip
+        return [
+            FaceResult(face.box, classes[int(p.argmax())], dict(zip(classes, p.tolist(), strict=True)), crop)
+            for face, crop, p in zip(faces, crops, probabilities, strict=True)
+        ]
 
     def analyze(self, rgb: np.ndarray) -> list[FaceResult]:
         """Every face in one image (RGB or grayscale uint8), without any memory of other images."""
@@ -201,6 +220,13 @@ def draw_results(rgb: np.ndarray, faces: Sequence[FaceResult], fps: float | None
             cv2.rectangle(canvas, (bar_x, top), (bar_x + int(120 * probability), top + row - 3), green, -1)
             cv2.putText(canvas, name, (bar_x + 2, top + row - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.35 * scale * 2, white, 1)
     if fps is not None:
-        cv2.putText(canvas, f"{fps:.1f} FPS", (10, int(30 * scale * 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale * 2,
-                    (255, 220, 0), 2)  # fmt: skip
+        cv2.putText(
+            canvas,
+            f"{fps:.1f} FPS",
+            (10, int(30 * scale * 2)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.8 * scale * 2,
+            (255, 220, 0),
+            2,
+        )
     return canvas

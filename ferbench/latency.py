@@ -46,8 +46,10 @@ class Calibration:
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
-            raise FerbenchError(f"params.yaml: latency.calibration_method is {self.method!r}; use one of "
-                                f"{', '.join(CALIBRATION_METHODS)}")  # fmt: skip
+            raise FerbenchError(
+                f"params.yaml: latency.calibration_method is {self.method!r}; use one of "
+                f"{', '.join(CALIBRATION_METHODS)}"
+            )
 
 
 def calibration_sample(train: Split, count: int, seed: int) -> np.ndarray:
@@ -73,8 +75,13 @@ def timing(call: Callable[[], object], warmup: int, runs: int) -> dict[str, floa
         call()
         samples[index] = (time.perf_counter() - start) * 1000.0
     p50, p90, p99 = np.percentile(samples, [50, 90, 99])
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(samples.mean()),
-            "fps": float(1000.0 / samples.mean())}  # fmt: skip
+    return {
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": float(samples.mean()),
+        "fps": float(1000.0 / samples.mean()),
+    }
 
 
 def agreement(reference: np.ndarray, predictions: np.ndarray) -> float:
@@ -113,15 +120,17 @@ def build_runtimes(
         "onnx_int8": onnx_runtime("onnx_int8", int8, threads),
     }
     if calibration is not None:
-        static = export_int8_static(model, folder / ONNX_FILES["onnx_int8_static"], calibration.images,
-                                    calibration.method)  # fmt: skip
+        static = export_int8_static(
+            model, folder / ONNX_FILES["onnx_int8_static"], calibration.images, calibration.method
+        )
         runtimes["onnx_int8_static"] = onnx_runtime("onnx_int8_static", static, threads)
     return runtimes
 
 
 def batched_logits(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate([runtime.logits(images[start : start + batch_size])
-                           for start in range(0, len(images), batch_size)])  # fmt: skip
+    return np.concatenate(
+        [runtime.logits(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
+    )
 
 
 def batched_predictions(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -129,9 +138,13 @@ def batched_predictions(runtime: Runtime, images: np.ndarray, batch_size: int = 
 
 
 def measure_variants(
-    runtimes: Mapping[str, Runtime], images: np.ndarray, labels: np.ndarray, warmup: int, runs: int,
+    runtimes: Mapping[str, Runtime],
+    images: np.ndarray,
+    labels: np.ndarray,
+    warmup: int,
+    runs: int,
     tta_views: int = 1,
-) -> dict[str, dict[str, Any]]:  # fmt: skip
+) -> dict[str, dict[str, Any]]:
     """Per variant: batch-1 timing on images[0] (and on its `tta_views` views), val accuracy, and
     agreement with torch_fp32."""
     if len(images) == 0:
@@ -171,9 +184,17 @@ def set_threads(threads: int) -> None:
 
 
 def latency_report(
-    model: nn.Module, folder: Path, images: np.ndarray, labels: np.ndarray, threads: int, warmup: int, runs: int,
-    min_agreement: float, tta_views: int = 1, calibration: Calibration | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    model: nn.Module,
+    folder: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    threads: int,
+    warmup: int,
+    runs: int,
+    min_agreement: float,
+    tta_views: int = 1,
+    calibration: Calibration | None = None,
+) -> dict[str, Any]:
     """Everything latency@<backbone> records: per-variant timing and faithfulness, FLOPs, the pick."""
     set_threads(threads)
     runtimes = build_runtimes(model, folder, threads, calibration)
@@ -185,8 +206,9 @@ def latency_report(
         "gflops": count_flops(model) / 1e9,
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "variants": variants,
-        "calibration": None if calibration is None else {"images": len(calibration.images), "split": "train",
-                                                         "method": calibration.method},
+        "calibration": None
+        if calibration is None
+        else {"images": len(calibration.images), "split": "train", "method": calibration.method},
         "fastest_faithful": fastest_faithful(variants, min_agreement),
         "speedup_vs_torch_fp32": {
             name: variants["torch_fp32"]["p50_ms"] / result["p50_ms"] for name, result in variants.items()

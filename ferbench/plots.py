@@ -44,8 +44,18 @@ def save_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], png_path: 
     totals = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
     figure, axes = plt.subplots(figsize=(6.5, 5.5))
-    sns.heatmap(normalised, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, xticklabels=classes,
-                yticklabels=classes, ax=axes, cbar_kws={"label": "share of the true class"})  # fmt: skip
+    sns.heatmap(
+        normalised,
+        annot=matrix,
+        fmt="d",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        xticklabels=classes,
+        yticklabels=classes,
+        ax=axes,
+        cbar_kws={"label": "share of the true class"},
+    )
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title)

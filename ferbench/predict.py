@@ -59,35 +59,79 @@ def write_csv(path: Path, rows: list[tuple[dict[str, Any], list[FaceResult]]], c
         writer.writerow(["file", "face", "x", "y", "width", "height", "label", *[f"p_{c}" for c in classes], "error"])
         for record, faces in rows:
             if not faces:
-                writer.writerow([record["file"], "", "", "", "", "", "", *[""] * len(classes),
-                                 record.get("error", record.get("note", ""))])  # fmt: skip
+                writer.writerow(
+                    [
+                        record["file"],
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        *[""] * len(classes),
+                        record.get("error", record.get("note", "")),
+                    ]
+                )
             for index, face in enumerate(faces):
-                writer.writerow([record["file"], index, *face.box, face.label,
-                                 *[f"{face.probabilities[c]:.6f}" for c in classes], ""])  # fmt: skip
+                writer.writerow(
+                    [
+                        record["file"],
+                        index,
+                        *face.box,
+                        face.label,
+                        *[f"{face.probabilities[c]:.6f}" for c in classes],
+                        "",
+                    ]
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ferbench.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                        help="image files or folders (searched recursively)")  # fmt: skip
-    parser.add_argument("--model", type=Path, default=None,
-                        help=f"model folder with model_card.json (default: {DEFAULT_MODEL_DIR} from `dvc repro`, "
-                        f"else {DEMO_MODEL_DIR} from `make demo`)")
+    parser = argparse.ArgumentParser(
+        prog="python -m ferbench.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="image files or folders (searched recursively)"
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help=f"model folder with model_card.json (default: {DEFAULT_MODEL_DIR} from `dvc repro`, "
+        f"else {DEMO_MODEL_DIR} from `make demo`)",
+    )
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write a table, one row per face")
-    parser.add_argument("--detector", choices=DETECTORS, default="yunet",
-                        help="face detector: yunet (OpenCV's CNN, with landmarks; default) or haar (OpenCV's "
-                        "bundled cascade: no file to fetch, misses turned and tilted faces)")
-    parser.add_argument("--detector-model", type=Path, metavar="FILE",
-                        help="local YuNet model file (face_detection_yunet_2023mar.onnx) for offline use; default: "
-                        "the cached copy, fetched once from the OpenCV model zoo")
-    parser.add_argument("--no-align", dest="align", action="store_false",
-                        help="do not rotate YuNet's faces to level the eyes before classifying (Haar faces never are)")
-    parser.add_argument("--margin", type=float, default=0.0,
-                        help="extra context around FER-2013's framing of each face, as a share of its side "
-                        "(default 0: the framing the model was trained on)")
-    parser.add_argument("--whole-image", action="store_true",
-                        help="skip face detection: each image is one face (for already-cropped faces such as FER-2013)")
+    parser.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="yunet",
+        help="face detector: yunet (OpenCV's CNN, with landmarks; default) or haar (OpenCV's "
+        "bundled cascade: no file to fetch, misses turned and tilted faces)",
+    )
+    parser.add_argument(
+        "--detector-model",
+        type=Path,
+        metavar="FILE",
+        help="local YuNet model file (face_detection_yunet_2023mar.onnx) for offline use; default: "
+        "the cached copy, fetched once from the OpenCV model zoo",
+    )
+    parser.add_argument(
+        "--no-align",
+        dest="align",
+        action="store_false",
+        help="do not rotate YuNet's faces to level the eyes before classifying (Haar faces never are)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="extra context around FER-2013's framing of each face, as a share of its side "
+        "(default 0: the framing the model was trained on)",
+    )
+    parser.add_argument(
+        "--whole-image",
+        action="store_true",
+        help="skip face detection: each image is one face (for already-cropped faces such as FER-2013)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: all cores)")
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse images larger than this")
     args = parser.parse_args(argv)
@@ -95,8 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = EmotionModel(args.model or default_model_folder(), threads=args.threads or None)
         detector = WholeImage() if args.whole_image else build_detector(args.detector, model_file=args.detector_model)
         recognizer = EmotionRecognizer(model, detector, align=args.align, margin=args.margin, smoothing=0.0)
-        print(f"predict: model {model.folder} ({model.card['backbone']}, {model.card['variant']}); faces: "
-              f"{detector.name}{', aligned' if args.align and detector.can_align else ''}", file=sys.stderr)
+        print(
+            f"predict: model {model.folder} ({model.card['backbone']}, {model.card['variant']}); faces: "
+            f"{detector.name}{', aligned' if args.align and detector.can_align else ''}",
+            file=sys.stderr,
+        )
     except FerbenchError as exc:
         print(f"predict: error: {exc}", file=sys.stderr)
         return 2

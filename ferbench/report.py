@@ -27,12 +27,14 @@ BENCHMARK_STAGES = ("feature_extract", "finetune")
 def collect(metrics_dir: Path, backbones: Sequence[str], candidates: Sequence[str]) -> dict[str, Any]:
     """Every metric the report needs, read once."""
     return {
-        "benchmark": {stage: {name: read_metrics(metrics_dir / stage / f"{name}.json") for name in backbones}
-                      for stage in BENCHMARK_STAGES},
+        "benchmark": {
+            stage: {name: read_metrics(metrics_dir / stage / f"{name}.json") for name in backbones}
+            for stage in BENCHMARK_STAGES
+        },
         "train": {name: read_metrics(metrics_dir / "train" / f"{name}.json") for name in candidates},
         "latency": {name: read_metrics(metrics_dir / "latency" / f"{name}.json") for name in backbones},
         "selection": read_metrics(metrics_dir / "selection.json"),
-    }  # fmt: skip
+    }
 
 
 def learning_curves(live_dir: Path, candidates: Sequence[str]) -> pd.DataFrame:
@@ -45,8 +47,17 @@ def learning_curves(live_dir: Path, candidates: Sequence[str]) -> pd.DataFrame:
                 if not path.is_file():
                     raise FerbenchError(f"{path}: not found; run `dvc repro train@{name}`")
                 curve = pd.read_csv(path, sep="\t")
-                frames.append(pd.DataFrame({"candidate": name, "split": split, "metric": metric,
-                                            "epoch": curve["step"] + 1, "value": curve[metric]}))  # fmt: skip
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "candidate": name,
+                            "split": split,
+                            "metric": metric,
+                            "epoch": curve["step"] + 1,
+                            "value": curve[metric],
+                        }
+                    )
+                )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -63,9 +74,15 @@ def benchmark_table(data: Mapping[str, Any]) -> pd.DataFrame:
             row[f"{stage}_test"] = metrics["test"]["accuracy"]
             row[f"{stage}_test_leakage_free"] = metrics.get("test_leakage_free", {}).get("accuracy")
         row["finetune_test_tta"] = data["benchmark"]["finetune"][name].get("tta", {}).get("test", {}).get("accuracy")
-        row.update({"torch_fp32_p50_ms": variants["torch_fp32"]["p50_ms"], "fastest_variant": fastest,
-                    "fastest_p50_ms": variants[fastest]["p50_ms"], "gflops": latency["gflops"],
-                    "parameters_m": latency["parameters_m"]})  # fmt: skip
+        row.update(
+            {
+                "torch_fp32_p50_ms": variants["torch_fp32"]["p50_ms"],
+                "fastest_variant": fastest,
+                "fastest_p50_ms": variants[fastest]["p50_ms"],
+                "gflops": latency["gflops"],
+                "parameters_m": latency["parameters_m"],
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -77,17 +94,28 @@ def candidate_table(data: Mapping[str, Any]) -> pd.DataFrame:
         entry = ranking.get(name, {})
         tta = metrics.get("tta", {})
         calibration = metrics.get("calibration", {})
-        rows.append({"candidate": name, "trainable": metrics.get("trainable"), "val": metrics["val"]["accuracy"],
-                     "val_tta": tta.get("val", {}).get("accuracy"), "test": metrics["test"]["accuracy"],
-                     "test_tta": tta.get("test", {}).get("accuracy"),
-                     "test_leakage_free": metrics.get("test_leakage_free", {}).get("accuracy"),
-                     "test_macro_f1": metrics["test"]["macro_f1"], "train": metrics["train"]["accuracy"],
-                     "test_ece": calibration.get("test", {}).get("ece"),
-                     "test_ece_scaled": calibration.get("test", {}).get("ece_scaled"),
-                     "accuracy_gap": metrics["overfitting"]["accuracy_gap"],
-                     "loss_gap": metrics["overfitting"]["loss_gap"], "best_epoch": metrics["best_epoch"],
-                     "epochs": metrics["epochs"], "score": entry.get("score"), "rank": entry.get("rank"),
-                     "excluded": entry.get("excluded")})  # fmt: skip
+        rows.append(
+            {
+                "candidate": name,
+                "trainable": metrics.get("trainable"),
+                "val": metrics["val"]["accuracy"],
+                "val_tta": tta.get("val", {}).get("accuracy"),
+                "test": metrics["test"]["accuracy"],
+                "test_tta": tta.get("test", {}).get("accuracy"),
+                "test_leakage_free": metrics.get("test_leakage_free", {}).get("accuracy"),
+                "test_macro_f1": metrics["test"]["macro_f1"],
+                "train": metrics["train"]["accuracy"],
+                "test_ece": calibration.get("test", {}).get("ece"),
+                "test_ece_scaled": calibration.get("test", {}).get("ece_scaled"),
+                "accuracy_gap": metrics["overfitting"]["accuracy_gap"],
+                "loss_gap": metrics["overfitting"]["loss_gap"],
+                "best_epoch": metrics["best_epoch"],
+                "epochs": metrics["epochs"],
+                "score": entry.get("score"),
+                "rank": entry.get("rank"),
+                "excluded": entry.get("excluded"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -100,8 +128,12 @@ def _save(figure: plt.Figure, path: Path) -> None:
 
 def plot_benchmark(table: pd.DataFrame, csv_path: Path, png_path: Path) -> None:
     """Test accuracy per backbone, frozen extractor and fine-tuned side by side."""
-    long = table.melt(id_vars="backbone", value_vars=[f"{stage}_test" for stage in BENCHMARK_STAGES],
-                      var_name="mode", value_name="test_accuracy")  # fmt: skip
+    long = table.melt(
+        id_vars="backbone",
+        value_vars=[f"{stage}_test" for stage in BENCHMARK_STAGES],
+        var_name="mode",
+        value_name="test_accuracy",
+    )
     long["mode"] = long["mode"].str.removesuffix("_test")
     long.insert(0, "model", long["backbone"] + " " + long["mode"])
     csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +154,18 @@ def plot_learning_curves(curves: pd.DataFrame, csv_path: Path, png_path: Path) -
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     wide.reset_index().to_csv(csv_path, index=False)
     sns.set_theme(style="whitegrid")
-    grid = sns.relplot(data=curves, x="epoch", y="value", hue="candidate", style="split", col="metric",
-                       kind="line", facet_kws={"sharey": False}, height=3.8, aspect=1.2)  # fmt: skip
+    grid = sns.relplot(
+        data=curves,
+        x="epoch",
+        y="value",
+        hue="candidate",
+        style="split",
+        col="metric",
+        kind="line",
+        facet_kws={"sharey": False},
+        height=3.8,
+        aspect=1.2,
+    )
     for axes in grid.axes.flat:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     grid.figure.suptitle("Candidates: learning curves (solid train, dashed val)", y=1.02)
@@ -134,7 +176,8 @@ def plot_learning_curves(curves: pd.DataFrame, csv_path: Path, png_path: Path) -
 def plot_accuracy_latency(table: pd.DataFrame, selected: str, csv_path: Path, png_path: Path) -> None:
     """Fine-tuned val accuracy against CPU latency of the fastest faithful variant, per backbone."""
     points = table[["backbone", "fastest_p50_ms", "torch_fp32_p50_ms", "finetune_val", "finetune_test"]].rename(
-        columns={"fastest_p50_ms": "latency_ms", "finetune_val": "val_accuracy", "finetune_test": "test_accuracy"})
+        columns={"fastest_p50_ms": "latency_ms", "finetune_val": "val_accuracy", "finetune_test": "test_accuracy"}
+    )
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     points.to_csv(csv_path, index=False)
     sns.set_theme(style="whitegrid")
@@ -142,8 +185,12 @@ def plot_accuracy_latency(table: pd.DataFrame, selected: str, csv_path: Path, pn
     sns.scatterplot(data=points, x="latency_ms", y="val_accuracy", s=80, ax=axes)
     for _, point in points.iterrows():
         marker = " (selected)" if point["backbone"] == selected else ""
-        axes.annotate(point["backbone"] + marker, (point["latency_ms"], point["val_accuracy"]),
-                      textcoords="offset points", xytext=(6, 4))  # fmt: skip
+        axes.annotate(
+            point["backbone"] + marker,
+            (point["latency_ms"], point["val_accuracy"]),
+            textcoords="offset points",
+            xytext=(6, 4),
+        )
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(ScalarFormatter())
     axes.xaxis.set_minor_formatter(ScalarFormatter())
@@ -193,64 +240,100 @@ def _views(count: int) -> str:
     return f"test-time augmentation over {count} views" if count > 1 else "no test-time augmentation"
 
 
-def results_markdown(benchmark: pd.DataFrame, candidates: pd.DataFrame, selection: Mapping[str, Any],
-                     plots_link: str) -> str:  # fmt: skip
+def results_markdown(
+    benchmark: pd.DataFrame, candidates: pd.DataFrame, selection: Mapping[str, Any], plots_link: str
+) -> str:
     deployment = selection["deployment"]
     leakage_free_images = deployment["test_leakage_free_images"]
     accuracy = ".4f"
     accuracy_columns = dict.fromkeys([c for c in benchmark.columns if c.startswith(BENCHMARK_STAGES)], accuracy)
-    return "\n".join([
-        "# ferbench results",
-        "",
-        "Written by the `report` stage from `metrics/`; regenerate with `dvc repro`.",
-        "",
-        "## Benchmark: every backbone, frozen feature extractor and fine-tuned",
-        "",
-        _markdown(benchmark, {**accuracy_columns, "torch_fp32_p50_ms": ".2f", "fastest_p50_ms": ".2f",
-                              "gflops": ".2f", "parameters_m": ".1f"}),
-        "",
-        "Latency: CPU, batch 1, p50 of the fine-tuned model; `fastest_variant` is the fastest runtime "
-        "that agrees with PyTorch fp32 on the required share of val. `*_test_leakage_free`: accuracy on the "
-        f"{leakage_free_images} test images whose pixels do not occur in the Kaggle train folder; `finetune_test_tta`: "
-        "with test-time augmentation.",
-        "",
-        "## Candidates: final training and selection",
-        "",
-        _markdown(candidates, {"val": accuracy, "val_tta": accuracy, "test": accuracy, "test_tta": accuracy,
-                               "test_leakage_free": accuracy, "test_macro_f1": accuracy, "train": accuracy,
-                               "test_ece": accuracy, "test_ece_scaled": accuracy, "accuracy_gap": "+.4f",
-                               "loss_gap": "+.4f", "score": accuracy}),
-        "",
-        "`_tta`: with test-time augmentation; `test_ece` / `test_ece_scaled`: expected calibration error (15 bins) "
-        "before / after a temperature fitted on val.",
-        "",
-        f"**Selected: {selection['selected']}** (criterion `{selection['criterion']['name']}`). {selection['reason']}.",
-        "",
-        f"Shipped as `{deployment['file']}` ({deployment['variant']}, {deployment['runtime']}, "
-        f"{_views(deployment['tta_views'])}): test accuracy **{deployment['test_accuracy']:.4f}** (the checkpoint "
-        f"alone in PyTorch fp32: {deployment['test_accuracy_fp32']:.4f}), macro-F1 {deployment['test_macro_f1']:.4f}; "
-        f"leakage-free test accuracy **{deployment['test_leakage_free_accuracy']:.4f}** on "
-        f"{deployment['test_leakage_free_images']} images; agreement with fp32 on val "
-        f"{deployment['agreement_with_fp32_on_val']:.4f}; CPU p50 {deployment['latency_p50_ms']:.2f} ms.",
-        "",
-        f"Calibration (temperature {deployment['temperature']:.3f}, fitted on val and applied by the app and the CLI): "
-        f"test ECE {deployment['test_ece']:.4f} -> {deployment['test_ece_scaled']:.4f}, test NLL "
-        f"{deployment['test_nll']:.4f} -> {deployment['test_nll_scaled']:.4f}.",
-        "",
-        "## Plots",
-        "",
-        f"![benchmark]({plots_link}/benchmark_accuracy.png)",
-        f"![learning curves]({plots_link}/learning_curves.png)",
-        f"![accuracy vs latency]({plots_link}/accuracy_latency.png)",
-        f"![selected confusion]({plots_link}/selected_confusion.png)",
-        f"![reliability]({plots_link}/reliability.png)",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "# ferbench results",
+            "",
+            "Written by the `report` stage from `metrics/`; regenerate with `dvc repro`.",
+            "",
+            "## Benchmark: every backbone, frozen feature extractor and fine-tuned",
+            "",
+            _markdown(
+                benchmark,
+                {
+                    **accuracy_columns,
+                    "torch_fp32_p50_ms": ".2f",
+                    "fastest_p50_ms": ".2f",
+                    "gflops": ".2f",
+                    "parameters_m": ".1f",
+                },
+            ),
+            "",
+            "Latency: CPU, batch 1, p50 of the fine-tuned model; `fastest_variant` is the fastest runtime "
+            "that agrees with PyTorch fp32 on the required share of val. `*_test_leakage_free`: accuracy on the "
+            f"{leakage_free_images} test images whose pixels do not occur in the Kaggle train folder; "
+            "`finetune_test_tta`: with test-time augmentation.",
+            "",
+            "## Candidates: final training and selection",
+            "",
+            _markdown(
+                candidates,
+                {
+                    "val": accuracy,
+                    "val_tta": accuracy,
+                    "test": accuracy,
+                    "test_tta": accuracy,
+                    "test_leakage_free": accuracy,
+                    "test_macro_f1": accuracy,
+                    "train": accuracy,
+                    "test_ece": accuracy,
+                    "test_ece_scaled": accuracy,
+                    "accuracy_gap": "+.4f",
+                    "loss_gap": "+.4f",
+                    "score": accuracy,
+                },
+            ),
+            "",
+            "`_tta`: with test-time augmentation; `test_ece` / `test_ece_scaled`: expected calibration error "
+            "(15 bins) before / after a temperature fitted on val.",
+            "",
+            f"**Selected: {selection['selected']}** (criterion `{selection['criterion']['name']}`). "
+            f"{selection['reason']}.",
+            "",
+            f"Shipped as `{deployment['file']}` ({deployment['variant']}, {deployment['runtime']}, "
+            f"{_views(deployment['tta_views'])}): test accuracy **{deployment['test_accuracy']:.4f}** (the checkpoint "
+            f"alone in PyTorch fp32: {deployment['test_accuracy_fp32']:.4f}), "
+            f"macro-F1 {deployment['test_macro_f1']:.4f}; "
+            f"leakage-free test accuracy **{deployment['test_leakage_free_accuracy']:.4f}** on "
+            f"{deployment['test_leakage_free_images']} images; agreement with fp32 on val "
+            f"{deployment['agreement_with_fp32_on_val']:.4f}; CPU p50 {deployment['latency_p50_ms']:.2f} ms.",
+            "",
+            f"Calibration (temperature {deployment['temperature']:.3f}, fitted on val and applied by the app and "
+            "the CLI): "
+            f"test ECE {deployment['test_ece']:.4f} -> {deployment['test_ece_scaled']:.4f}, test NLL "
+            f"{deployment['test_nll']:.4f} -> {deployment['test_nll_scaled']:.4f}.",
+            "",
+            "## Plots",
+            "",
+            f"![benchmark]({plots_link}/benchmark_accuracy.png)",
+            f"![learning curves]({plots_link}/learning_curves.png)",
+            f"![accuracy vs latency]({plots_link}/accuracy_latency.png)",
+            f"![selected confusion]({plots_link}/selected_confusion.png)",
+            f"![reliability]({plots_link}/reliability.png)",
+            "",
+        ]
+    )
 
 
-def write_report(metrics_dir: Path, live_dir: Path, plots_dir: Path, train_plots_dir: Path, reliability_path: Path,
-                 summary_path: Path, table_path: Path, backbones: Sequence[str], candidates: Sequence[str],
-                 classes: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+def write_report(
+    metrics_dir: Path,
+    live_dir: Path,
+    plots_dir: Path,
+    train_plots_dir: Path,
+    reliability_path: Path,
+    summary_path: Path,
+    table_path: Path,
+    backbones: Sequence[str],
+    candidates: Sequence[str],
+    classes: Sequence[str],
+) -> dict[str, Any]:
     """Write every report output; return the summary."""
     data = collect(metrics_dir, backbones, candidates)
     selection = data["selection"]
@@ -258,18 +341,24 @@ def write_report(metrics_dir: Path, live_dir: Path, plots_dir: Path, train_plots
     benchmark = benchmark_table(data)
     ranked = candidate_table(data)
     plot_benchmark(benchmark, plots_dir / "benchmark_accuracy.csv", plots_dir / "benchmark_accuracy.png")
-    plot_learning_curves(learning_curves(live_dir, candidates), plots_dir / "learning_curves.csv",
-                         plots_dir / "learning_curves.png")  # fmt: skip
+    plot_learning_curves(
+        learning_curves(live_dir, candidates), plots_dir / "learning_curves.csv", plots_dir / "learning_curves.png"
+    )
     plot_accuracy_latency(benchmark, selected, plots_dir / "accuracy_latency.csv", plots_dir / "accuracy_latency.png")
     chosen = data["train"][selected]
-    save_confusion_matrix(np.array(chosen["test"]["confusion_matrix"]), classes, plots_dir / "selected_confusion.png",
-                          title=f"selected {selected}: test accuracy {chosen['test']['accuracy']:.3f}")  # fmt: skip
+    save_confusion_matrix(
+        np.array(chosen["test"]["confusion_matrix"]),
+        classes,
+        plots_dir / "selected_confusion.png",
+        title=f"selected {selected}: test accuracy {chosen['test']['accuracy']:.3f}",
+    )
     predictions = pd.read_csv(train_plots_dir / selected / "predictions.csv")
     predictions.to_csv(plots_dir / "selected_predictions.csv", index=False)
     if not reliability_path.is_file():
         raise FerbenchError(f"{reliability_path}: not found; run `dvc repro select`")
-    plot_reliability(pd.read_csv(reliability_path), selection["deployment"]["temperature"],
-                     plots_dir / "reliability.png")  # fmt: skip
+    plot_reliability(
+        pd.read_csv(reliability_path), selection["deployment"]["temperature"], plots_dir / "reliability.png"
+    )
     summary = {
         "selected": selected,
         "criterion": selection["criterion"]["name"],
@@ -278,11 +367,13 @@ def write_report(metrics_dir: Path, live_dir: Path, plots_dir: Path, train_plots
         "shipped_test_accuracy": selection["deployment"]["test_accuracy"],
         "shipped_test_leakage_free_accuracy": selection["deployment"]["test_leakage_free_accuracy"],
         "deployment": selection["deployment"],
-        "backbones": {row["backbone"]: {k: v for k, v in row.items() if k != "backbone"}
-                      for row in benchmark.to_dict("records")},
-        "candidates": {row["candidate"]: {k: v for k, v in row.items() if k != "candidate"}
-                       for row in ranked.to_dict("records")},
-    }  # fmt: skip
+        "backbones": {
+            row["backbone"]: {k: v for k, v in row.items() if k != "backbone"} for row in benchmark.to_dict("records")
+        },
+        "candidates": {
+            row["candidate"]: {k: v for k, v in row.items() if k != "candidate"} for row in ranked.to_dict("records")
+        },
+    }
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
     table_path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,8 +44,12 @@ class TrainConfig:
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
-        for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS),
-                              ("class_weighting", CLASS_WEIGHTING), ("sampler", SAMPLERS)):  # fmt: skip
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("scheduler", SCHEDULERS),
+            ("class_weighting", CLASS_WEIGHTING),
+            ("sampler", SAMPLERS),
+        ):
             if getattr(self, name) not in allowed:
                 raise FerbenchError(
                     f"params.yaml: '{name}' is {getattr(self, name)!r}; use one of: {', '.join(allowed)}"

@@ -234,11 +234,15 @@ class Params(Section):
     def _consistent(self) -> Params:
         unknown = [name for name in self.train.candidates if name not in self.backbones]
         if unknown:
-            raise ValueError(f"train.candidates names {', '.join(unknown)}, which is not under backbones "
-                             f"(have: {', '.join(self.backbones)})")  # fmt: skip
+            raise ValueError(
+                f"train.candidates names {', '.join(unknown)}, which is not under backbones "
+                f"(have: {', '.join(self.backbones)})"
+            )
         runs = [(name, self.feature_extract, None) for name in ("feature_extract",)]
-        runs += [(f"backbones.{name}.feature_extract", self.feature_extract, spec.feature_extract)
-                 for name, spec in self.backbones.items()]  # fmt: skip
+        runs += [
+            (f"backbones.{name}.feature_extract", self.feature_extract, spec.feature_extract)
+            for name, spec in self.backbones.items()
+        ]
         runs += [("finetune", self.finetune, None)]
         runs += [(f"backbones.{name}.finetune", self.finetune, spec.finetune) for name, spec in self.backbones.items()]
         runs += [(f"train.candidates.{name}", self.train, override) for name, override in self.train.candidates.items()]
@@ -251,13 +255,24 @@ class Params(Section):
 
 
 EXPECTED_TYPES = {
-    "float_type": "a number (YAML reads 1e-5 as text: write 1.0e-5)", "int_type": "a whole number",
-    "bool_type": "true or false", "string_type": "text", "list_type": "a list", "dict_type": "a mapping",
-    "model_type": "a mapping", "model_attributes_type": "a mapping", "none_required": "null",
-}  # fmt: skip
-BOUNDS = {"greater_than": "greater than {gt}", "greater_than_equal": "at least {ge}", "less_than": "less than {lt}",
-          "less_than_equal": "at most {le}", "too_short": "at least {min_length} item(s)",
-          "string_too_short": "at least {min_length} character(s)"}  # fmt: skip
+    "float_type": "a number (YAML reads 1e-5 as text: write 1.0e-5)",
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "none_required": "null",
+}
+BOUNDS = {
+    "greater_than": "greater than {gt}",
+    "greater_than_equal": "at least {ge}",
+    "less_than": "less than {lt}",
+    "less_than_equal": "at most {le}",
+    "too_short": "at least {min_length} item(s)",
+    "string_too_short": "at least {min_length} character(s)",
+}
 
 
 def _key(location: tuple[Any, ...]) -> str:
@@ -278,8 +293,12 @@ def _allowed_range(location: tuple[Any, ...]) -> str | None:
         for item in getattr(member, "__metadata__", ()):
             items += getattr(item, "metadata", [item])
     words = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}
-    bounds = [f"{words[name]} {getattr(item, name):g}" for item in items for name in words
-              if getattr(item, name, None) is not None]  # fmt: skip
+    bounds = [
+        f"{words[name]} {getattr(item, name):g}"
+        for item in items
+        for name in words
+        if getattr(item, name, None) is not None
+    ]
     return " and ".join(bounds) or None
 
 

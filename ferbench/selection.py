@@ -46,8 +46,13 @@ class Criterion:
         def optional(key: str) -> float | None:
             return None if section[key] is None else float(section[key])
 
-        return cls(str(section["criterion"]), float(section["gap_tolerance"]), float(section["gap_penalty"]),
-                   optional("max_gap"), optional("latency_budget_ms"))  # fmt: skip
+        return cls(
+            str(section["criterion"]),
+            float(section["gap_tolerance"]),
+            float(section["gap_penalty"]),
+            optional("max_gap"),
+            optional("latency_budget_ms"),
+        )
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,10 @@ class TTAPolicy:
             return False
         if tta_val_accuracy is None:
             if self.mode == "always":
-                raise FerbenchError(f"select.tta is always, but {name} was evaluated without TTA (tta.flip false and "
-                                    "tta.shifts 0); turn tta on and rerun, or set select.tta: auto")  # fmt: skip
+                raise FerbenchError(
+                    f"select.tta is always, but {name} was evaluated without TTA (tta.flip false and "
+                    "tta.shifts 0); turn tta on and rerun, or set select.tta: auto"
+                )
             return False
         return self.mode == "always" or tta_val_accuracy - plain_val_accuracy >= self.min_gain
 
@@ -114,9 +121,11 @@ def _explain(candidate: Candidate, criterion: Criterion) -> str:
     if criterion.name == "accuracy":
         return accuracy
     excess = max(0.0, candidate.accuracy_gap - criterion.gap_tolerance)
-    return (f"{accuracy} - {criterion.gap_penalty:g} x gap beyond tolerance "
-            f"{excess:.4f} (gap {candidate.accuracy_gap:.4f}, tolerance {criterion.gap_tolerance:g}) "
-            f"= {score(candidate, criterion):.4f}")  # fmt: skip
+    return (
+        f"{accuracy} - {criterion.gap_penalty:g} x gap beyond tolerance "
+        f"{excess:.4f} (gap {candidate.accuracy_gap:.4f}, tolerance {criterion.gap_tolerance:g}) "
+        f"= {score(candidate, criterion):.4f}"
+    )
 
 
 def select(candidates: Sequence[Candidate], criterion: Criterion) -> dict[str, Any]:

@@ -44,8 +44,9 @@ def merge_overrides(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
 def _rebase_paths(params: dict[str, Any], source_root: Path) -> None:
     """Relative local paths in params point into the source project: make them absolute for the copy."""
     backbones = params.get("backbones")
-    backbone_keys = [("backbones", name, BACKBONE_PATH_KEY) for name in backbones] if isinstance(
-        backbones, Mapping) else []  # fmt: skip
+    backbone_keys = (
+        [("backbones", name, BACKBONE_PATH_KEY) for name in backbones] if isinstance(backbones, Mapping) else []
+    )
     for keys in [*PATH_PARAMS, *backbone_keys]:
         node: Any = params
         for key in keys[:-1]:

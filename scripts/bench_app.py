@@ -67,17 +67,19 @@ def main() -> None:
         backbone = build_backbone(spec)
         model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval()
         with tempfile.TemporaryDirectory() as scratch:
-            write_model_folder(Path(scratch), spec, model, list(FER2013_CLASSES), variant,
-                               int8_calibration=calibration)  # fmt: skip
+            write_model_folder(Path(scratch), spec, model, list(FER2013_CLASSES), variant, int8_calibration=calibration)
             deployed = EmotionModel(scratch, threads=args.threads)
             for (detector_name, detector), detect_every in itertools.product(detectors.items(), (1, 2)):
                 recognizer = EmotionRecognizer(deployed, detector, detect_every=detect_every)
                 assert len(recognizer.process_frame(frame)) == 1, "the benchmark face was not found"
-                result = timing(lambda r=recognizer: draw_results(frame, r.process_frame(frame), fps=30.0), 20,
-                                args.frames)  # fmt: skip
+                result = timing(
+                    lambda r=recognizer: draw_results(frame, r.process_frame(frame), fps=30.0), 20, args.frames
+                )
                 faces = detector_name + (" aligned" if detector.can_align else "")
-                print(f"{name + ' ' + variant:<30} {faces:<15} {detect_every:>12} {result['p50_ms']:>8.2f} "
-                      f"{result['p90_ms']:>8.2f} {result['mean_ms']:>8.2f} {result['fps']:>6.1f}")  # fmt: skip
+                print(
+                    f"{name + ' ' + variant:<30} {faces:<15} {detect_every:>12} {result['p50_ms']:>8.2f} "
+                    f"{result['p90_ms']:>8.2f} {result['mean_ms']:>8.2f} {result['fps']:>6.1f}"
+                )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ from ferbench.inference import EmotionModel, EmotionRecognizer
 def evaluate(recognizer: EmotionRecognizer, scenes: list[Scene], align_both: bool) -> dict[str, dict[str, float]]:
     """Per alignment setting: recall, false positives per frame, accuracies and ms per frame."""
     settings = (True, False) if align_both else (False,)
-    totals = {align: {"faces": 0, "found": 0, "false": 0, "right": 0, "crop_right": 0, "seconds": 0.0}
-              for align in settings}  # fmt: skip
+    totals = {
+        align: {"faces": 0, "found": 0, "false": 0, "right": 0, "crop_right": 0, "seconds": 0.0} for align in settings
+    }
     for scene in scenes:
         rgb = scene.rgb
         start = time.perf_counter()
@@ -59,17 +60,24 @@ def evaluate(recognizer: EmotionRecognizer, scenes: list[Scene], align_both: boo
     for align, total in totals.items():
         faces = max(total["faces"], 1)
         results["aligned" if align else "as found"] = {
-            "recall": total["found"] / faces, "false_per_frame": total["false"] / len(scenes),
-            "e2e_accuracy": total["right"] / faces, "accuracy_found": total["right"] / max(total["found"], 1),
-            "crop_accuracy": total["crop_right"] / faces, "ms_per_frame": 1000 * total["seconds"] / len(scenes),
-        }  # fmt: skip
+            "recall": total["found"] / faces,
+            "false_per_frame": total["false"] / len(scenes),
+            "e2e_accuracy": total["right"] / faces,
+            "accuracy_found": total["right"] / max(total["found"], 1),
+            "crop_accuracy": total["crop_right"] / faces,
+            "ms_per_frame": 1000 * total["seconds"] / len(scenes),
+        }
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"),
-                        help="prepared real dataset: its test.npz gives the faces (default data/prepared)")
+    parser.add_argument(
+        "--prepared",
+        type=Path,
+        default=Path("data/prepared"),
+        help="prepared real dataset: its test.npz gives the faces (default data/prepared)",
+    )
     parser.add_argument("--model", type=Path, default=Path("models/selected"), help="model folder to classify with")
     parser.add_argument("--detector-model", type=Path, help="local YuNet file (default: the cached download)")
     parser.add_argument("--frames", type=int, default=150, help="frames per set (default 150)")
@@ -93,22 +101,30 @@ def main() -> None:
         "haar video": HaarFaceDetector.for_video(),
     }
     faces = {name: sum(len(scene.faces) for scene in scenes) for name, scenes in sets.items()}
-    print(f"model {args.model} ({model.card['backbone']}, {model.card['variant']}); {args.threads} threads; "
-          f"frames 640x480: upright {len(sets['upright'])} ({faces['upright']} faces), rotated "
-          f"{len(sets['rotated'])} ({faces['rotated']} faces), no face {len(sets['no face'])}")  # fmt: skip
-    print(f"{'detector':<32} {'framing':<9} {'set':<8} {'recall':>7} {'FP/frame':>9} {'e2e acc':>8} "
-          f"{'acc found':>9} {'crop acc':>9} {'ms/frame':>9}")  # fmt: skip
+    print(
+        f"model {args.model} ({model.card['backbone']}, {model.card['variant']}); {args.threads} threads; "
+        f"frames 640x480: upright {len(sets['upright'])} ({faces['upright']} faces), rotated "
+        f"{len(sets['rotated'])} ({faces['rotated']} faces), no face {len(sets['no face'])}"
+    )
+    print(
+        f"{'detector':<32} {'framing':<9} {'set':<8} {'recall':>7} {'FP/frame':>9} {'e2e acc':>8} "
+        f"{'acc found':>9} {'crop acc':>9} {'ms/frame':>9}"
+    )
     for name, detector in detectors.items():
         recognizer = EmotionRecognizer(model, detector, smoothing=0.0)
         for set_name, scenes in sets.items():
             for framing, row in evaluate(recognizer, scenes, align_both=detector.can_align).items():
                 if set_name == "no face":
-                    print(f"{name:<32} {framing:<9} {set_name:<8} {'':>7} {row['false_per_frame']:>9.3f} {'':>8} "
-                          f"{'':>9} {'':>9} {row['ms_per_frame']:>9.1f}")  # fmt: skip
+                    print(
+                        f"{name:<32} {framing:<9} {set_name:<8} {'':>7} {row['false_per_frame']:>9.3f} {'':>8} "
+                        f"{'':>9} {'':>9} {row['ms_per_frame']:>9.1f}"
+                    )
                     continue
-                print(f"{name:<32} {framing:<9} {set_name:<8} {row['recall']:>7.1%} {row['false_per_frame']:>9.3f} "
-                      f"{row['e2e_accuracy']:>8.1%} {row['accuracy_found']:>9.1%} {row['crop_accuracy']:>9.1%} "
-                      f"{row['ms_per_frame']:>9.1f}")  # fmt: skip
+                print(
+                    f"{name:<32} {framing:<9} {set_name:<8} {row['recall']:>7.1%} {row['false_per_frame']:>9.3f} "
+                    f"{row['e2e_accuracy']:>8.1%} {row['accuracy_found']:>9.1%} {row['crop_accuracy']:>9.1%} "
+                    f"{row['ms_per_frame']:>9.1f}"
+                )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def prepared_folder(path: Path | None, scratch: Path) -> tuple[Path, str]:
 
     counts = {"train": dict.fromkeys(FER2013_CLASSES, 60), "test": dict.fromkeys(FER2013_CLASSES, 10)}
     write_synthetic_archive(scratch / "faces.zip", counts, seed=0)
-    write_prepared(prepare_dataset(scratch / "faces.zip", list(FER2013_CLASSES), 0.5, 0, QualityPolicy(), 64),
-                   scratch / "prepared")  # fmt: skip
+    write_prepared(
+        prepare_dataset(scratch / "faces.zip", list(FER2013_CLASSES), 0.5, 0, QualityPolicy(), 64), scratch / "prepared"
+    )
     return scratch / "prepared", "synthetic faces"
 
 
@@ -74,17 +75,30 @@ def model_for(name: str, specs: dict, checkpoints: dict[str, Path]) -> tuple[tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", nargs="+", default=["clip_vit_b32", "resnet18"],
-                        help="names under params.yaml: backbones (default: clip_vit_b32 resnet18)")  # fmt: skip
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        default=["clip_vit_b32", "resnet18"],
+        help="names under params.yaml: backbones (default: clip_vit_b32 resnet18)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every runtime (default 2)")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per variant and round (default 100)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round counts")
-    parser.add_argument("--prepared", type=Path, default=None,
-                        help="prepared folder (train.npz for calibration, val.npz for agreement); default "
-                             "data/prepared, else generated synthetic faces")  # fmt: skip
+    parser.add_argument(
+        "--prepared",
+        type=Path,
+        default=None,
+        help="prepared folder (train.npz for calibration, val.npz for agreement); default "
+        "data/prepared, else generated synthetic faces",
+    )
     parser.add_argument("--agreement-images", type=int, default=1000, help="val images judged (default 1000)")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
-                        help="trained checkpoint for a backbone (repeatable); default: random weights")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="trained checkpoint for a backbone (repeatable); default: random weights",
+    )
     args = parser.parse_args()
     checkpoints = {}
     for item in args.checkpoint:
@@ -97,39 +111,50 @@ def main() -> None:
     latency = params["latency"]
     with tempfile.TemporaryDirectory() as scratch:
         prepared, source = prepared_folder(args.prepared, Path(scratch))
-        calibration = Calibration(calibration_sample(load_split(prepared / "train.npz"),
-                                                     latency["calibration_images"], params["seed"]),
-                                  latency["calibration_method"])  # fmt: skip
+        calibration = Calibration(
+            calibration_sample(load_split(prepared / "train.npz"), latency["calibration_images"], params["seed"]),
+            latency["calibration_method"],
+        )
         val = load_split(prepared / "val.npz")
         judged = val.images[: args.agreement_images]
-        print(f"CPU, batch 1, {args.threads} threads, {args.runs} runs x {args.rounds} rounds (median round); "
-              f"static int8 calibrated on {len(calibration.images)} train images ({calibration.method}); "
-              f"agreement with torch fp32 on {len(judged)} val images of {source}")  # fmt: skip
-        print(f"{'backbone':<14} {'GFLOPs':>7} {'variant':<17} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'FPS':>7}"
-              f" {'speed-up':>9} {'agreement':>9}  weights")  # fmt: skip
+        print(
+            f"CPU, batch 1, {args.threads} threads, {args.runs} runs x {args.rounds} rounds (median round); "
+            f"static int8 calibrated on {len(calibration.images)} train images ({calibration.method}); "
+            f"agreement with torch fp32 on {len(judged)} val images of {source}"
+        )
+        print(
+            f"{'backbone':<14} {'GFLOPs':>7} {'variant':<17} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'FPS':>7}"
+            f" {'speed-up':>9} {'agreement':>9}  weights"
+        )
         for name in args.backbones:
             model, weights = model_for(name, params["backbones"], checkpoints)
             gflops = count_flops(model) / 1e9
             folder = Path(scratch) / name
             runtimes = build_runtimes(model, folder, args.threads, calibration)
             reference = batched_predictions(runtimes["torch_fp32"], judged)
-            agreements = {variant: agreement(reference, batched_predictions(runtimes[variant], judged))
-                          for variant in VARIANTS}  # fmt: skip
+            agreements = {
+                variant: agreement(reference, batched_predictions(runtimes[variant], judged)) for variant in VARIANTS
+            }
             image = judged[:1]
             rounds: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
             for _ in range(args.rounds):
                 for variant in VARIANTS:
                     call = runtimes[variant].logits
                     rounds[variant].append(timing(lambda call=call, image=image: call(image), 10, args.runs))
-            results = {variant: sorted(rows, key=lambda row: row["p50_ms"])[len(rows) // 2]
-                       for variant, rows in rounds.items()}  # fmt: skip
-            ships = fastest_faithful({variant: {**results[variant], "agreement": agreements[variant]}
-                                      for variant in VARIANTS}, float(latency["min_agreement"]))  # fmt: skip
+            results = {
+                variant: sorted(rows, key=lambda row: row["p50_ms"])[len(rows) // 2] for variant, rows in rounds.items()
+            }
+            ships = fastest_faithful(
+                {variant: {**results[variant], "agreement": agreements[variant]} for variant in VARIANTS},
+                float(latency["min_agreement"]),
+            )
             eager = results["torch_fp32"]["p50_ms"]
             for variant, result in results.items():
-                print(f"{name:<14} {gflops:>7.2f} {variant:<17} {result['p50_ms']:>8.2f} {result['p90_ms']:>8.2f} "
-                      f"{result['p99_ms']:>8.2f} {result['fps']:>7.1f} {eager / result['p50_ms']:>8.2f}x "
-                      f"{agreements[variant]:>9.4f}  {weights}{'  <- ships' if variant == ships else ''}")  # fmt: skip
+                print(
+                    f"{name:<14} {gflops:>7.2f} {variant:<17} {result['p50_ms']:>8.2f} {result['p90_ms']:>8.2f} "
+                    f"{result['p99_ms']:>8.2f} {result['fps']:>7.1f} {eager / result['p50_ms']:>8.2f}x "
+                    f"{agreements[variant]:>9.4f}  {weights}{'  <- ships' if variant == ships else ''}"
+                )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,9 @@ def feature_cost(args: argparse.Namespace) -> None:
         for name in splits
     }
     train_features = features["train"].inputs.flatten(0, 1)
-    head = torch.nn.Sequential(Standardize(train_features.mean(0), train_features.std(0)),
-                               build_head(backbone.feature_dim, 7)).to(device)  # fmt: skip
+    head = torch.nn.Sequential(
+        Standardize(train_features.mean(0), train_features.std(0)), build_head(backbone.feature_dim, 7)
+    ).to(device)
     config = TrainConfig(epochs=20, batch_size=256, lr=1e-3, flip=True)
     start = time.perf_counter()
     fit(head, features["train"], features["val"], config, 7, Path("/tmp/ferbench-bench-head.pt"), description="head")
@@ -99,10 +100,14 @@ def feature_cost(args: argparse.Namespace) -> None:
     print(f"{args.backbone} @ {backbone.input_size}px on {device}, {images} images incl. mirrored train copies")
     print(f"  one forward pass over all images (the embed stage): {forward_pass:.1f} s")
     print(f"  20 head epochs on cached features:                  {head_seconds:.1f} s")
-    print(f"  feature-extraction benchmark total:                 {forward_pass + head_seconds:.1f} s "
-          f"= {(forward_pass + head_seconds) / forward_pass:.2f}x one forward pass")  # fmt: skip
-    print(f"  naive 20 epochs through the frozen trunk (1 timed): {20 * naive_epoch:.1f} s "
-          f"= {20 * naive_epoch / forward_pass:.1f}x one forward pass")  # fmt: skip
+    print(
+        f"  feature-extraction benchmark total:                 {forward_pass + head_seconds:.1f} s "
+        f"= {(forward_pass + head_seconds) / forward_pass:.2f}x one forward pass"
+    )
+    print(
+        f"  naive 20 epochs through the frozen trunk (1 timed): {20 * naive_epoch:.1f} s "
+        f"= {20 * naive_epoch / forward_pass:.1f}x one forward pass"
+    )
 
 
 def recipe_augmentation(path: Path | None) -> tuple[bool, AugmentConfig]:
@@ -151,8 +156,10 @@ def overhead(args: argparse.Namespace) -> None:
             timings[mode].append((time.perf_counter() - start) / len(batches))
     pipeline, ready_time = min(timings["pipeline"]), min(timings["ready"])
     recipe = f"augmentation of {args.recipe}" if args.recipe else "flip only"
-    print(f"{args.backbone} @ {backbone.input_size}px, batch {args.batch_size}, {len(batches)} steps x "
-          f"{args.rounds} rounds on {device}, {'bf16' if bf16 else 'fp32'}, {recipe} (best round)")  # fmt: skip
+    print(
+        f"{args.backbone} @ {backbone.input_size}px, batch {args.batch_size}, {len(batches)} steps x "
+        f"{args.rounds} rounds on {device}, {'bf16' if bf16 else 'fp32'}, {recipe} (best round)"
+    )
     print(f"  step with batches already on the device: {1000 * ready_time:.1f} ms")
     print(f"  step with the on-device input pipeline:  {1000 * pipeline:.1f} ms")
     print(f"  input-pipeline overhead: {100 * (pipeline / ready_time - 1):+.1f}%")
@@ -171,11 +178,20 @@ def throughput(args: argparse.Namespace) -> None:
         train = splits["train"]
         subset = Batches(train.inputs[: args.steps * args.batch_size], train.labels[: args.steps * args.batch_size])
         tiny_val = Batches(splits["val"].inputs[:64], splits["val"].labels[:64])
-        fit(model, Batches(subset.inputs[: args.batch_size * 2], subset.labels[: args.batch_size * 2]), tiny_val,
-            config, 7, Path("/tmp/ferbench-bench.pt"), description=f"{name} warm-up")  # fmt: skip
+        fit(
+            model,
+            Batches(subset.inputs[: args.batch_size * 2], subset.labels[: args.batch_size * 2]),
+            tiny_val,
+            config,
+            7,
+            Path("/tmp/ferbench-bench.pt"),
+            description=f"{name} warm-up",
+        )
         result = fit(model, subset, tiny_val, config, 7, Path("/tmp/ferbench-bench.pt"), description=name)
-        print(f"{name} @ {backbone.input_size}px, batch {args.batch_size}, on {device}: "
-              f"{result.train_images_per_second:.0f} training images/s")  # fmt: skip
+        print(
+            f"{name} @ {backbone.input_size}px, batch {args.batch_size}, on {device}: "
+            f"{result.train_images_per_second:.0f} training images/s"
+        )
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -190,8 +206,12 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18", help="model for feature-cost (torchvision) and overhead")
     parser.add_argument("--source", default="torchvision", help="overhead: the backbone's library (e.g. ferbench)")
     parser.add_argument("--input-size", type=int, default=64, help="input size for feature-cost and overhead")
-    parser.add_argument("--recipe", type=Path, help="overhead: take flip/augment from this overrides file's train "
-                        "section (e.g. params-cpu.yaml); default: flip only")
+    parser.add_argument(
+        "--recipe",
+        type=Path,
+        help="overhead: take flip/augment from this overrides file's train "
+        "section (e.g. params-cpu.yaml); default: flip only",
+    )
     parser.add_argument("--precision", default="auto", help="overhead: auto | bf16 | fp32 (as params.yaml)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="training steps timed (overhead, throughput)")

@@ -42,29 +42,42 @@ def main() -> None:
     use_tta = TTAPolicy.from_params(P.get(params, "select", dict)).use(name, trained["val"]["accuracy"], with_tta)
     test = load_split(PREPARED_DIR / "test.npz")
     deployment = deploy_candidate(
-        DEPLOY_MODELS / name, backbone_spec(params, name), TRAIN_MODELS / f"{name}.pt",
-        P.get(params, "data.classes", list), load_split(PREPARED_DIR / "val.npz"), test,
-        leakage_free_test_mask(PREPARED_DIR, len(test)), read_metrics(latency_path), trained,
-        threads=P.get(params, "latency.threads", int), min_agreement=float(P.get(params, "latency.min_agreement")),
+        DEPLOY_MODELS / name,
+        backbone_spec(params, name),
+        TRAIN_MODELS / f"{name}.pt",
+        P.get(params, "data.classes", list),
+        load_split(PREPARED_DIR / "val.npz"),
+        test,
+        leakage_free_test_mask(PREPARED_DIR, len(test)),
+        read_metrics(latency_path),
+        trained,
+        threads=P.get(params, "latency.threads", int),
+        min_agreement=float(P.get(params, "latency.min_agreement")),
         tta=tta_config(params) if use_tta else None,
         int8_calibration=calibration_from_params(params, load_split(PREPARED_DIR / "train.npz")),
-    )  # fmt: skip
+    )
     card = deployment.card
     metrics = card["metrics"]
     summary = {  # headline numbers only (dvc exp show); the card holds the rest
-        "backbone": name, "variant": card["variant"], "tta_views": card["tta"]["views"],
+        "backbone": name,
+        "variant": card["variant"],
+        "tta_views": card["tta"]["views"],
         "latency_p50_ms": card["latency"]["p50_ms"],
         "agreement_with_fp32_on_val": card["agreement_with_fp32_on_val"][card["variant"]],
-        "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
-        "test_macro_f1": metrics["test_macro_f1"], "test_leakage_free_accuracy": metrics["test_leakage_free_accuracy"],
-    }  # fmt: skip
+        "val_accuracy": metrics["val_accuracy"],
+        "test_accuracy": metrics["test_accuracy"],
+        "test_macro_f1": metrics["test_macro_f1"],
+        "test_leakage_free_accuracy": metrics["test_leakage_free_accuracy"],
+    }
     DEPLOY_METRICS.mkdir(parents=True, exist_ok=True)
     (DEPLOY_METRICS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     (DEPLOY_PLOTS / name).mkdir(parents=True, exist_ok=True)
     deployment.reliability.to_csv(DEPLOY_PLOTS / name / "reliability.csv", index=False)
-    print(f"deploy@{name}: {summary['variant']}{' with TTA' if use_tta else ''}, p50 {summary['latency_p50_ms']:.2f} "
-          f"ms, val {summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f} (agreement with fp32 on val "
-          f"{summary['agreement_with_fp32_on_val']:.4f})")
+    print(
+        f"deploy@{name}: {summary['variant']}{' with TTA' if use_tta else ''}, p50 {summary['latency_p50_ms']:.2f} "
+        f"ms, val {summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f} (agreement with fp32 on val "
+        f"{summary['agreement_with_fp32_on_val']:.4f})"
+    )
 
 
 if __name__ == "__main__":

@@ -30,16 +30,24 @@ def main() -> None:
     calibration = calibration_from_params(params, load_split(PREPARED_DIR / "train.npz"))
     with tempfile.TemporaryDirectory() as scratch:
         report = latency_report(
-            model, Path(scratch), val.images, val.labels,
-            threads=P.get(params, "latency.threads", int), warmup=P.get(params, "latency.warmup", int),
-            runs=P.get(params, "latency.runs", int), min_agreement=float(P.get(params, "latency.min_agreement")),
-            tta_views=tta_config(params).views, calibration=calibration,
-        )  # fmt: skip
+            model,
+            Path(scratch),
+            val.images,
+            val.labels,
+            threads=P.get(params, "latency.threads", int),
+            warmup=P.get(params, "latency.warmup", int),
+            runs=P.get(params, "latency.runs", int),
+            min_agreement=float(P.get(params, "latency.min_agreement")),
+            tta_views=tta_config(params).views,
+            calibration=calibration,
+        )
     report = {"backbone": name, "model": str(FINETUNE_MODELS / f"{name}.pt"), **report}
     LATENCY_METRICS.mkdir(parents=True, exist_ok=True)
     (LATENCY_METRICS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    line = ", ".join(f"{variant} p50 {result['p50_ms']:.2f} ms (agreement {result['agreement']:.3f})"
-                     for variant, result in report["variants"].items())  # fmt: skip
+    line = ", ".join(
+        f"{variant} p50 {result['p50_ms']:.2f} ms (agreement {result['agreement']:.3f})"
+        for variant, result in report["variants"].items()
+    )
     print(f"latency@{name}: {line}; fastest faithful: {report['fastest_faithful']}")
 
 

@@ -11,13 +11,21 @@ from ferbench.report import write_report
 def main() -> None:
     params = P.load_params()
     summary = write_report(
-        Path("metrics"), Path("dvclive/train"), REPORT_PLOTS, Path("plots/train"), RELIABILITY_PLOT, SUMMARY_METRICS,
+        Path("metrics"),
+        Path("dvclive/train"),
+        REPORT_PLOTS,
+        Path("plots/train"),
+        RELIABILITY_PLOT,
+        SUMMARY_METRICS,
         RESULTS_TABLE,
-        list(P.get(params, "backbones", dict)), list(P.get(params, "train.candidates", dict)),
+        list(P.get(params, "backbones", dict)),
+        list(P.get(params, "train.candidates", dict)),
         P.get(params, "data.classes", list),
-    )  # fmt: skip
-    print(f"report: selected {summary['selected']} (test accuracy {summary['selected_test_accuracy']:.4f}); "
-          f"table in {RESULTS_TABLE}")  # fmt: skip
+    )
+    print(
+        f"report: selected {summary['selected']} (test accuracy {summary['selected_test_accuracy']:.4f}); "
+        f"table in {RESULTS_TABLE}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ def main() -> None:
         deployed[name] = read_metrics(path)
         tta = deployed[name]["tta_views"] > 1
         val_accuracy = trained["tta"]["val"]["accuracy"] if tta else trained["val"]["accuracy"]
-        candidates.append(Candidate(name, val_accuracy, trained["overfitting"]["accuracy_gap"],
-                                    deployed[name]["latency_p50_ms"], tta))  # fmt: skip
+        candidates.append(
+            Candidate(name, val_accuracy, trained["overfitting"]["accuracy_gap"], deployed[name]["latency_p50_ms"], tta)
+        )
     selection = select(candidates, criterion)
     chosen = selection["selected"]
     card = ship_selected(DEPLOY_MODELS / chosen, SELECTED_DIR, selection)
@@ -48,10 +49,12 @@ def main() -> None:
     shutil.copyfile(DEPLOY_PLOTS / chosen / "reliability.csv", RELIABILITY_PLOT)
     print(f"select: {selection['reason']}")
     shipped = selection["deployment"]
-    print(f"select: shipped {card['variant']}{' with TTA' if shipped['tta_views'] > 1 else ''} to {SELECTED_DIR}/ "
-          f"(test accuracy {shipped['test_accuracy']:.4f}, leakage-free {shipped['test_leakage_free_accuracy']:.4f}; "
-          f"temperature {shipped['temperature']:.2f}, test ECE {shipped['test_ece']:.3f} -> "
-          f"{shipped['test_ece_scaled']:.3f})")
+    print(
+        f"select: shipped {card['variant']}{' with TTA' if shipped['tta_views'] > 1 else ''} to {SELECTED_DIR}/ "
+        f"(test accuracy {shipped['test_accuracy']:.4f}, leakage-free {shipped['test_leakage_free_accuracy']:.4f}; "
+        f"temperature {shipped['temperature']:.2f}, test ECE {shipped['test_ece']:.3f} -> "
+        f"{shipped['test_ece_scaled']:.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ def main() -> None:
     spec = backbone_spec(params, name)
     summary = run_train(spec, P.get(params, "train", dict), overrides, run_settings(params))
     gap = summary["overfitting"]["accuracy_gap"]
-    print(f"train@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}, "
-          f"train-val gap {gap:+.3f} (best epoch {summary['best_epoch']})")  # fmt: skip
+    print(
+        f"train@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}, "
+        f"train-val gap {gap:+.3f} (best epoch {summary['best_epoch']})"
+    )
 
 
 if __name__ == "__main__":

@@ -115,13 +115,16 @@ def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def synthetic_prepared(root: Path, train_per_class: int, test_per_class: int, seed: int,
-                       val_fraction: float = 0.15) -> Path:  # fmt: skip
+def synthetic_prepared(
+    root: Path, train_per_class: int, test_per_class: int, seed: int, val_fraction: float = 0.15
+) -> Path:
     """`root/prepared`: the prepare stage's output for a synthetic archive of that many faces per class."""
     from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
 
-    counts = {"train": dict.fromkeys(FER2013_CLASSES, train_per_class), "test": dict.fromkeys(FER2013_CLASSES,
-                                                                                               test_per_class)}
+    counts = {
+        "train": dict.fromkeys(FER2013_CLASSES, train_per_class),
+        "test": dict.fromkeys(FER2013_CLASSES, test_per_class),
+    }
     write_synthetic_archive(root / "fer.zip", counts, seed=seed)
     result = prepare_dataset(root / "fer.zip", list(FER2013_CLASSES), val_fraction, 0, QualityPolicy(), 64)
     write_prepared(result, root / "prepared")
@@ -132,15 +135,17 @@ def save_tiny_clip(folder: Path) -> Path:
     """A 2-layer CLIP vision tower saved like a downloaded one (save_pretrained), mean (0.1, 0.2, 0.3)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=64, patch_size=16)  # fmt: skip
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16
+    )
     CLIPVisionModel(config).save_pretrained(folder)
     CLIPImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.5, 0.5, 0.5]).save_pretrained(folder)
     return folder
 
 
-def untrained_model_folder(folder: Path, variant: str = "onnx_fp32", tta: object = None, temperature: float = 1.0,
-                           **card_fields: object) -> Path:  # fmt: skip
+def untrained_model_folder(
+    folder: Path, variant: str = "onnx_fp32", tta: object = None, temperature: float = 1.0, **card_fields: object
+) -> Path:
     """A deployable model folder (card + export) of resnet18 at 48 px with random weights, optionally
     with test-time augmentation (a TTAConfig) inside and a calibration temperature on the card."""
     import torch
@@ -153,6 +158,14 @@ def untrained_model_folder(folder: Path, variant: str = "onnx_fp32", tta: object
     spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
     backbone = build_backbone(spec)
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(FER2013_CLASSES))).eval()
-    write_model_folder(folder, spec, with_tta(model, tta), list(FER2013_CLASSES), variant, tta=tta,
-                       temperature=temperature, **card_fields)  # fmt: skip
+    write_model_folder(
+        folder,
+        spec,
+        with_tta(model, tta),
+        list(FER2013_CLASSES),
+        variant,
+        tta=tta,
+        temperature=temperature,
+        **card_fields,
+    )
     return folder

@@ -16,13 +16,28 @@ APP = str(PROJECT_ROOT / "streamlit_app.py")
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("selected")
-    metrics = {"val_accuracy": 0.63, "train_accuracy": 0.7, "accuracy_gap": 0.07, "test_accuracy_fp32": 0.625,
-               "test_accuracy": 0.6244, "test_macro_f1": 0.6, "test_leakage_free_accuracy": 0.6131,
-               "test_leakage_free_macro_f1": 0.58, "test_leakage_free_images": 6610}
+    metrics = {
+        "val_accuracy": 0.63,
+        "train_accuracy": 0.7,
+        "accuracy_gap": 0.07,
+        "test_accuracy_fp32": 0.625,
+        "test_accuracy": 0.6244,
+        "test_macro_f1": 0.6,
+        "test_leakage_free_accuracy": 0.6131,
+        "test_leakage_free_macro_f1": 0.58,
+        "test_leakage_free_images": 6610,
+    }
     latency = {"threads": 2, "p50_ms": 12.5, "p99_ms": 14.0, "fps": 80.0}
     selection = {"criterion": {"name": "generalization"}, "reason": "resnet18 ranks first"}
-    return untrained_model_folder(folder, "onnx_int8", metrics=metrics, latency=latency, temperature=1.25,
-                                  agreement_with_fp32_on_val={"onnx_int8": 0.995}, selection=selection)  # fmt: skip
+    return untrained_model_folder(
+        folder,
+        "onnx_int8",
+        metrics=metrics,
+        latency=latency,
+        temperature=1.25,
+        agreement_with_fp32_on_val={"onnx_int8": 0.995},
+        selection=selection,
+    )
 
 
 @pytest.fixture
@@ -75,10 +90,12 @@ def test_an_uploaded_photo_shows_its_faces_and_probabilities(app):
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
-    [("notes.png", b"not an image at all", "Cannot read notes.png: not an image"),
-     ("cut.png", png(np.zeros((300, 300, 3), np.uint8))[:200], "Cannot read cut.png: corrupt image"),
-     ("huge.png", b"0" * (11 * 1024 * 1024), "the limit is 10 MB")],
-)  # fmt: skip
+    [
+        ("notes.png", b"not an image at all", "Cannot read notes.png: not an image"),
+        ("cut.png", png(np.zeros((300, 300, 3), np.uint8))[:200], "Cannot read cut.png: corrupt image"),
+        ("huge.png", b"0" * (11 * 1024 * 1024), "the limit is 10 MB"),
+    ],
+)
 def test_bad_uploads_get_a_message_and_the_app_keeps_running(app, name, content, message):
     upload(app, name, content)
     assert any(message in error.value for error in app.error), [error.value for error in app.error]

@@ -58,8 +58,9 @@ def has_code(path: Path) -> bool:
     return any(not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) for node in body)
 
 
-STAGES = {name: stage.get("do", stage)
-          for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}  # fmt: skip
+STAGES = {
+    name: stage.get("do", stage) for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()
+}
 
 
 @pytest.mark.parametrize("name", list(STAGES))
@@ -72,6 +73,9 @@ def test_every_imported_project_module_is_a_declared_dependency(name):
         relative = path.relative_to(ROOT).as_posix()
         return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
 
-    missing = sorted(path.relative_to(ROOT).as_posix() for path in import_closure(script)
-                     if not declared(path) and (path.name != "__init__.py" or has_code(path)))  # fmt: skip
+    missing = sorted(
+        path.relative_to(ROOT).as_posix()
+        for path in import_closure(script)
+        if not declared(path) and (path.name != "__init__.py" or has_code(path))
+    )
     assert not missing, f"dvc.yaml: stage {name} runs code it does not list in deps: {', '.join(missing)}"

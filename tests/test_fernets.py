@@ -20,8 +20,10 @@ CPU = torch.device("cpu")
 
 
 def fer_spec(model: str, **changes) -> BackboneSpec:
-    return BackboneSpec.from_params(model, {"source": "ferbench", "model": model, "pretrained": False,
-                                            "weights": None, "input_size": None, **changes})  # fmt: skip
+    return BackboneSpec.from_params(
+        model,
+        {"source": "ferbench", "model": model, "pretrained": False, "weights": None, "input_size": None, **changes},
+    )
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
@@ -74,8 +76,7 @@ def test_the_shipped_fer_network_learns_synthetic_faces_from_scratch(prepared, t
     for ~3 epochs of 35 batches, then reaches 0.46 after 5."""
     name = "vgg8_w32"
     monkeypatch.chdir(tmp_path)
-    section = {"epochs": 6, "batch_size": 16, "lr": 0.001, "augment": {"shift": 0.05},
-               "eval_batch_size": 128}
+    section = {"epochs": 6, "batch_size": 16, "lr": 0.001, "augment": {"shift": 0.05}, "eval_batch_size": 128}
     settings = RunSettings(CLASSES, CPU, 0, prepared, tta=TTAConfig(flip=True))
     summary = run_train(fer_spec(name), section, None, settings)
     assert summary["test"]["accuracy"] >= 2 / 7 and summary["tta"]["test"]["accuracy"] >= 2 / 7

@@ -103,8 +103,13 @@ def test_video_smoothing_blends_probabilities_of_the_same_face(model):
     mirrored_boxes = [(640 - 200 - 160, 150, 160, 160)]
     raw = EmotionRecognizer(model, FixedFaces(boxes), smoothing=0.0)
     p1 = np.array(list(raw.analyze(first)[0].probabilities.values()))
-    p2_raw = np.array(list(EmotionRecognizer(model, FixedFaces(mirrored_boxes), smoothing=0.0)
-                           .analyze(second)[0].probabilities.values()))  # fmt: skip
+    p2_raw = np.array(
+        list(
+            EmotionRecognizer(model, FixedFaces(mirrored_boxes), smoothing=0.0)
+            .analyze(second)[0]
+            .probabilities.values()
+        )
+    )
     smooth = EmotionRecognizer(model, FixedFaces(boxes, mirrored_boxes), smoothing=0.75)
     smooth.process_frame(first)
     p2 = np.array(list(smooth.process_frame(second)[0].probabilities.values()))
@@ -136,8 +141,9 @@ def test_predict_cli_on_a_folder(model_folder, tmp_path, capsys):
     Image.fromarray(astronaut()).save(folder / "astronaut.jpg")
     (folder / "notes.jpg").write_bytes(b"this is not an image")
     Image.fromarray(np.full((200, 300, 3), 200, np.uint8)).save(folder / "nested" / "wall.png")
-    status = predict.main([str(folder), "--model", str(model_folder), "--csv", str(tmp_path / "out.csv"),
-                           *detector_args()])  # fmt: skip
+    status = predict.main(
+        [str(folder), "--model", str(model_folder), "--csv", str(tmp_path / "out.csv"), *detector_args()]
+    )
     captured = capsys.readouterr()
     records = {json.loads(line)["file"].split("/")[-1]: json.loads(line) for line in captured.out.splitlines()}
     assert status == 1  # one file could not be read; the others were still processed
@@ -182,8 +188,9 @@ def test_the_card_temperature_and_tta_are_applied(variant, tmp_path):
 def test_a_static_int8_model_folder_loads_in_the_inference_core_and_the_cli(tmp_path, capsys):
     from ferbench.latency import Calibration
 
-    calibration = Calibration(np.stack([render_face(name, np.random.default_rng(seed)) for seed in range(4)
-                                        for name in CLASSES]))  # fmt: skip
+    calibration = Calibration(
+        np.stack([render_face(name, np.random.default_rng(seed)) for seed in range(4) for name in CLASSES])
+    )
     folder = untrained_model_folder(tmp_path / "static", "onnx_int8_static", int8_calibration=calibration)
     deployed = EmotionModel(folder, threads=1)
     assert deployed.card["files"]["model"] == "model.int8-static.onnx" and deployed.card["runtime"] == "onnxruntime"
@@ -225,11 +232,17 @@ def _damage(folder, kind):
     card_path.write_text(json.dumps(card))
 
 
-DAMAGE = {"escaping path": "no absolute path, no '..'", "absolute path": "no absolute path, no '..'",
-          "bad json": "not a readable model card", "truncated model": "cannot load the model",
-          "foreign model": "cannot load the model", "mismatched classes": "outputs 7 scores but the card lists 6",
-          "unknown runtime": "unknown runtime 'tensorflow'", "missing model file": "the model file the card names",
-          "classes not a list": "'classes' is missing or not a list"}  # fmt: skip
+DAMAGE = {
+    "escaping path": "no absolute path, no '..'",
+    "absolute path": "no absolute path, no '..'",
+    "bad json": "not a readable model card",
+    "truncated model": "cannot load the model",
+    "foreign model": "cannot load the model",
+    "mismatched classes": "outputs 7 scores but the card lists 6",
+    "unknown runtime": "unknown runtime 'tensorflow'",
+    "missing model file": "the model file the card names",
+    "classes not a list": "'classes' is missing or not a list",
+}
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))

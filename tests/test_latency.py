@@ -75,8 +75,11 @@ def test_measured_agreement_and_accuracy_per_variant():
 
         return logits
 
-    runtimes = {"torch_fp32": Runtime("torch_fp32", predicting([])), "onnx_fp32": Runtime("onnx_fp32", predicting([])),
-                "onnx_int8": Runtime("onnx_int8", predicting([2, 5]))}  # fmt: skip
+    runtimes = {
+        "torch_fp32": Runtime("torch_fp32", predicting([])),
+        "onnx_fp32": Runtime("onnx_fp32", predicting([])),
+        "onnx_int8": Runtime("onnx_int8", predicting([2, 5])),
+    }
     result = measure_variants(runtimes, pixels, labels, warmup=1, runs=3)
     assert result["torch_fp32"]["agreement"] == result["onnx_fp32"]["agreement"] == 1.0
     assert result["onnx_int8"]["agreement"] == pytest.approx(6 / 8)
@@ -92,8 +95,9 @@ def test_timing_percentiles_are_positive_and_ordered():
 
 
 def test_latency_report_of_a_real_model(resnet, tmp_path):
-    report = latency_report(resnet, tmp_path, images(40), np.zeros(40, dtype=np.int64), threads=1, warmup=2, runs=10,
-                            min_agreement=0.99)  # fmt: skip
+    report = latency_report(
+        resnet, tmp_path, images(40), np.zeros(40, dtype=np.int64), threads=1, warmup=2, runs=10, min_agreement=0.99
+    )
     assert set(report["variants"]) == {"torch_fp32", "onnx_fp32", "onnx_int8"}
     for result in report["variants"].values():
         assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
@@ -115,8 +119,11 @@ def test_int8_runtime_agreement_matches_a_direct_comparison(resnet, tmp_path):
 
 
 def test_fastest_faithful_skips_a_faster_unfaithful_variant():
-    variants = {"torch_fp32": {"p50_ms": 9.0, "agreement": 1.0}, "onnx_fp32": {"p50_ms": 5.0, "agreement": 1.0},
-                "onnx_int8": {"p50_ms": 2.0, "agreement": 0.95}}  # fmt: skip
+    variants = {
+        "torch_fp32": {"p50_ms": 9.0, "agreement": 1.0},
+        "onnx_fp32": {"p50_ms": 5.0, "agreement": 1.0},
+        "onnx_int8": {"p50_ms": 2.0, "agreement": 0.95},
+    }
     assert fastest_faithful(variants, 0.99) == "onnx_fp32"
     assert fastest_faithful(variants, 0.9) == "onnx_int8"
     static = {**variants, "onnx_int8_static": {"p50_ms": 1.0, "agreement": 0.985}}
@@ -134,8 +141,12 @@ class SmallCNN(torch.nn.Module):
         super().__init__()
         layers, channels = [], 1
         for width in (16, 32, 64):
-            layers += [torch.nn.Conv2d(channels, width, 3, padding=1, bias=False), torch.nn.BatchNorm2d(width),
-                       torch.nn.ReLU(), torch.nn.MaxPool2d(2)]  # fmt: skip
+            layers += [
+                torch.nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                torch.nn.BatchNorm2d(width),
+                torch.nn.ReLU(),
+                torch.nn.MaxPool2d(2),
+            ]
             channels = width
         self.features = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
         self.head = torch.nn.Linear(channels, 7)
@@ -190,8 +201,11 @@ def test_static_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, faces
     assert body and all(node.input[0] in dequantized and node.input[1] in dequantized for node in body)
     assert head.input[1] not in dequantized  # the classifier head keeps fp32 weights and computes in fp32
     # the in-graph preprocessing (cast, resize, normalisation) before the first convolution stays fp32
-    preprocessing = [node for node in graph.node if node.name in preprocessing_nodes(graph)
-                     and node.op_type not in ("QuantizeLinear", "DequantizeLinear")]  # fmt: skip
+    preprocessing = [
+        node
+        for node in graph.node
+        if node.name in preprocessing_nodes(graph) and node.op_type not in ("QuantizeLinear", "DequantizeLinear")
+    ]
     assert {"Cast", "Sub"} <= {node.op_type for node in preprocessing}
     assert not any(name in dequantized for node in preprocessing for name in node.input)
 
@@ -209,8 +223,17 @@ def test_calibration_reads_train_images_only(faces, tmp_path, monkeypatch):
     monkeypatch.setattr(CalibrationReader, "get_next", recording)
     train, val, test = (load_split(faces / f"{split}.npz") for split in ("train", "val", "test"))
     model = classifier(BackboneSpec("vgg8_w32", "ferbench", "vgg8_w32", False, None, None))
-    report = latency_report(model, tmp_path, val.images, val.labels, threads=1, warmup=0, runs=2, min_agreement=0.99,
-                            calibration=Calibration(calibration_sample(train, 50, seed=3), "minmax"))  # fmt: skip
+    report = latency_report(
+        model,
+        tmp_path,
+        val.images,
+        val.labels,
+        threads=1,
+        warmup=0,
+        runs=2,
+        min_agreement=0.99,
+        calibration=Calibration(calibration_sample(train, 50, seed=3), "minmax"),
+    )
     assert report["calibration"] == {"images": 50, "split": "train", "method": "minmax"}
     assert "onnx_int8_static" in report["variants"]
     rows = {image.tobytes() for image in np.concatenate(served)}

@@ -45,22 +45,34 @@ CASES = [
     ("data.classes", ["a", "a"], "'data.classes' is ['a', 'a']; class names must be distinct (a repeated)"),
     ("data.blank_sd", 2.0, "unknown key 'data.blank_sd'; did you mean 'data.blank_std'?"),
     ("data.synthetic.train.happy", -3, "'data.synthetic.train.happy' is -3; allowed: at least 0"),
-    ("backbones.resnet18.source", "keras",
-     "'backbones.resnet18.source' is 'keras'; use one of: torchvision, timm, transformers, ferbench"),
+    (
+        "backbones.resnet18.source",
+        "keras",
+        "'backbones.resnet18.source' is 'keras'; use one of: torchvision, timm, transformers, ferbench",
+    ),
     ("backbones.resnet18.input_size", 2, "'backbones.resnet18.input_size' is 2; allowed: at least 8 and at most 1024"),
-    ("backbones.resnet18.wieghts", None,
-     "unknown key 'backbones.resnet18.wieghts'; did you mean 'backbones.resnet18.weights'?"),
+    (
+        "backbones.resnet18.wieghts",
+        None,
+        "unknown key 'backbones.resnet18.wieghts'; did you mean 'backbones.resnet18.weights'?",
+    ),
     ("backbones.resnet18.pretrained", ..., "missing key 'backbones.resnet18.pretrained'"),
-    ("backbones.clip_vit_b32.finetune.lr", "1e-5",
-     "'backbones.clip_vit_b32.finetune.lr' is '1e-5'; expected a number (YAML reads 1e-5 as text: write 1.0e-5)"),
+    (
+        "backbones.clip_vit_b32.finetune.lr",
+        "1e-5",
+        "'backbones.clip_vit_b32.finetune.lr' is '1e-5'; expected a number (YAML reads 1e-5 as text: write 1.0e-5)",
+    ),
     ("embed.batch_size", 0, "'embed.batch_size' is 0; allowed: at least 1"),
     ("feature_extract.optimizer", "adagrad", "'feature_extract.optimizer' is 'adagrad'; use one of: adam, adamw, sgd"),
     ("feature_extract.hidden", [512, 0], "'feature_extract.hidden[1]' is 0; allowed: at least 1"),
     ("feature_extract.dropout", 1.0, "'feature_extract.dropout' is 1.0; allowed: at least 0 and less than 1"),
     ("finetune.lr", "1e-4", "'finetune.lr' is '1e-4'; expected a number (YAML reads 1e-5 as text: write 1.0e-5)"),
     ("finetune.lr", 0.0, "'finetune.lr' is 0.0; allowed: greater than 0"),
-    ("finetune.scheduler", "linear",
-     "'finetune.scheduler' is 'linear'; use one of: none, cosine, step, onecycle, plateau"),
+    (
+        "finetune.scheduler",
+        "linear",
+        "'finetune.scheduler' is 'linear'; use one of: none, cosine, step, onecycle, plateau",
+    ),
     ("finetune.augment.shift", 0.7, "'finetune.augment.shift' is 0.7; allowed: at least 0 and at most 0.5"),
     ("finetune.augment.shear", 3, "unknown key 'finetune.augment.shear'; known there: shift, rotate, scale, erase"),
     ("finetune.warmup_epochs", 5, "finetune: warmup_epochs (5) must be fewer than epochs (5)"),
@@ -72,13 +84,16 @@ CASES = [
     ("tta.flip", 1, "'tta.flip' is 1; expected true or false"),
     ("latency.threads", True, "'latency.threads' is True; expected a whole number"),
     ("latency.min_agreement", 1.5, "'latency.min_agreement' is 1.5; allowed: greater than 0 and at most 1"),
-    ("latency.calibration_method", "kl",
-     "'latency.calibration_method' is 'kl'; use one of: percentile, minmax, entropy"),
+    (
+        "latency.calibration_method",
+        "kl",
+        "'latency.calibration_method' is 'kl'; use one of: percentile, minmax, entropy",
+    ),
     ("select.criterion", "acc", "'select.criterion' is 'acc'; use one of: accuracy, generalization"),
     ("select.latency_budget_ms", -5, "'select.latency_budget_ms' is -5; allowed: greater than 0"),
     ("select.tta_min_gain", ..., "missing key 'select.tta_min_gain'"),
     ("select", "accuracy", "'select' is 'accuracy'; expected a mapping"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("key", "value", "message"), CASES, ids=[f"{c[0]}={c[1]!r}"[:60] for c in CASES])
@@ -115,6 +130,7 @@ def test_a_stage_with_a_bad_param_exits_2_with_one_line_before_any_work(stage, t
     command = [sys.executable, "-m", f"stages.{stage}", *(["resnet18"] if stage == "train" else [])]
     result = subprocess.run(command, cwd=workspace, env=python_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"{stage}: error: params.yaml: 'data.val_fraction' is 1.25; "
-                                     "allowed: greater than 0 and less than 1")  # fmt: skip
+    assert result.stderr.strip() == (
+        f"{stage}: error: params.yaml: 'data.val_fraction' is 1.25; allowed: greater than 0 and less than 1"
+    )
     assert not (workspace / "data" / "prepared").exists()

@@ -29,8 +29,12 @@ def dvc(workspace, *args):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    quicker = {"data": {"synthetic": SMALL_COUNTS}, "feature_extract": {"epochs": 5}, "train": {"epochs": 3},
-               "latency": {"warmup": 2, "runs": 10, "calibration_images": 64}}  # fmt: skip
+    quicker = {
+        "data": {"synthetic": SMALL_COUNTS},
+        "feature_extract": {"epochs": 5},
+        "train": {"epochs": 3},
+        "latency": {"warmup": 2, "runs": 10, "calibration_images": 64},
+    }
     overrides = merge_overrides(load_overrides(PROJECT_ROOT / "params-demo.yaml"), quicker)
     path = create_workspace(tmp_path_factory.mktemp("e2e") / "project", overrides)
     dvc(path, "repro")
@@ -125,10 +129,18 @@ def test_train_select_latency_and_report_outputs(workspace):
 
 def test_plots_render(workspace):
     out = dvc(workspace, "plots", "show", "--json")
-    for expected in ("Class distribution", "feature_extract/resnet18/predictions.csv", "val/accuracy.tsv",
-                     "Test accuracy per backbone", "Accuracy against CPU latency", "Selected model, test confusion",
-                     "learning_curves.png", "train/resnet34/predictions.csv", "Selected model as shipped",
-                     "reliability.png"):  # fmt: skip
+    for expected in (
+        "Class distribution",
+        "feature_extract/resnet18/predictions.csv",
+        "val/accuracy.tsv",
+        "Test accuracy per backbone",
+        "Accuracy against CPU latency",
+        "Selected model, test confusion",
+        "learning_curves.png",
+        "train/resnet34/predictions.csv",
+        "Selected model as shipped",
+        "reliability.png",
+    ):
         assert expected in out, expected
 
 
@@ -168,8 +180,14 @@ def test_a_killed_training_run_resumes_on_the_next_repro(workspace):
     (workspace / "params.yaml").write_text(longer)
     resume = workspace / "models/train/resnet18.resume.pt"
     old = torch.load(resume, weights_only=True)["fingerprint"]
-    run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train@resnet18"], cwd=workspace, env=python_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    run = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "train@resnet18"],
+        cwd=workspace,
+        env=python_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and run.poll() is None:

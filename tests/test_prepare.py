@@ -29,8 +29,12 @@ def test_bad_files_are_skipped_and_listed_and_odd_images_fixed(zip_factory):
     assert quality["skipped"] == 4
     assert quality["converted_to_gray"] == 1 and quality["resized"] == 1
     skipped = "\n".join(result.summary["skipped_files"])
-    for expected in ("empty.jpg: empty file", "notes.jpg: not an image", "truncated.jpg: corrupt image",
-                     "loose.jpg: not in a class folder"):  # fmt: skip
+    for expected in (
+        "empty.jpg: empty file",
+        "notes.jpg: not an image",
+        "truncated.jpg: corrupt image",
+        "loose.jpg: not in a class folder",
+    ):
         assert expected in skipped
     manifest = result.manifest.set_index("file")
     assert manifest.loc["train/happy/rgb.jpg", "split"] in ("train", "val")

@@ -40,8 +40,12 @@ def test_every_key_of_a_preset_is_accepted(preset, tmp_path):
     for name in params["backbones"]:
         backbone_spec(params, name)
         for stage in ("feature_extract", "finetune"):
-            stage_settings(params[stage], backbone_overrides(params, name, stage), f"{stage} / {name}",
-                           ("hidden", "dropout") if stage == "feature_extract" else ())  # fmt: skip
+            stage_settings(
+                params[stage],
+                backbone_overrides(params, name, stage),
+                f"{stage} / {name}",
+                ("hidden", "dropout") if stage == "feature_extract" else (),
+            )
     for name, overrides in params["train"]["candidates"].items():
         assert name in params["backbones"], f"candidate {name} is not a backbone"
         config, _ = stage_settings(params["train"], overrides, f"train / {name}", ("trainable",))
@@ -73,20 +77,27 @@ def test_the_gpu_preset_runs_a_few_steps_of_every_training_section_on_the_cpu(ti
 
     candidates = params["train"]["candidates"]
     for name in [name for name in params["backbones"] if name not in candidates]:  # the others train below
-        summary = run_finetune(small(name), {**params["finetune"], **few_steps},
-                               backbone_overrides(params, name, "finetune"), settings)  # fmt: skip
+        summary = run_finetune(
+            small(name), {**params["finetune"], **few_steps}, backbone_overrides(params, name, "finetune"), settings
+        )
         assert summary["tta"]["views"] == 2 and 0 <= summary["test"]["accuracy"] <= 1
     for name, overrides in candidates.items():
-        summary = run_train(small(name), {**params["train"], **few_steps}, {**(overrides or {}), **few_steps},
-                            settings)  # fmt: skip
+        summary = run_train(small(name), {**params["train"], **few_steps}, {**(overrides or {}), **few_steps}, settings)
         assert summary["epochs"] == 1 and (tmp_path / f"models/train/{name}.pt").is_file()
     counts = {"train": 21, "val": 7, "test": 14}
     rng = np.random.default_rng(0)
-    features = {split: rng.normal(size=(2 if split == "train" else 1, count, 16)).astype(np.float16)
-                for split, count in counts.items()}  # fmt: skip
+    features = {
+        split: rng.normal(size=(2 if split == "train" else 1, count, 16)).astype(np.float16)
+        for split, count in counts.items()
+    }
     features.update({f"{split}_labels": np.arange(count) % 7 for split, count in counts.items()})
     save_embeddings(tmp_path / "features.npz", features, {"feature_dim": 16})
     for name in params["backbones"]:
-        summary = run_feature_extract(name, tmp_path / "features.npz", {**params["feature_extract"], **few_steps},
-                                      backbone_overrides(params, name, "feature_extract"), settings)  # fmt: skip
+        summary = run_feature_extract(
+            name,
+            tmp_path / "features.npz",
+            {**params["feature_extract"], **few_steps},
+            backbone_overrides(params, name, "feature_extract"),
+            settings,
+        )
         assert 0 <= summary["test"]["accuracy"] <= 1

@@ -233,8 +233,9 @@ def test_tta_averages_the_logits_of_shifted_and_mirrored_views():
     images = faces(3)
     config = TTAConfig(flip=True, shifts=4, shift_pixels=2)
     padded = torch.nn.functional.pad(images.float().unsqueeze(1), (2, 2, 2, 2), mode="replicate").squeeze(1)
-    views = [images.float(), images.float().flip(-1)] + [padded[:, 2 + dy : 50 + dy, 2 + dx : 50 + dx]
-                                                         for dy, dx in ((0, -2), (0, 2), (-2, 0), (2, 0))]  # fmt: skip
+    views = [images.float(), images.float().flip(-1)] + [
+        padded[:, 2 + dy : 50 + dy, 2 + dx : 50 + dx] for dy, dx in ((0, -2), (0, 2), (-2, 0), (2, 0))
+    ]
     expected = torch.stack([model(view) for view in views]).mean(0)
     torch.testing.assert_close(TTAClassifier(model, config)(images), expected)
     assert config.views == 6 and TTAConfig(flip=True, shifts=8).views == 10

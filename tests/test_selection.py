@@ -61,9 +61,12 @@ def test_excluded_candidates_are_listed_with_the_reason():
 
 @pytest.mark.parametrize(
     "criterion",
-    [Criterion("accuracy", max_gap=0.01), Criterion("generalization", latency_budget_ms=1.0),
-     Criterion("accuracy", max_gap=0.5, latency_budget_ms=2.0)],
-)  # fmt: skip
+    [
+        Criterion("accuracy", max_gap=0.01),
+        Criterion("generalization", latency_budget_ms=1.0),
+        Criterion("accuracy", max_gap=0.5, latency_budget_ms=2.0),
+    ],
+)
 def test_limits_that_exclude_everyone_are_a_clear_error(criterion):
     with pytest.raises(FerbenchError, match=r"no candidate meets the limits.*select\.max_gap.*null"):
         select([ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], criterion)
@@ -78,7 +81,7 @@ def test_a_latency_budget_needs_a_measurement():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [({"name": "f1"}, "use one of: accuracy, generalization"), ({"name": "generalization", "gap_penalty": -1}, ">= 0")],
-)  # fmt: skip
+)
 def test_bad_criteria_name_the_key(settings, message):
     """Programmatic use; params.yaml's select section is checked by the schema (tests/test_params_schema.py)."""
     with pytest.raises(FerbenchError, match=message):
@@ -124,17 +127,33 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     shipped = {"resnet18": ("torch_fp32", 0.70, 25.0), "clip_vit_b32": ("onnx_fp32", 0.65, 8.0)}
     for name, (variant, val_accuracy, p50) in shipped.items():
-        trained = {"train": {"accuracy": val_accuracy + 0.02}, "val": {"accuracy": val_accuracy},
-                   "overfitting": {"accuracy_gap": 0.02}}  # fmt: skip
+        trained = {
+            "train": {"accuracy": val_accuracy + 0.02},
+            "val": {"accuracy": val_accuracy},
+            "overfitting": {"accuracy_gap": 0.02},
+        }
         (tmp_path / "metrics/train").mkdir(parents=True, exist_ok=True)
         (tmp_path / f"metrics/train/{name}.json").write_text(json.dumps(trained))
-        metrics = {"val_accuracy": val_accuracy, "accuracy_gap": 0.02, "test_accuracy": 0.6, "test_accuracy_fp32": 0.6,
-                   "test_macro_f1": 0.5,
-                   "test_leakage_free_accuracy": 0.6, "test_leakage_free_macro_f1": 0.5, "test_leakage_free_images": 80}
+        metrics = {
+            "val_accuracy": val_accuracy,
+            "accuracy_gap": 0.02,
+            "test_accuracy": 0.6,
+            "test_accuracy_fp32": 0.6,
+            "test_macro_f1": 0.5,
+            "test_leakage_free_accuracy": 0.6,
+            "test_leakage_free_macro_f1": 0.5,
+            "test_leakage_free_images": 80,
+        }
         calibration = {"test": {"ece": 0.1, "ece_scaled": 0.05, "nll": 1.2, "nll_scaled": 1.1}}
         latency = {"threads": 2, "p50_ms": p50, "p99_ms": p50 + 1, "fps": 1000 / p50}
-        untrained_model_folder(tmp_path / f"models/deploy/{name}", variant, latency=latency, metrics=metrics,
-                               calibration=calibration, agreement_with_fp32_on_val={variant: 1.0})  # fmt: skip
+        untrained_model_folder(
+            tmp_path / f"models/deploy/{name}",
+            variant,
+            latency=latency,
+            metrics=metrics,
+            calibration=calibration,
+            agreement_with_fp32_on_val={variant: 1.0},
+        )
         summary = {"backbone": name, "variant": variant, "tta_views": 1, "latency_p50_ms": p50}
         (tmp_path / "metrics/deploy").mkdir(parents=True, exist_ok=True)
         (tmp_path / f"metrics/deploy/{name}.json").write_text(json.dumps(summary))

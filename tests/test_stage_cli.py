@@ -6,13 +6,24 @@ from pathlib import Path
 
 import pytest
 
-STAGES = sorted(path.stem for path in (Path(__file__).resolve().parent.parent / "stages").glob("*.py")
-                if path.stem != "__init__")  # fmt: skip
+STAGES = sorted(
+    path.stem for path in (Path(__file__).resolve().parent.parent / "stages").glob("*.py") if path.stem != "__init__"
+)
 
 
 def test_every_stage_is_covered():
-    assert {"download", "prepare", "embed", "feature_extract", "finetune", "train", "latency", "deploy", "select",
-            "report"} <= set(STAGES)  # fmt: skip
+    assert {
+        "download",
+        "prepare",
+        "embed",
+        "feature_extract",
+        "finetune",
+        "train",
+        "latency",
+        "deploy",
+        "select",
+        "report",
+    } <= set(STAGES)
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -68,10 +68,15 @@ def test_classes_are_learnable_by_a_small_cnn():
     test_images = np.stack([render_face(FER2013_CLASSES[c], rng) for c in test_labels])
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(4),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(3),
-        nn.Flatten(), nn.Linear(288, 7),
-    )  # fmt: skip
+        nn.Conv2d(1, 16, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(4),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(3),
+        nn.Flatten(),
+        nn.Linear(288, 7),
+    )
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
     x, y = standardized(images), torch.tensor(labels)
     for _ in range(15):

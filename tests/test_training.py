@@ -150,14 +150,30 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, caps
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(_small_resnet(), splits["train"], splits["val"], config, 7, tmp_path / "best.pt",
-            log_epoch=killed_during_epoch_3, resume=resume)  # fmt: skip
+        fit(
+            _small_resnet(),
+            splits["train"],
+            splits["val"],
+            config,
+            7,
+            tmp_path / "best.pt",
+            log_epoch=killed_during_epoch_3,
+            resume=resume,
+        )
     assert torch.load(resume.path, weights_only=True)["epoch"] == 2
     (tmp_path / "best.pt").unlink()  # DVC removes a stage's regular outputs before rerunning it
 
     logged: list[dict] = []
-    result = fit(_small_resnet(), splits["train"], splits["val"], config, 7, tmp_path / "best.pt",
-                 log_epoch=logged.append, resume=resume)  # fmt: skip
+    result = fit(
+        _small_resnet(),
+        splits["train"],
+        splits["val"],
+        config,
+        7,
+        tmp_path / "best.pt",
+        log_epoch=logged.append,
+        resume=resume,
+    )
     assert "resuming after epoch 2 of 4" in capsys.readouterr().out
     assert [row["epoch"] for row in logged] == [1, 2, 3, 4]
     assert logged[:2] == interrupted[:2]  # the earlier epochs are replayed, not retrained
@@ -167,8 +183,16 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, caps
 
     # another fingerprint (changed params or data), or a finished state, starts over
     fresh: list[dict] = []
-    fit(_small_resnet(), splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=32, lr=0.001), 7,
-        tmp_path / "best.pt", log_epoch=fresh.append, resume=ResumeFile(resume.path, "fingerprint-b"))  # fmt: skip
+    fit(
+        _small_resnet(),
+        splits["train"],
+        splits["val"],
+        TrainConfig(epochs=1, batch_size=32, lr=0.001),
+        7,
+        tmp_path / "best.pt",
+        log_epoch=fresh.append,
+        resume=ResumeFile(resume.path, "fingerprint-b"),
+    )
     assert [row["epoch"] for row in fresh] == [1] and "resuming" not in capsys.readouterr().out
 
 

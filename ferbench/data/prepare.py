@@ -160,8 +160,10 @@ def prepare_dataset(
 ) -> PreparedData:
     """Decode, check, split: the whole of `prepare` except writing files."""
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1:
-        raise FerbenchError(f"params.yaml: data.val_fraction is {val_fraction!r}; use a share of the train folder "
-                            "strictly between 0 and 1 (e.g. 0.1)")  # fmt: skip
+        raise FerbenchError(
+            f"params.yaml: data.val_fraction is {val_fraction!r}; use a share of the train folder "
+            "strictly between 0 and 1 (e.g. 0.1)"
+        )
     classes = list(classes)
     files = _check_layout(archive, classes, max_uncompressed_mb)
     frame, pixels = _decode_all(archive, classes, max_uncompressed_mb, files)

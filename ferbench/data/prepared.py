@@ -61,11 +61,13 @@ def leakage_free_test_mask(prepared_dir: Path, test_count: int) -> np.ndarray:
     path = prepared_dir / MANIFEST_FILE
     if not path.is_file():
         raise FerbenchError(f"{path}: manifest not found; run `dvc repro prepare`")
-    manifest = pd.read_csv(path, usecols=["folder", "split", "index", "pixel_hash"], dtype={"pixel_hash": str},
-                           keep_default_na=False)  # fmt: skip
+    manifest = pd.read_csv(
+        path, usecols=["folder", "split", "index", "pixel_hash"], dtype={"pixel_hash": str}, keep_default_na=False
+    )
     train_hashes = set(manifest.loc[(manifest["folder"] == "train") & (manifest["pixel_hash"] != ""), "pixel_hash"])
     test = manifest[manifest["split"] == "test"].sort_values("index")
     if len(test) != test_count or not np.array_equal(test["index"].to_numpy(), np.arange(test_count)):
-        raise FerbenchError(f"{path}: does not match test.npz ({len(test)} test rows, {test_count} images); "
-                            "rerun `dvc repro prepare`")  # fmt: skip
+        raise FerbenchError(
+            f"{path}: does not match test.npz ({len(test)} test rows, {test_count} images); rerun `dvc repro prepare`"
+        )
     return ~test["pixel_hash"].isin(train_hashes).to_numpy()

@@ -49,8 +49,9 @@ class BackboneSpec:
                 f"params.yaml: 'backbones.{name}.source' is {spec['source']!r}; "
                 f"use one of: {', '.join(BACKBONE_SOURCES)}"
             )
-        return cls(name, spec["source"], str(spec["model"]), bool(spec["pretrained"]), spec["weights"],
-                   spec["input_size"])  # fmt: skip
+        return cls(
+            name, spec["source"], str(spec["model"]), bool(spec["pretrained"]), spec["weights"], spec["input_size"]
+        )
 
 
 @dataclass
@@ -146,8 +147,9 @@ def _timm(spec: BackboneSpec) -> Backbone:
         )
     kwargs = {"img_size": spec.input_size} if spec.input_size and "vit" in spec.model else {}
     try:
-        model = timm.create_model(spec.model, pretrained=spec.pretrained, num_classes=0,
-                                  pretrained_cfg_overlay=overlay, **kwargs)  # fmt: skip
+        model = timm.create_model(
+            spec.model, pretrained=spec.pretrained, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs
+        )
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise FerbenchError(f"backbone '{spec.name}': timm has no model '{spec.model}'") from exc
@@ -210,8 +212,14 @@ def _ferbench(spec: BackboneSpec) -> Backbone:
     from ferbench.models import fernets
 
     network = fernets.build_fer_network(spec.model, spec.name, spec.pretrained, spec.weights)
-    return Backbone(trunk=network, feature_dim=network.feature_dim, input_size=spec.input_size or fernets.NATIVE_SIZE,
-                    mean=fernets.MEAN, std=fernets.STD, convolutional=True)  # fmt: skip
+    return Backbone(
+        trunk=network,
+        feature_dim=network.feature_dim,
+        input_size=spec.input_size or fernets.NATIVE_SIZE,
+        mean=fernets.MEAN,
+        std=fernets.STD,
+        convolutional=True,
+    )
 
 
 _BUILDERS = {"torchvision": _torchvision, "timm": _timm, "transformers": _transformers, "ferbench": _ferbench}

@@ -104,9 +104,10 @@ def trunk_blocks(trunk: nn.Module) -> list[str]:
         kind = max(repeated, key=lambda k: totals[k])
         return [name for name, module in trunk.named_modules() if type(module) is kind and name]
     return [
-        name for name, module in trunk.named_modules()
+        name
+        for name, module in trunk.named_modules()
         if name and not any(True for _ in module.children()) and any(True for _ in module.parameters(recurse=False))
-    ]  # fmt: skip
+    ]
 
 
 def parse_trainable(value: object) -> str | int:
@@ -138,10 +139,11 @@ def set_trainable(model: ImageClassifier, trainable: str | int) -> int:
     for parameter in model.head.parameters():
         parameter.requires_grad_(True)
     model.frozen = [
-        module for module in model.trunk.modules()
-        if not any(p.requires_grad for p in module.parameters()) and (any(True for _ in module.parameters())
-                                                                     or any(True for _ in module.buffers()))
-    ]  # fmt: skip
+        module
+        for module in model.trunk.modules()
+        if not any(p.requires_grad for p in module.parameters())
+        and (any(True for _ in module.parameters()) or any(True for _ in module.buffers()))
+    ]
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -156,8 +158,6 @@ def load_classifier(spec: BackboneSpec, checkpoint: Path, num_classes: int) -> I
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, num_classes))
     model.load_state_dict(state)
     return model.eval()
-
-
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,11 @@ OUTPUT_NAME = "logits"  # float32, batch x classes
 
 def _transformer_configs(model: nn.Module) -> list[Any]:
     """Configs of the Hugging Face models inside `model` (the CLIP vision tower), if any."""
-    return [module.config for module in model.modules()
-            if hasattr(module, "config") and hasattr(module.config, "num_attention_heads")]  # fmt: skip
+    return [
+        module.config
+        for module in model.modules()
+        if hasattr(module, "config") and hasattr(module.config, "num_attention_heads")
+    ]
 
 
 @contextlib.contextmanager
@@ -61,9 +64,16 @@ def export_onnx(model: nn.Module, path: Path, fuse: bool = True) -> Path:
     configs = _transformer_configs(model)
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), _eager_attention(configs):
-        torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                          external_data=False)  # fmt: skip
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+        )
     graph = onnx.load(str(path))
     # The exporter's intermediate shape annotations trip ONNX Runtime's quantizer; they are optional.
     del graph.graph.value_info[:]
@@ -73,8 +83,13 @@ def export_onnx(model: nn.Module, path: Path, fuse: bool = True) -> Path:
 
         config = configs[0]
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            optimized = optimize_model(str(path), model_type="clip", num_heads=int(config.num_attention_heads),
-                                       hidden_size=int(config.hidden_size), opt_level=0)  # fmt: skip
+            optimized = optimize_model(
+                str(path),
+                model_type="clip",
+                num_heads=int(config.num_attention_heads),
+                hidden_size=int(config.hidden_size),
+                opt_level=0,
+            )
         optimized.save_model_to_file(str(path))
     return path
 
@@ -86,8 +101,12 @@ def quantize_int8(source: Path, target: Path) -> Path:
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice at WARNING on the root logger
     # Fused ONNX Runtime ops have no ONNX shape inference: their outputs are float32.
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+    quantize_dynamic(
+        str(source),
+        str(target),
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     return target
 
 
@@ -162,8 +181,9 @@ def quantize_int8_static(source: Path, target: Path, calibration: np.ndarray, me
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
-        raise FerbenchError(f"static int8: unknown calibration method {method!r}; use one of "
-                            f"{', '.join(CALIBRATION_METHODS)}")  # fmt: skip
+        raise FerbenchError(
+            f"static int8: unknown calibration method {method!r}; use one of {', '.join(CALIBRATION_METHODS)}"
+        )
     logging.getLogger().setLevel(logging.ERROR)
     target.parent.mkdir(parents=True, exist_ok=True)
     prepared = target.with_name(target.stem + ".prepared.onnx")
@@ -174,15 +194,25 @@ def quantize_int8_static(source: Path, target: Path, calibration: np.ndarray, me
     for index, node in enumerate(graph.graph.node):
         node.name = node.name or f"{node.op_type}_{index}"
     onnx.save(graph, str(prepared))
-    calibrate_method = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
-                        "entropy": CalibrationMethod.Entropy}[method]  # fmt: skip
+    calibrate_method = {
+        "percentile": CalibrationMethod.Percentile,
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+    }[method]
     try:  # CalibStridedMinMax 1: statistics folded in after every batch (see CalibrationReader)
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            quantize_static(str(prepared), str(target), CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=calibrate_method, nodes_to_exclude=fp32_nodes(graph.graph),
-                            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT,
-                                           "CalibStridedMinMax": 1})  # fmt: skip
+            quantize_static(
+                str(prepared),
+                str(target),
+                CalibrationReader(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=calibrate_method,
+                nodes_to_exclude=fp32_nodes(graph.graph),
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "CalibStridedMinMax": 1},
+            )
     finally:
         prepared.unlink(missing_ok=True)
     return target

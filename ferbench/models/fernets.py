@@ -46,8 +46,9 @@ class FerVGG(nn.Module):
     """Stages of ConvUnits, each ending in a 2x2 max-pool; then global average pooling (`fc_width`
     None) or a 3x3 average pool, flatten and a fully connected layer (the classic FER VGG head)."""
 
-    def __init__(self, widths: Sequence[int], convs: Sequence[int], fc_width: int | None = None,
-                 dropout: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self, widths: Sequence[int], convs: Sequence[int], fc_width: int | None = None, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = 1
@@ -62,9 +63,13 @@ class FerVGG(nn.Module):
             self.feature_dim = channels
         else:
             self.pool = nn.Sequential(
-                nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels * 9, fc_width),
-                nn.BatchNorm1d(fc_width), nn.ReLU(inplace=True),
-            )  # fmt: skip
+                nn.AdaptiveAvgPool2d(3),
+                nn.Flatten(),
+                nn.Dropout(dropout),
+                nn.Linear(channels * 9, fc_width),
+                nn.BatchNorm1d(fc_width),
+                nn.ReLU(inplace=True),
+            )
             self.feature_dim = fc_width
         for module in self.modules():
             if isinstance(module, nn.Conv2d):

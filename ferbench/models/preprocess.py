@@ -40,4 +40,3 @@ class Preprocess(nn.Module):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = (x.expand(-1, self.channels, -1, -1) - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
