@@ -1,5 +1,8 @@
 """Selection criteria on validation numbers: scores, ties, limits, and the error when nobody qualifies."""
 
+import runpy
+import sys
+
 import pytest
 
 from ferbench.errors import FerbenchError
@@ -118,7 +121,6 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
 
     import yaml
 
-    from stages.select import main as select_stage
     from tests.conftest import PROJECT_ROOT, untrained_model_folder
 
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
@@ -159,7 +161,8 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
         (tmp_path / f"metrics/deploy/{name}.json").write_text(json.dumps(summary))
         (tmp_path / f"plots/deploy/{name}").mkdir(parents=True)
         (tmp_path / f"plots/deploy/{name}/reliability.csv").write_text(f"bin_center,from\n0.5,{name}\n")
-    select_stage()
+    monkeypatch.setattr(sys, "argv", ["stages/select.py"])
+    runpy.run_module("stages.select", run_name="__main__")  # as `python -m stages.select`, without a lasting import
     selection = json.loads((tmp_path / "metrics/selection.json").read_text())
     assert selection["selected"] == "clip_vit_b32"
     excluded = {entry["name"]: entry["excluded"] for entry in selection["ranking"]}
