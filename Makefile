@@ -30,5 +30,5 @@ lint: $(INSTALLED)  ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-clean-demo:  ## remove the demo copy
-	rm -rf demo
+clean-demo:  ## remove the demo copy and its local DVC remote
+	rm -rf demo demo-remote

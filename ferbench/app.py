@@ -29,6 +29,7 @@ from ferbench.inference import (
     default_model_folder,
     draw_results,
 )
+from ferbench.model_folder import trained_on_synthetic_data
 
 MAX_UPLOAD_MB = 10  # also the server's cap (.streamlit/config.toml: server.maxUploadSize)
 MAX_PIXELS = 40_000_000
@@ -53,13 +54,23 @@ def load_model(folder: str) -> EmotionModel:
     return EmotionModel(folder)
 
 
+def synthetic_banner(model: EmotionModel) -> None:
+    """A warning no one can miss when the model learned from the synthetic demo faces."""
+    if trained_on_synthetic_data(model.card):
+        st.warning(
+            "This model was trained and tested on synthetic drawn faces (`make demo`): its accuracy says nothing "
+            "about real faces. Run the real benchmark (`dvc repro` with FER-2013) for a usable model."
+        )
+
+
 def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str | bool]:
     card = model.card
     st.sidebar.header("Model")
     st.sidebar.markdown(f"**{card['backbone']}** (`{card['spec']['model']}`), {card['variant']} on {card['runtime']}")
     metrics, latency, selection = card.get("metrics"), card.get("latency"), card.get("selection")
     if metrics:
-        st.sidebar.metric("Test accuracy", f"{metrics['test_accuracy']:.1%}")
+        synthetic = " (synthetic faces)" if trained_on_synthetic_data(card) else ""
+        st.sidebar.metric("Test accuracy" + synthetic, f"{metrics['test_accuracy']:.1%}")
         if "test_leakage_free_accuracy" in metrics:
             st.sidebar.caption(
                 f"{metrics['test_leakage_free_accuracy']:.1%} on the test images that do not also occur "
@@ -196,6 +207,7 @@ def main() -> None:
         st.error(f"{exc}")
         st.info("Run `make demo` (a small model in demo/) or `dvc repro` first, or pass `-- --model DIR`.")
         return
+    synthetic_banner(model)
     settings = sidebar(model, args.detector)
     mode = st.radio(
         "Mode", MODES, horizontal=True, help="Live needs WebRTC in the browser; Snapshot and Upload work everywhere"

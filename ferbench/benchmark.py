@@ -48,6 +48,7 @@ from ferbench.models.classifier import (
     set_trainable,
     with_tta,
 )
+from ferbench.paths import RESUME_DIR
 from ferbench.plots import save_confusion_matrix
 from ferbench.run_settings import HEAD_KEYS, TRAIN_KEYS, RunSettings, stage_settings
 
@@ -60,7 +61,7 @@ class RunOutputs:
         self.metrics = Path("metrics") / stage / f"{name}.json"
         self.plots = Path("plots") / stage / name
         self.live = Path("dvclive") / stage / name
-        self.resume = Path("models") / stage / f"{name}.resume.pt"  # full state after each epoch (train only)
+        self.resume = RESUME_DIR / stage / f"{name}.pt"  # full state after each epoch (train only; not an output)
 
     def clear(self) -> None:
         shutil.rmtree(self.live, ignore_errors=True)
@@ -152,7 +153,7 @@ def train_and_report(
             outputs.checkpoint,
             log_epoch=_epoch_logger(live),
             description=description,
-            checkpoint_metadata=dict(extra),
+            checkpoint_metadata={**extra, "training": asdict(config)},  # provenance of the weights
             resume=resume,
         )
     state, _ = load_checkpoint(outputs.checkpoint)

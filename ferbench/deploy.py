@@ -141,6 +141,7 @@ def deploy_candidate(
     min_agreement: float,
     tta: TTAConfig | None = None,
     int8_calibration: Calibration | None = None,
+    card_fields: Mapping[str, Any] | None = None,
 ) -> Deployment:
     """Decide once how a trained candidate ships: export the checkpoint (with `tta`'s views inside the
     graph when given) in every variant, keep its fastest faithful one (this checkpoint's own agreement
@@ -199,6 +200,7 @@ def deploy_candidate(
                 "batch_size": 1,
                 **_timings(latency["variants"][variant], timings_key),
             },
+            **(card_fields or {}),
         )
     before = reliability_table(test_logits, test.labels)
     after = reliability_table(test_logits, test.labels, probabilities["temperature"])

@@ -32,6 +32,27 @@ RUNTIMES = {
 }
 
 
+def trained_on_synthetic_data(card: Mapping[str, Any]) -> bool:
+    """Whether the card says the model learned from the synthetic demo faces (its numbers mean little)."""
+    provenance = card.get("provenance")
+    return isinstance(provenance, Mapping) and provenance.get("data", {}).get("source") == "synthetic"
+
+
+def provenance_lines(card: Mapping[str, Any]) -> list[str]:
+    """The card's provenance and limitations, for people (nothing for a card without them)."""
+    provenance = card.get("provenance")
+    if not isinstance(provenance, Mapping):
+        return []
+    data = provenance.get("data", {})
+    source = data.get("source", "unknown")
+    dataset = f" ({data['kaggle_dataset']})" if data.get("kaggle_dataset") else ""
+    lines = [
+        f"- Trained on: {source}{dataset} data, archive SHA-256 {data.get('archive_sha256', 'unknown')}",
+        f"- Code: git {provenance.get('git_revision', 'unknown')}; written {provenance.get('created', 'unknown')}",
+    ]
+    return lines + [f"- Limitation: {text}" for text in card.get("limitations", [])]
+
+
 def card_markdown(card: Mapping[str, Any]) -> str:
     """The card for people (the metric lines only when the card has them)."""
     lines = [
@@ -60,6 +81,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         else "none"
     )
     lines.append(f"- Test-time augmentation: {views}")
+    lines += provenance_lines(card)
     if "metrics" not in card:
         return "\n".join([*lines, ""])
     metrics, latency = card["metrics"], card["latency"]

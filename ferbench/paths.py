@@ -19,4 +19,7 @@ SELECTION_METRICS = Path("metrics/selection.json")
 SUMMARY_METRICS = Path("metrics/summary.json")
 REPORT_PLOTS = Path("plots/report")
 RESULTS_TABLE = Path("reports/results.md")
+# Per-workspace training state of unfinished runs: not a stage output (so an experiment in a temporary
+# copy of the workspace, which lacks it, does not look changed), git-ignored, resumed by the next run.
+RESUME_DIR = Path(".resume")
 RELIABILITY_PLOT = Path("plots/selected/reliability.csv")

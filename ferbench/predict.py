@@ -27,6 +27,7 @@ from ferbench.inference import (
     FaceResult,
     default_model_folder,
 )
+from ferbench.model_folder import trained_on_synthetic_data
 
 
 def image_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -141,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         recognizer = EmotionRecognizer(model, detector, align=args.align, margin=args.margin, smoothing=0.0)
         print(
             f"predict: model {model.folder} ({model.card['backbone']}, {model.card['variant']}); faces: "
-            f"{detector.name}{', aligned' if args.align and detector.can_align else ''}",
+            f"{detector.name}{', aligned' if args.align and detector.can_align else ''}"
+            f"{'; trained on synthetic faces: not for real use' if trained_on_synthetic_data(model.card) else ''}",
             file=sys.stderr,
         )
     except FerbenchError as exc:

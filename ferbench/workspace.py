@@ -101,6 +101,12 @@ def _git(workspace: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=workspace, check=True, capture_output=True)
 
 
+def remote_folder(workspace: Path) -> Path:
+    """The workspace's local DVC remote: `<workspace>-remote` beside it (demo/ -> demo-remote/)."""
+    workspace = workspace.resolve()
+    return workspace.parent / f"{workspace.name}-remote"
+
+
 def create_workspace(destination: Path, overrides: Mapping[str, Any], source_root: Path = PROJECT_ROOT) -> Path:
     """Copy the pipeline (code, dvc.yaml) into `destination` with overridden params.
 
@@ -125,7 +131,10 @@ def create_workspace(destination: Path, overrides: Mapping[str, Any], source_roo
     if not (destination / ".dvc").exists():
         subprocess.run([sys.executable, "-m", "dvc", "init", "--quiet"], cwd=destination, check=True)
         subprocess.run([sys.executable, "-m", "dvc", "config", "core.autostage", "true"], cwd=destination, check=True)
-    (destination / ".gitignore").write_text("__pycache__/\n*.resume.pt\n")  # training state: large, local
+    # A local DVC remote beside the copy, so `dvc push`, `dvc pull` and `dvc artifacts get` work offline
+    remote = ["remote", "add", "--default", "--force", "local", str(remote_folder(destination))]
+    subprocess.run([sys.executable, "-m", "dvc", *remote], cwd=destination, check=True, capture_output=True)
+    (destination / ".gitignore").write_text("__pycache__/\n/.resume/\n")  # training state: large, local
     if not (destination / ".git" / "refs" / "heads").exists() or not any(
         (destination / ".git" / "refs" / "heads").iterdir()
     ):
@@ -182,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if result.returncode != 0:
         return result.returncode
     commit_all(workspace, "dvc repro")
+    # the selected model into the local remote, so `dvc artifacts get` can fetch it at once
+    subprocess.run([sys.executable, "-m", "dvc", "push", "--quiet", "select"], cwd=workspace, env=python_env())
     print(f"workspace: done. Explore it: cd {workspace} && dvc metrics show && dvc plots show")
     return 0
 

@@ -11,11 +11,12 @@ import json
 
 from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
-from ferbench.data.prepared import leakage_free_test_mask, load_split
+from ferbench.data.prepared import leakage_free_test_mask, load_split, read_provenance
 from ferbench.deploy import deploy_candidate
 from ferbench.errors import FerbenchError
 from ferbench.latency import calibration_from_params
 from ferbench.metrics import read_metrics
+from ferbench.models.checkpoint import load_checkpoint
 from ferbench.paths import (
     DEPLOY_METRICS,
     DEPLOY_MODELS,
@@ -25,6 +26,7 @@ from ferbench.paths import (
     TRAIN_METRICS,
     TRAIN_MODELS,
 )
+from ferbench.provenance import limitations, model_provenance
 from ferbench.selection import TTAPolicy
 from ferbench.stage_params import backbone_spec, tta_config
 
@@ -39,7 +41,19 @@ def main() -> None:
     if not latency_path.is_file():
         raise FerbenchError(f"{latency_path}: not found; every candidate must also be under backbones (latency@{name})")
     with_tta = trained.get("tta", {}).get("val", {}).get("accuracy")
-    use_tta = TTAPolicy.from_params(P.get(params, "select", dict)).use(name, trained["val"]["accuracy"], with_tta)
+    select = P.get(params, "select", dict)
+    use_tta = TTAPolicy.from_params(select).use(name, trained["val"]["accuracy"], with_tta)
+    data = read_provenance(PREPARED_DIR)
+    _, weights = load_checkpoint(TRAIN_MODELS / f"{name}.pt")
+    training = {
+        "seed": P.get(params, "seed", int),
+        **{key: weights[key] for key in ("training", "trainable") if key in weights},
+    }
+    shipping = {
+        "select.tta": select["tta"],
+        "select.tta_min_gain": select["tta_min_gain"],
+        "latency.min_agreement": P.get(params, "latency.min_agreement"),
+    }
     test = load_split(PREPARED_DIR / "test.npz")
     deployment = deploy_candidate(
         DEPLOY_MODELS / name,
@@ -55,6 +69,10 @@ def main() -> None:
         min_agreement=float(P.get(params, "latency.min_agreement")),
         tta=tta_config(params) if use_tta else None,
         int8_calibration=calibration_from_params(params, load_split(PREPARED_DIR / "train.npz")),
+        card_fields={
+            "provenance": model_provenance(data, training, shipping),
+            "limitations": limitations(data["source"]),
+        },
     )
     card = deployment.card
     metrics = card["metrics"]

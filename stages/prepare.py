@@ -5,6 +5,7 @@ import json
 from ferbench import params as P
 from ferbench.cli import run_stage
 from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
+from ferbench.data.prepared import PROVENANCE_FILE, archive_provenance
 from ferbench.paths import DATA_METRICS, DATA_PLOTS, PREPARED_DIR, RAW_ARCHIVE
 from ferbench.plots import save_class_distribution
 
@@ -28,6 +29,8 @@ def main() -> None:
         max_uncompressed_mb=P.get(params, "data.max_uncompressed_mb", (int, float)),
     )
     write_prepared(result, PREPARED_DIR)
+    provenance = archive_provenance(RAW_ARCHIVE, P.get(params, "data.source"), P.get(params, "data.kaggle_dataset"))
+    (PREPARED_DIR / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     DATA_METRICS.parent.mkdir(parents=True, exist_ok=True)
     DATA_METRICS.write_text(json.dumps(result.summary, indent=2) + "\n")
     save_class_distribution(

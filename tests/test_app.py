@@ -123,6 +123,23 @@ def test_the_detector_is_a_setting_and_a_missing_yunet_file_is_explained(model_f
         assert any(caption.value == "Faces: yunet" for caption in test.caption)
 
 
+def test_a_model_trained_on_synthetic_faces_carries_a_banner(monkeypatch, tmp_path, capsys):
+    from ferbench import predict
+
+    provenance = {"data": {"source": "synthetic", "archive_sha256": "0" * 64}, "git_revision": "abc1234"}
+    folder = untrained_model_folder(tmp_path / "synthetic", provenance=provenance, limitations=["drawn faces"])
+    monkeypatch.setenv("FERBENCH_MODEL", str(folder))
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    test = AppTest.from_file(APP, default_timeout=60)
+    test.run()
+    assert not test.exception
+    assert any("trained and tested on synthetic drawn faces" in warning.value for warning in test.warning)
+    assert "Trained on: synthetic data" in (folder / "MODEL_CARD.md").read_text()
+    Image.fromarray(np.full((48, 48), 128, np.uint8)).save(tmp_path / "face.png")
+    assert predict.main([str(tmp_path / "face.png"), "--model", str(folder), "--whole-image"]) == 0
+    assert "trained on synthetic faces: not for real use" in capsys.readouterr().err
+
+
 def test_a_missing_model_is_explained(monkeypatch, tmp_path):
     monkeypatch.setenv("FERBENCH_MODEL", str(tmp_path))
     test = AppTest.from_file(APP, default_timeout=60)

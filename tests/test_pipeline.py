@@ -1,5 +1,6 @@
 """End to end: `dvc repro` in a temporary copy of the project, on synthetic data."""
 
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,14 @@ import torch
 import yaml
 
 from ferbench.data.prepared import load_split
-from ferbench.workspace import commit_all, create_workspace, load_overrides, merge_overrides, python_env
+from ferbench.workspace import (
+    commit_all,
+    create_workspace,
+    load_overrides,
+    merge_overrides,
+    python_env,
+    remote_folder,
+)
 from tests.conftest import PROJECT_ROOT, SMALL_COUNTS
 
 
@@ -111,6 +119,18 @@ def test_train_select_latency_and_report_outputs(workspace):
     deployed = json.loads((workspace / f"metrics/deploy/{selection['selected']}.json").read_text())
     assert deployed["variant"] == card["variant"] == selection["deployment"]["variant"]
     assert deployed["latency_p50_ms"] == card["latency"]["p50_ms"] == selection["deployment"]["latency_p50_ms"]
+    provenance = card["provenance"]
+    archive = (workspace / "data/raw/fer2013.zip").read_bytes()
+    assert provenance["data"] == {
+        "source": "synthetic",
+        "archive_sha256": hashlib.sha256(archive).hexdigest(),
+        "archive_bytes": len(archive),
+    }
+    assert provenance["git_revision"] != "unknown" and provenance["created"].startswith("20")
+    assert provenance["training"]["training"]["epochs"] == 3 and provenance["training"]["seed"] == 42
+    assert "synthetic" in card["limitations"][0]
+    markdown = (workspace / "models/selected/MODEL_CARD.md").read_text()
+    assert "Trained on: synthetic data" in markdown and "Limitation: Trained and tested on synthetic" in markdown
     ranked = {entry["name"]: entry["latency_ms"] for entry in selection["ranking"]}
     assert ranked[selection["selected"]] == deployed["latency_p50_ms"]  # ranked on what ships
     assert card["temperature"] > 0 and card["tta"]["views"] in (1, 2)  # the demo's tta: the mirror view
@@ -159,6 +179,50 @@ def test_changing_the_criterion_reruns_only_select_and_report(workspace):
     commit_all(workspace, "criterion accuracy")
 
 
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def test_a_criterion_experiment_in_a_temporary_workspace_trains_nothing(workspace):
+    out = dvc(workspace, "exp", "run", "--temp", "--name", "penalty-2", "-S", "select.gap_penalty=2.0")
+    assert ran_stages(out) and ran_stages(out) <= {"select", "report"}, out  # nothing trained, exported or embedded
+    assert "penalty-2" in dvc(workspace, "exp", "show", "--json")
+
+
+def test_two_queued_experiments_run_in_parallel_and_train_nothing(workspace):
+    names = {"penalty-half": "0.5", "penalty-3": "3.0"}
+    for name, penalty in names.items():
+        dvc(workspace, "exp", "run", "--queue", "--name", name, "-S", f"select.gap_penalty={penalty}")
+    dvc(workspace, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 300
+    status = ""
+    while time.monotonic() < deadline:
+        status = dvc(workspace, "queue", "status")
+        if all(re.search(rf"{name}\s.*Success", status) for name in names) or "Failed" in status:
+            break
+        time.sleep(2)
+    assert all(re.search(rf"{name}\s.*Success", status) for name in names), status
+    for name in names:
+        ran = ran_stages(dvc(workspace, "queue", "logs", name))
+        assert ran and ran <= {"select", "report"}, (name, ran)
+    shown = json.loads(dvc(workspace, "exp", "show", "--json"))
+    assert all(name in json.dumps(shown) for name in names)
+
+
+def test_the_selected_model_is_a_registry_artifact_fetched_from_the_local_remote(workspace, tmp_path):
+    from ferbench.inference import EmotionModel
+
+    dvc(workspace, "push", "select")
+    assert any(path.is_file() for path in remote_folder(workspace).rglob("*"))
+    clone = tmp_path / "clone"  # a fresh clone has no DVC cache: the model can only come from the remote
+    subprocess.run(["git", "clone", "--quiet", str(workspace), str(clone)], check=True)
+    fetched = tmp_path / "fetched"
+    dvc(tmp_path, "artifacts", "get", str(clone), "emotion-classifier", "-o", str(fetched))
+    model = EmotionModel(fetched, threads=1)
+    selected = json.loads((workspace / "metrics/selection.json").read_text())["selected"]
+    assert model.card["backbone"] == selected and model.probabilities(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
+
+
 def test_last_nothing_reruns_and_a_param_change_reruns_only_prepare(workspace):
     assert "Data and pipelines are up to date" in dvc(workspace, "status")
     params = (workspace / "params.yaml").read_text()
@@ -178,7 +242,7 @@ def test_a_killed_training_run_resumes_on_the_next_repro(workspace):
     longer, count = re.subn(r"(\ntrain:.*?\n  epochs: )3\b", r"\g<1>6", params, count=1, flags=re.DOTALL)
     assert count == 1
     (workspace / "params.yaml").write_text(longer)
-    resume = workspace / "models/train/resnet18.resume.pt"
+    resume = workspace / ".resume/train/resnet18.pt"
     old = torch.load(resume, weights_only=True)["fingerprint"]
     run = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train@resnet18"],
