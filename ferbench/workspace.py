@@ -107,6 +107,23 @@ def remote_folder(workspace: Path) -> Path:
     return workspace.parent / f"{workspace.name}-remote"
 
 
+MODEL_ARTIFACT = "emotion-classifier"  # dvc.yaml: artifacts
+
+
+def register_selected_model(workspace: Path) -> str | None:
+    """Register the committed selected model as a new version of the registry artifact (a GTO git tag,
+    `emotion-classifier@v0.0.N`, DVC's model-registry convention), so `dvc artifacts get` finds it;
+    None when this commit already has a version."""
+    from gto.api import register
+    from gto.exceptions import VersionExistsForCommit
+
+    try:
+        tag = register(repo=str(workspace), name=MODEL_ARTIFACT, ref="HEAD")
+    except VersionExistsForCommit:
+        return None
+    return getattr(tag, "version", None) or str(tag)
+
+
 def create_workspace(destination: Path, overrides: Mapping[str, Any], source_root: Path = PROJECT_ROOT) -> Path:
     """Copy the pipeline (code, dvc.yaml) into `destination` with overridden params.
 
@@ -191,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if result.returncode != 0:
         return result.returncode
     commit_all(workspace, "dvc repro")
-    # the selected model into the local remote, so `dvc artifacts get` can fetch it at once
+    # the selected model into the local remote and the registry, so `dvc artifacts get` fetches it at once
     subprocess.run([sys.executable, "-m", "dvc", "push", "--quiet", "select"], cwd=workspace, env=python_env())
+    version = register_selected_model(workspace)
+    if version:
+        print(f"workspace: registered {MODEL_ARTIFACT} {version} (`dvc artifacts get . {MODEL_ARTIFACT}`)")
     print(f"workspace: done. Explore it: cd {workspace} && dvc metrics show && dvc plots show")
     return 0
 

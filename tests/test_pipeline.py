@@ -22,6 +22,7 @@ from ferbench.workspace import (
     load_overrides,
     merge_overrides,
     python_env,
+    register_selected_model,
     remote_folder,
 )
 from tests.conftest import PROJECT_ROOT, SMALL_COUNTS
@@ -214,6 +215,7 @@ def test_the_selected_model_is_a_registry_artifact_fetched_from_the_local_remote
 
     dvc(workspace, "push", "select")
     assert any(path.is_file() for path in remote_folder(workspace).rglob("*"))
+    assert register_selected_model(workspace) and register_selected_model(workspace) is None  # once per commit
     clone = tmp_path / "clone"  # a fresh clone has no DVC cache: the model can only come from the remote
     subprocess.run(["git", "clone", "--quiet", str(workspace), str(clone)], check=True)
     fetched = tmp_path / "fetched"
