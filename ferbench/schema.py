@@ -148,8 +148,9 @@ class Backbone(Section):
     pretrained: bool
     weights: str | None
     input_size: Annotated[int, Field(ge=8, le=1024)] | None
-    finetune: FinetuneOverride | None = None  # type: ignore[valid-type]
-    feature_extract: FeatureExtractOverride | None = None  # type: ignore[valid-type]
+    # Required ({} for none): a stage's DVC params dependency on its override needs the key to exist.
+    feature_extract: FeatureExtractOverride | None  # type: ignore[valid-type]
+    finetune: FinetuneOverride | None  # type: ignore[valid-type]
 
 
 class Synthetic(Section):

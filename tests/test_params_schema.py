@@ -57,6 +57,7 @@ CASES = [
         "unknown key 'backbones.resnet18.wieghts'; did you mean 'backbones.resnet18.weights'?",
     ),
     ("backbones.resnet18.pretrained", ..., "missing key 'backbones.resnet18.pretrained'"),
+    ("backbones.resnet18.finetune", ..., "missing key 'backbones.resnet18.finetune'"),
     (
         "backbones.clip_vit_b32.finetune.lr",
         "1e-5",

@@ -86,6 +86,18 @@ def test_head_only_change_keeps_embed_up_to_date(workspace):
     (workspace / "params.yaml").write_text(params)
 
 
+def test_a_backbone_override_reruns_only_its_own_stage(workspace):
+    original = (workspace / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["backbones"]["resnet34"]["finetune"] = {"lr": 0.002}
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    status = dvc(workspace, "status")
+    changed = {line.rstrip(":") for line in status.splitlines() if line and not line.startswith((" ", "\t"))}
+    # not its feature_extract, embed or train, nor resnet18's stages; `report` reads the backbone list
+    assert changed == {"finetune@resnet34", "report"}, status
+    (workspace / "params.yaml").write_text(original)
+
+
 def test_every_declared_output_exists(workspace):
     lock = yaml.safe_load((workspace / "dvc.lock").read_text())
     stages = set(lock["stages"])
