@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -121,6 +121,17 @@ def box_iou(a: Box, b: Box) -> float:
     return inter_w * inter_h / union if union else 0.0
 
 
+def bundled_cascade(file_name: str) -> Any:
+    """One of the Haar cascades that ship inside opencv-python (no download)."""
+    import cv2
+
+    path = Path(cv2.data.haarcascades) / file_name
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise FerbenchError(f"{path}: cannot load OpenCV's bundled cascade; reinstall opencv-python-headless")
+    return cascade
+
+
 class EyeLine:
     """The tilt of a face from its two eyes, found by OpenCV's bundled eye cascade on an upright patch.
 
@@ -134,10 +145,7 @@ class EyeLine:
         import cv2
 
         self._cv2 = cv2
-        path = Path(cv2.data.haarcascades) / "haarcascade_eye.xml"
-        self._cascade = cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
-            raise FerbenchError(f"{path}: cannot load OpenCV's eye cascade; reinstall opencv-python-headless")
+        self._cascade = bundled_cascade("haarcascade_eye.xml")
         self.patch = patch
         self.scale_factor = scale_factor
 
@@ -286,10 +294,7 @@ class HaarFaceDetector:
         import cv2
 
         self._cv2 = cv2
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-        self._cascade = cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
-            raise FerbenchError(f"{path}: cannot load OpenCV's face cascade; reinstall opencv-python-headless")
+        self._cascade = bundled_cascade("haarcascade_frontalface_default.xml")
         self.detection_width = detection_width
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
