@@ -85,7 +85,10 @@ def merged_params(source_root: Path, overrides: Mapping[str, Any]) -> Any:
 
 def write_params(source_root: Path, destination: Path, overrides: Mapping[str, Any]) -> None:
     """Write `source_root/params.yaml` merged with `overrides` to `destination`, comments kept."""
-    params = merged_params(source_root, overrides)
+    _dump(merged_params(source_root, overrides), destination)
+
+
+def _dump(params: Any, destination: Path) -> None:
     with destination.open("w") as handle:
         _yaml().dump(params, handle)
 
@@ -130,7 +133,7 @@ def create_workspace(destination: Path, overrides: Mapping[str, Any], source_roo
     A fresh destination becomes its own git and DVC repository; an existing one keeps its
     data, cache and history, so the next `dvc repro` reruns only what the update changed.
     """
-    merged_params(source_root, overrides)  # fails on a bad override before anything is copied
+    params = merged_params(source_root, overrides)  # fails on a bad override before anything is copied
     destination.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = source_root / name
@@ -140,7 +143,7 @@ def create_workspace(destination: Path, overrides: Mapping[str, Any], source_roo
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         elif source.is_file():
             shutil.copy2(source, target)
-    write_params(source_root, destination / "params.yaml", overrides)
+    _dump(params, destination / "params.yaml")
     if not (destination / ".git").exists():
         _git(destination, "init", "--quiet")
         _git(destination, "config", "user.email", "demo@ferbench.invalid")

@@ -74,7 +74,10 @@ def read_provenance(prepared_dir: Path) -> dict[str, Any]:
     path = prepared_dir / PROVENANCE_FILE
     if not path.is_file():
         raise FerbenchError(f"{path}: not found; rerun `dvc repro prepare` (it records where the data came from)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FerbenchError(f"{path}: not readable ({exc}); rerun `dvc repro -f prepare`") from exc
 
 
 def leakage_free_test_mask(prepared_dir: Path, test_count: int) -> np.ndarray:
