@@ -1,7 +1,8 @@
 """The two benchmarks of a backbone: frozen features (`embed` + `feature_extract`) and `finetune`.
 
 Stages call these functions; each writes exactly its declared outputs:
-models/<stage>/<name>.pt, metrics/<stage>/<name>.json, plots/<stage>/<name>/ and
+models/<stage>/<name>.pt, metrics/<stage>/<name>.json (headline numbers),
+reports/details/<stage>/<name>.json (everything else measured), plots/<stage>/<name>/ and
 dvclive/<stage>/<name>/ (per-epoch curves).
 """
 
@@ -36,7 +37,7 @@ from ferbench.engine import (
     warn_if_slow,
 )
 from ferbench.errors import FerbenchError
-from ferbench.metrics import classification_metrics
+from ferbench.metrics import classification_metrics, write_json
 from ferbench.models.backbones import BackboneSpec, build_backbone
 from ferbench.models.checkpoint import load_checkpoint, unwrap
 from ferbench.models.classifier import (
@@ -48,19 +49,20 @@ from ferbench.models.classifier import (
     set_trainable,
     with_tta,
 )
-from ferbench.paths import RESUME_DIR
+from ferbench.paths import DETAILS_DIR, LIVE_DIR, RESUME_DIR
 from ferbench.plots import save_confusion_matrix
 from ferbench.run_settings import HEAD_KEYS, TRAIN_KEYS, RunSettings, stage_settings
 
 
 class RunOutputs:
-    """Where one benchmarked model writes: checkpoint, metrics, plots and DVCLive curves."""
+    """Where one benchmarked model writes: checkpoint, metrics, details, plots and DVCLive curves."""
 
     def __init__(self, stage: str, name: str) -> None:
         self.checkpoint = Path("models") / stage / f"{name}.pt"
         self.metrics = Path("metrics") / stage / f"{name}.json"
+        self.details = DETAILS_DIR / stage / f"{name}.json"
         self.plots = Path("plots") / stage / name
-        self.live = Path("dvclive") / stage / name
+        self.live = LIVE_DIR / stage / name
         self.resume = RESUME_DIR / stage / f"{name}.pt"  # full state after each epoch (train only; not an output)
 
     def clear(self) -> None:
@@ -172,9 +174,11 @@ def train_and_report(
         outputs.plots / "confusion.png",
         title=f"{description}: test accuracy {report['test']['accuracy']:.3f}",
     )
-    summary = {
+    details = {
         "train": {key: report["train"][key] for key in ("accuracy", "macro_f1", "loss")},
-        "val": {key: report["val"][key] for key in ("accuracy", "macro_f1", "loss", "per_class_recall")},
+        "val": {
+            key: report["val"][key] for key in ("accuracy", "macro_f1", "loss", "per_class_recall", "per_class_f1")
+        },
         "test": report["test"],
         **{key: report[key] for key in ("test_leakage_free", "tta", "calibration") if key in report},
         "overfitting": overfitting_gaps(result.history, result.best_epoch, report),
@@ -187,9 +191,24 @@ def train_and_report(
         "mixed_precision": "bf16" if mixed_precision(config.precision, device) else "fp32",
         **extra,
     }
-    outputs.metrics.parent.mkdir(parents=True, exist_ok=True)
-    outputs.metrics.write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    write_json(outputs.details, details)
+    write_json(outputs.metrics, headline_metrics(details))
+    return details
+
+
+PER_CLASS = ("per_class_recall", "per_class_f1")
+
+
+def headline_metrics(details: Mapping[str, Any]) -> dict[str, Any]:
+    """What `dvc exp show` shows of a run: accuracy and macro-F1 per split (and on the leakage-free
+    test images), accuracy with test-time augmentation, the train-val gaps and the best epoch."""
+    headline: dict[str, Any] = {split: _headline(details[split]) for split in ("train", "val", "test")}
+    headline["test_leakage_free"] = _headline(details["test_leakage_free"])
+    if "tta" in details:
+        headline["tta"] = {split: {"accuracy": details["tta"][split]["accuracy"]} for split in ("val", "test")}
+    headline["overfitting"] = {key: details["overfitting"][key] for key in ("accuracy_gap", "loss_gap")}
+    headline["best_epoch"] = details["best_epoch"]
+    return headline
 
 
 def overfitting_gaps(

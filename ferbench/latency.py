@@ -209,8 +209,20 @@ def latency_report(
         "calibration": None
         if calibration is None
         else {"images": len(calibration.images), "split": "train", "method": calibration.method},
+        "min_agreement": min_agreement,
         "fastest_faithful": fastest_faithful(variants, min_agreement),
         "speedup_vs_torch_fp32": {
             name: variants["torch_fp32"]["p50_ms"] / result["p50_ms"] for name, result in variants.items()
+        },
+    }
+
+
+def latency_headline(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What `dvc exp show` shows of a latency report: p50/p90/p99 per variant and the fastest faithful one."""
+    return {
+        "fastest_faithful": report["fastest_faithful"],
+        "variants": {
+            name: {key: result[key] for key in ("p50_ms", "p90_ms", "p99_ms")}
+            for name, result in report["variants"].items()
         },
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class recall and the confusion matrix."""
+    """Accuracy, macro-F1, per-class recall and F1, and the confusion matrix."""
     matrix = confusion_matrix(labels, predictions, len(classes))
     true_positive = np.diag(matrix).astype(np.float64)
     support = matrix.sum(axis=1)
@@ -34,6 +34,7 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes:
         "accuracy": float(true_positive.sum() / max(len(labels), 1)),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class_recall": {name: float(value) for name, value in zip(classes, recall, strict=True)},
+        "per_class_f1": {name: float(value) for name, value in zip(classes, f1, strict=True)},
         "confusion_matrix": matrix.tolist(),
     }
 
@@ -43,3 +44,15 @@ def read_metrics(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FerbenchError(f"{path}: not found; run `dvc repro` (the stage that writes it has not run)")
     return json.loads(path.read_text())
+
+
+def write_json(path: Path, record: Mapping[str, Any]) -> None:
+    """Write a metrics or details JSON (indented, newline-terminated), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -2,21 +2,22 @@
 
 Variants: PyTorch eager fp32, ONNX Runtime fp32, int8 with dynamic quantization and int8 with static
 quantization calibrated on `latency.calibration_images` train images, each with its agreement with
-fp32 predictions on val, and timed again on the test-time-augmentation views
-when `tta` has more than one. Latency is a property of the architecture, so the numbers also
-stand for the same backbone after `train`.
+fp32 predictions on val, and timed again on the test-time-augmentation views when `tta` has more
+than one. `metrics/latency/<backbone>.json` holds the p50/p90/p99 per variant and the pick;
+`reports/details/latency/<backbone>.json` everything measured. Latency is a property of the
+architecture, so the numbers also stand for the same backbone after `train`.
 """
 
-import json
 import tempfile
 from pathlib import Path
 
 from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.data.prepared import load_split
-from ferbench.latency import calibration_from_params, latency_report
+from ferbench.latency import calibration_from_params, latency_headline, latency_report
+from ferbench.metrics import write_json
 from ferbench.models.classifier import load_classifier
-from ferbench.paths import FINETUNE_MODELS, LATENCY_METRICS, PREPARED_DIR
+from ferbench.paths import DETAILS_DIR, FINETUNE_MODELS, LATENCY_METRICS, PREPARED_DIR
 from ferbench.stage_params import backbone_spec, tta_config
 
 
@@ -42,8 +43,8 @@ def main() -> None:
             calibration=calibration,
         )
     report = {"backbone": name, "model": str(FINETUNE_MODELS / f"{name}.pt"), **report}
-    LATENCY_METRICS.mkdir(parents=True, exist_ok=True)
-    (LATENCY_METRICS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(DETAILS_DIR / "latency" / f"{name}.json", report)
+    write_json(LATENCY_METRICS / f"{name}.json", latency_headline(report))
     line = ", ".join(
         f"{variant} p50 {result['p50_ms']:.2f} ms (agreement {result['agreement']:.3f})"
         for variant, result in report["variants"].items()

@@ -1,12 +1,15 @@
-"""DVC stage `prepare`: decode, quality-check and split data/raw/fer2013.zip into data/prepared/."""
+"""DVC stage `prepare`: decode, quality-check and split data/raw/fer2013.zip into data/prepared/.
 
-import json
+Writes the headline counts and quality figures to metrics/data.json, images per class and split to
+plots/data/, and the whole summary (per-class counts, every quality counter, skipped files) to
+reports/details/data.json."""
 
 from ferbench import params as P
 from ferbench.cli import run_stage
-from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
+from ferbench.data.prepare import QualityPolicy, data_headline, prepare_dataset, write_prepared
 from ferbench.data.prepared import PROVENANCE_FILE, archive_provenance
-from ferbench.paths import DATA_METRICS, DATA_PLOTS, PREPARED_DIR, RAW_ARCHIVE
+from ferbench.metrics import write_json
+from ferbench.paths import DATA_DETAILS, DATA_METRICS, DATA_PLOTS, PREPARED_DIR, RAW_ARCHIVE
 from ferbench.plots import save_class_distribution
 
 
@@ -30,9 +33,9 @@ def main() -> None:
     )
     write_prepared(result, PREPARED_DIR)
     provenance = archive_provenance(RAW_ARCHIVE, P.get(params, "data.source"), P.get(params, "data.kaggle_dataset"))
-    (PREPARED_DIR / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-    DATA_METRICS.parent.mkdir(parents=True, exist_ok=True)
-    DATA_METRICS.write_text(json.dumps(result.summary, indent=2) + "\n")
+    write_json(PREPARED_DIR / PROVENANCE_FILE, provenance)
+    write_json(DATA_DETAILS, result.summary)
+    write_json(DATA_METRICS, data_headline(result.summary))
     save_class_distribution(
         result.summary["counts"], classes, DATA_PLOTS / "class_distribution.csv", DATA_PLOTS / "class_distribution.png"
     )

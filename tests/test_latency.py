@@ -16,6 +16,7 @@ from ferbench.latency import (
     calibration_sample,
     count_flops,
     fastest_faithful,
+    latency_headline,
     latency_report,
     measure_variants,
     timing,
@@ -94,6 +95,9 @@ def test_timing_percentiles_are_positive_and_ordered():
         timing(lambda: None, warmup=0, runs=0)
 
 
+PERCENTILES = ("p50_ms", "p90_ms", "p99_ms")
+
+
 def test_latency_report_of_a_real_model(resnet, tmp_path):
     report = latency_report(
         resnet, tmp_path, images(40), np.zeros(40, dtype=np.int64), threads=1, warmup=2, runs=10, min_agreement=0.99
@@ -104,6 +108,9 @@ def test_latency_report_of_a_real_model(resnet, tmp_path):
         assert 0 <= result["agreement"] <= 1
     assert report["variants"]["onnx_fp32"]["agreement"] == 1.0
     assert report["variants"][report["fastest_faithful"]]["agreement"] >= 0.99
+    headline = latency_headline(report)  # what metrics/latency/<backbone>.json keeps: timings and the pick
+    assert headline["fastest_faithful"] == report["fastest_faithful"]
+    assert headline["variants"]["onnx_int8"] == {key: report["variants"]["onnx_int8"][key] for key in PERCENTILES}
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.int8.onnx").is_file()
     assert (tmp_path / "model.int8.onnx").stat().st_size < (tmp_path / "model.onnx").stat().st_size / 2
     assert report["gflops"] == pytest.approx(count_flops(resnet) / 1e9) and report["gflops"] > 0.05

@@ -45,8 +45,12 @@ def test_finetune_learns_and_writes_its_outputs(prepared, tmp_path, monkeypatch)
     settings = RunSettings(CLASSES, CPU, 0, prepared, tta=TTAConfig(flip=True, shifts=4))
     summary = run_finetune(SPEC, section, None, settings)
     assert summary["test"]["accuracy"] >= 2 / 7
-    written = json.loads((tmp_path / "metrics/finetune/resnet18.json").read_text())
-    assert {"accuracy", "macro_f1", "per_class_recall", "confusion_matrix"} <= set(written["test"])
+    written = json.loads((tmp_path / "reports/details/finetune/resnet18.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class_recall", "per_class_f1", "confusion_matrix"} <= set(written["test"])
+    headline = json.loads((tmp_path / "metrics/finetune/resnet18.json").read_text())
+    assert headline["test"] == {key: written["test"][key] for key in ("accuracy", "macro_f1")}
+    assert headline["tta"]["test"]["accuracy"] == written["tta"]["test"]["accuracy"]
+    assert set(headline) == {"train", "val", "test", "test_leakage_free", "tta", "overfitting", "best_epoch"}
     # synthetic faces are all distinct: every test image is leakage-free, so both figures agree
     assert written["test_leakage_free"]["images"] == 7 * 15
     assert written["test_leakage_free"]["accuracy"] == pytest.approx(written["test"]["accuracy"])

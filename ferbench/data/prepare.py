@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,3 +268,24 @@ def write_prepared(result: PreparedData, out_dir: Path) -> None:
     for split, data in result.splits.items():
         save_split(out_dir / f"{split}.npz", data)
     result.manifest[MANIFEST_COLUMNS].to_csv(out_dir / MANIFEST_FILE, index=False)
+
+
+DATA_HEADLINE_QUALITY = (
+    "duplicate_images",
+    "label_conflict_groups",
+    "train_test_shared_images",
+    "test_leakage_free_images",
+    "near_blank",
+    "skipped",
+)
+
+
+def data_headline(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What `dvc exp show` shows of the data: images per split, archive files and the main quality
+    counts (per-class counts go to the class distribution plot, the rest to the details file)."""
+    return {
+        "images": {split: counts["total"] for split, counts in summary["counts"].items()},
+        "archive_files": summary["archive_files"],
+        "quality": {key: summary["quality"][key] for key in DATA_HEADLINE_QUALITY}
+        | {"dropped": sum(summary["quality"]["dropped"].values())},
+    }
