@@ -120,11 +120,13 @@ def write_model_folder(
 
 @dataclass
 class Deployment:
-    """What `deploy_candidate` produced: the card, and the model's test reliability table (per
-    confidence bin: count, mean confidence and accuracy, before and after temperature scaling)."""
+    """What `deploy_candidate` produced: the card, the model's test reliability table (per
+    confidence bin: count, mean confidence and accuracy, before and after temperature scaling) and
+    its test predictions (image index, true and predicted class, calibrated confidence)."""
 
     card: dict[str, Any]
     reliability: pd.DataFrame
+    test_predictions: pd.DataFrame
 
 
 def deploy_candidate(
@@ -208,14 +210,25 @@ def deploy_candidate(
     for name, table in (("before", before), ("after", after)):
         for column in ("count", "confidence", "accuracy"):
             reliability[f"{column}_{name}"] = table[column]
-    return Deployment(card, reliability)
+    scaled = test_logits / probabilities["temperature"]
+    confidence = np.exp(scaled - scaled.max(1, keepdims=True))
+    confidence = confidence.max(1) / confidence.sum(1)
+    test_predictions = pd.DataFrame(
+        {
+            "index": np.arange(len(test.labels)),
+            "actual": [classes[i] for i in test.labels],
+            "predicted": [classes[i] for i in predictions],
+            "confidence": confidence,
+        }
+    )
+    return Deployment(card, reliability, test_predictions)
 
 
 def _variant(latency: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     """The latency stage's record of one variant (an error naming the fix when it was not measured)."""
     if name not in latency["variants"]:
         raise FerbenchError(
-            f"metrics/latency: no timings for {name}; rerun `dvc repro` (the latency stage times "
+            f"reports/details/latency: no timings for {name}; rerun `dvc repro` (the latency stage times "
             "every variant the select stage may ship)"
         )
     return latency["variants"][name]
@@ -226,7 +239,7 @@ def _timings(variant: Mapping[str, Any], key: str | None) -> dict[str, Any]:
     timings = variant if key is None else variant.get(key)
     if timings is None:
         raise FerbenchError(
-            "metrics/latency: no timings with TTA; rerun `dvc repro` (the latency stage times "
+            "reports/details/latency: no timings with TTA; rerun `dvc repro` (the latency stage times "
             "the TTA views when params.yaml: tta has more than one)"
         )
     return {name: value for name, value in timings.items() if name.endswith("_ms") or name in ("fps", "views")}

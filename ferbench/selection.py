@@ -165,3 +165,22 @@ def select(candidates: Sequence[Candidate], criterion: Criterion) -> dict[str, A
     if excluded:
         reason += "; excluded: " + "; ".join(f"{c.name} ({why})" for c, why in excluded)
     return {"selected": best.name, "criterion": asdict(criterion), "ranking": ranking, "reason": reason}
+
+
+SHIPPED_HEADLINE = (
+    "val_accuracy",
+    "test_accuracy",
+    "test_macro_f1",
+    "test_leakage_free_accuracy",
+    "latency_p50_ms",
+)
+
+
+def selection_headline(selection: Mapping[str, Any]) -> dict[str, Any]:
+    """What `dvc exp show` shows of a selection: the chosen name, each candidate's rank and score, and
+    the shipped model's accuracy and latency (the reason and the rest go to the details file)."""
+    return {
+        "selected": selection["selected"],
+        "ranking": {entry["name"]: {"rank": entry["rank"], "score": entry["score"]} for entry in selection["ranking"]},
+        "shipped": {key: selection["deployment"][key] for key in SHIPPED_HEADLINE},
+    }

@@ -7,21 +7,19 @@ measures it on test and writes the model folder `models/deploy/<candidate>/`. `s
 candidates on what these folders will actually ship and copies the chosen one.
 """
 
-import json
-
 from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.data.prepared import leakage_free_test_mask, load_split, read_provenance
 from ferbench.deploy import deploy_candidate
 from ferbench.errors import FerbenchError
 from ferbench.latency import calibration_from_params
-from ferbench.metrics import read_metrics
+from ferbench.metrics import read_metrics, write_json
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.paths import (
     DEPLOY_METRICS,
     DEPLOY_MODELS,
     DEPLOY_PLOTS,
-    LATENCY_METRICS,
+    DETAILS_DIR,
     PREPARED_DIR,
     TRAIN_METRICS,
     TRAIN_MODELS,
@@ -37,7 +35,7 @@ def main() -> None:
     if name not in P.get(params, "train.candidates", dict):
         raise FerbenchError(f"params.yaml: '{name}' is not under train.candidates")
     trained = read_metrics(TRAIN_METRICS / f"{name}.json")
-    latency_path = LATENCY_METRICS / f"{name}.json"
+    latency_path = DETAILS_DIR / "latency" / f"{name}.json"
     if not latency_path.is_file():
         raise FerbenchError(f"{latency_path}: not found; every candidate must also be under backbones (latency@{name})")
     with_tta = trained.get("tta", {}).get("val", {}).get("accuracy")
@@ -87,10 +85,10 @@ def main() -> None:
         "test_macro_f1": metrics["test_macro_f1"],
         "test_leakage_free_accuracy": metrics["test_leakage_free_accuracy"],
     }
-    DEPLOY_METRICS.mkdir(parents=True, exist_ok=True)
-    (DEPLOY_METRICS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(DEPLOY_METRICS / f"{name}.json", summary)
     (DEPLOY_PLOTS / name).mkdir(parents=True, exist_ok=True)
     deployment.reliability.to_csv(DEPLOY_PLOTS / name / "reliability.csv", index=False)
+    deployment.test_predictions.to_csv(DEPLOY_PLOTS / name / "test_predictions.csv", index=False)
     print(
         f"deploy@{name}: {summary['variant']}{' with TTA' if use_tta else ''}, p50 {summary['latency_p50_ms']:.2f} "
         f"ms, val {summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f} (agreement with fp32 on val "

@@ -1,15 +1,16 @@
 """DVC stage `select`: choose the model to ship from the trained candidates (val numbers only) and
 ship it: `models/selected/` is the chosen candidate's `models/deploy/<candidate>/` as `deploy@`
 decided it (variant, test-time augmentation, temperature), with why it was chosen added to its
-card. The latency budget applies to that shipped variant."""
+card. The latency budget applies to that shipped variant. `metrics/selection.json` holds the
+headline (the name, rank and score of each candidate, the shipped model's numbers);
+`reports/details/selection.json` the reason and everything shipped."""
 
-import json
 import shutil
 
 from ferbench import params as P
 from ferbench.cli import run_stage
 from ferbench.errors import FerbenchError
-from ferbench.metrics import read_metrics
+from ferbench.metrics import read_metrics, write_json
 from ferbench.model_folder import deployment_summary, ship_selected
 from ferbench.paths import (
     DEPLOY_METRICS,
@@ -17,10 +18,12 @@ from ferbench.paths import (
     DEPLOY_PLOTS,
     RELIABILITY_PLOT,
     SELECTED_DIR,
+    SELECTED_PREDICTIONS,
+    SELECTION_DETAILS,
     SELECTION_METRICS,
     TRAIN_METRICS,
 )
-from ferbench.selection import Candidate, Criterion, select
+from ferbench.selection import Candidate, Criterion, select, selection_headline
 
 
 def main() -> None:
@@ -43,10 +46,11 @@ def main() -> None:
     chosen = selection["selected"]
     card = ship_selected(DEPLOY_MODELS / chosen, SELECTED_DIR, selection)
     selection["deployment"] = deployment_summary(card)
-    SELECTION_METRICS.parent.mkdir(parents=True, exist_ok=True)
-    SELECTION_METRICS.write_text(json.dumps(selection, indent=2) + "\n")
+    write_json(SELECTION_DETAILS, selection)
+    write_json(SELECTION_METRICS, selection_headline(selection))
     RELIABILITY_PLOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(DEPLOY_PLOTS / chosen / "reliability.csv", RELIABILITY_PLOT)
+    for plot in (RELIABILITY_PLOT, SELECTED_PREDICTIONS):
+        shutil.copyfile(DEPLOY_PLOTS / chosen / plot.name, plot)
     print(f"select: {selection['reason']}")
     shipped = selection["deployment"]
     print(

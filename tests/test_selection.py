@@ -161,9 +161,13 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
         (tmp_path / f"metrics/deploy/{name}.json").write_text(json.dumps(summary))
         (tmp_path / f"plots/deploy/{name}").mkdir(parents=True)
         (tmp_path / f"plots/deploy/{name}/reliability.csv").write_text(f"bin_center,from\n0.5,{name}\n")
+        (tmp_path / f"plots/deploy/{name}/test_predictions.csv").write_text(f"index,actual\n0,{name}\n")
     monkeypatch.setattr(sys, "argv", ["stages/select.py"])
     runpy.run_module("stages.select", run_name="__main__")  # as `python -m stages.select`, without a lasting import
-    selection = json.loads((tmp_path / "metrics/selection.json").read_text())
+    headline = json.loads((tmp_path / "metrics/selection.json").read_text())
+    assert headline["selected"] == "clip_vit_b32" and headline["shipped"]["latency_p50_ms"] == 8.0
+    assert headline["ranking"] == {"clip_vit_b32": {"rank": 1, "score": 0.65}, "resnet18": {"rank": None, "score": 0.7}}
+    selection = json.loads((tmp_path / "reports/details/selection.json").read_text())
     assert selection["selected"] == "clip_vit_b32"
     excluded = {entry["name"]: entry["excluded"] for entry in selection["ranking"]}
     assert "25.0" in excluded["resnet18"] and excluded["clip_vit_b32"] is None
@@ -172,3 +176,4 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
     assert "clip_vit_b32" in card["selection"]["reason"]
     assert selection["deployment"]["latency_p50_ms"] == 8.0
     assert "clip_vit_b32" in (tmp_path / "plots/selected/reliability.csv").read_text()
+    assert "clip_vit_b32" in (tmp_path / "plots/selected/test_predictions.csv").read_text()
