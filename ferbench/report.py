@@ -1,10 +1,11 @@
 """The comparison report: plots (data files for `dvc plots show` and seaborn PNGs), the summary
-metrics and a Markdown results table, all built from the metrics the other stages wrote."""
+metrics and the Markdown report, all built from what the other stages wrote to `reports/details/`,
+their DVCLive curves and the shipped model's test predictions."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,49 +16,83 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import MaxNLocator, ScalarFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from ferbench.errors import FerbenchError
-from ferbench.metrics import read_metrics
+from ferbench.metrics import confusion_matrix, read_metrics, write_json
 from ferbench.plots import save_confusion_matrix
 
 BENCHMARK_STAGES = ("feature_extract", "finetune")
+CURVE_STAGES = (*BENCHMARK_STAGES, "train")
+MISTAKES_SHOWN = 16
 
 
-def collect(metrics_dir: Path, backbones: Sequence[str], candidates: Sequence[str]) -> dict[str, Any]:
-    """Every metric the report needs, read once."""
+@dataclass
+class ReportInputs:
+    """Where the report reads: the stages' details files, their DVCLive curves, the shipped model's
+    test predictions and reliability table, the prepared test images and the data's provenance."""
+
+    details: Path
+    live: Path
+    selected_predictions: Path
+    reliability: Path
+    test_images: Path
+    provenance: Path
+
+
+@dataclass
+class ReportOutputs:
+    """Where the report writes: plot data and PNGs, the summary metrics and the Markdown report."""
+
+    plots: Path
+    summary: Path
+    markdown: Path
+
+
+def collect(details: Path, backbones: Sequence[str], candidates: Sequence[str]) -> dict[str, Any]:
+    """Every record the report needs, read once."""
     return {
+        "data": read_metrics(details / "data.json"),
         "benchmark": {
-            stage: {name: read_metrics(metrics_dir / stage / f"{name}.json") for name in backbones}
+            stage: {name: read_metrics(details / stage / f"{name}.json") for name in backbones}
             for stage in BENCHMARK_STAGES
         },
-        "train": {name: read_metrics(metrics_dir / "train" / f"{name}.json") for name in candidates},
-        "latency": {name: read_metrics(metrics_dir / "latency" / f"{name}.json") for name in backbones},
-        "selection": read_metrics(metrics_dir / "selection.json"),
+        "train": {name: read_metrics(details / "train" / f"{name}.json") for name in candidates},
+        "latency": {name: read_metrics(details / "latency" / f"{name}.json") for name in backbones},
+        "selection": read_metrics(details / "selection.json"),
     }
 
 
-def learning_curves(live_dir: Path, candidates: Sequence[str]) -> pd.DataFrame:
-    """Per-epoch train/val accuracy and loss of every candidate (from its DVCLive files), long format."""
+def majority_baseline(data: Mapping[str, Any]) -> tuple[str, float]:
+    """The class a constant guess would pick (the most frequent in train) and its test accuracy."""
+    counts = data["counts"]
+    classes = [name for name in counts["train"] if name != "total"]
+    majority = max(classes, key=lambda name: counts["train"][name])
+    return majority, counts["test"][majority] / max(counts["test"]["total"], 1)
+
+
+def learning_curves(live: Path, runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd.DataFrame:
+    """Per-epoch train/val accuracy and loss of every benchmarked and trained model (its DVCLive
+    files), one row per run, split and epoch; `best` marks the epoch whose weights were kept."""
     frames = []
-    for name in candidates:
-        for split in ("train", "val"):
-            for metric in ("accuracy", "loss"):
-                path = live_dir / name / "plots" / "metrics" / split / f"{metric}.tsv"
-                if not path.is_file():
-                    raise FerbenchError(f"{path}: not found; run `dvc repro train@{name}`")
-                curve = pd.read_csv(path, sep="\t")
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "candidate": name,
-                            "split": split,
-                            "metric": metric,
-                            "epoch": curve["step"] + 1,
-                            "value": curve[metric],
-                        }
-                    )
-                )
+    for stage, records in runs.items():
+        for name, record in records.items():
+            for split in ("train", "val"):
+                columns = {}
+                for metric in ("accuracy", "loss"):
+                    path = live / stage / name / "plots" / "metrics" / split / f"{metric}.tsv"
+                    if not path.is_file():
+                        raise FerbenchError(f"{path}: not found; run `dvc repro {stage}@{name}`")
+                    curve = pd.read_csv(path, sep="\t")
+                    columns["epoch"] = curve["step"] + 1
+                    columns[metric] = curve[metric]
+                frame = pd.DataFrame(columns)
+                frame.insert(0, "run", f"{stage}@{name}")
+                frame.insert(1, "stage", stage)
+                frame.insert(2, "backbone", name)
+                frame.insert(3, "split", split)
+                frame["best"] = frame["epoch"] == record["best_epoch"]
+                frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -119,6 +154,62 @@ def candidate_table(data: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def per_class_table(data: Mapping[str, Any], classes: Sequence[str]) -> pd.DataFrame:
+    """Test recall and F1 per class of every candidate (PyTorch fp32, no TTA), long format."""
+    rows = []
+    for name, metrics in data["train"].items():
+        test = metrics["test"]
+        if "per_class_f1" not in test:
+            raise FerbenchError(f"reports/details/train/{name}.json: no per-class F1; rerun `dvc repro train@{name}`")
+        for label in classes:
+            rows.append(
+                {
+                    "candidate": name,
+                    "class": label,
+                    "recall": test["per_class_recall"][label],
+                    "f1": test["per_class_f1"][label],
+                    "test_images": data["data"]["counts"]["test"][label],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def variant_points(data: Mapping[str, Any], budget_ms: float | None) -> pd.DataFrame:
+    """Every runtime variant of every fine-tuned backbone: CPU p50 and val accuracy, whether it is
+    faithful to fp32 (agreement on val), whether it is on the Pareto front (no other variant is both
+    at least as fast and at least as accurate, and better in one) and within the latency budget."""
+    rows = []
+    for name, latency in data["latency"].items():
+        for variant, result in latency["variants"].items():
+            rows.append(
+                {
+                    "backbone": name,
+                    "variant": variant,
+                    "latency_ms": result["p50_ms"],
+                    "val_accuracy": result["val_accuracy"],
+                    "agreement": result["agreement"],
+                    "faithful": result["agreement"] >= latency["min_agreement"],
+                    "fastest_faithful": variant == latency["fastest_faithful"],
+                }
+            )
+    points = pd.DataFrame(rows)
+    latency, accuracy = points["latency_ms"].to_numpy(), points["val_accuracy"].to_numpy()
+    dominated = [
+        bool(
+            np.any(
+                (latency <= latency[i])
+                & (accuracy >= accuracy[i])
+                & ((latency < latency[i]) | (accuracy > accuracy[i]))
+            )
+        )
+        for i in range(len(points))
+    ]
+    points["pareto"] = ~np.array(dominated)
+    points["within_budget"] = True if budget_ms is None else points["latency_ms"] <= budget_ms
+    points["budget_ms"] = budget_ms
+    return points
+
+
 def _save(figure: plt.Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
@@ -126,8 +217,9 @@ def _save(figure: plt.Figure, path: Path) -> None:
     plt.close(figure)
 
 
-def plot_benchmark(table: pd.DataFrame, csv_path: Path, png_path: Path) -> None:
-    """Test accuracy per backbone, frozen extractor and fine-tuned side by side."""
+def plot_benchmark(table: pd.DataFrame, baseline: tuple[str, float], csv_path: Path, png_path: Path) -> None:
+    """Test accuracy per backbone, frozen extractor and fine-tuned side by side, with the accuracy of
+    always answering the most frequent class."""
     long = table.melt(
         id_vars="backbone",
         value_vars=[f"{stage}_test" for stage in BENCHMARK_STAGES],
@@ -136,11 +228,21 @@ def plot_benchmark(table: pd.DataFrame, csv_path: Path, png_path: Path) -> None:
     )
     long["mode"] = long["mode"].str.removesuffix("_test")
     long.insert(0, "model", long["backbone"] + " " + long["mode"])
+    long["chance"] = baseline[1]
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     long.to_csv(csv_path, index=False)
     sns.set_theme(style="whitegrid")
     figure, axes = plt.subplots(figsize=(8, 4.5))
     sns.barplot(data=long, x="backbone", y="test_accuracy", hue="mode", ax=axes)
+    axes.axhline(baseline[1], color="black", linestyle="--", linewidth=1)
+    axes.annotate(
+        f"chance: always '{baseline[0]}' ({baseline[1]:.1%})",
+        (0, baseline[1]),
+        xycoords=("axes fraction", "data"),
+        xytext=(4, 4),
+        textcoords="offset points",
+        fontsize=9,
+    )
     axes.set_ylim(0, 1)
     axes.set_title("Test accuracy: frozen feature extractor vs fine-tuned")
     axes.set_xlabel("")
@@ -148,55 +250,117 @@ def plot_benchmark(table: pd.DataFrame, csv_path: Path, png_path: Path) -> None:
 
 
 def plot_learning_curves(curves: pd.DataFrame, csv_path: Path, png_path: Path) -> None:
-    """Train and val accuracy/loss per epoch of every candidate."""
-    wide = curves.pivot_table(index="epoch", columns=["candidate", "split", "metric"], values="value")
-    wide.columns = [f"{candidate} {split} {metric}" for candidate, split, metric in wide.columns]
+    """Accuracy and loss per epoch of every run, train and val overlaid in one panel per stage and
+    metric, the kept (best-on-val) epoch marked."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    wide.reset_index().to_csv(csv_path, index=False)
+    curves.to_csv(csv_path, index=False)
     sns.set_theme(style="whitegrid")
-    grid = sns.relplot(
-        data=curves,
-        x="epoch",
-        y="value",
-        hue="candidate",
-        style="split",
-        col="metric",
-        kind="line",
-        facet_kws={"sharey": False},
-        height=3.8,
-        aspect=1.2,
-    )
-    for axes in grid.axes.flat:
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    grid.figure.suptitle("Candidates: learning curves (solid train, dashed val)", y=1.02)
-    grid.savefig(png_path, dpi=110)
-    plt.close(grid.figure)
+    stages = [stage for stage in CURVE_STAGES if stage in set(curves["stage"])]
+    figure, grid = plt.subplots(len(stages), 2, figsize=(11, 3.4 * len(stages)), squeeze=False)
+    backbones = sorted(set(curves["backbone"]))
+    palette = dict(zip(backbones, sns.color_palette(n_colors=len(backbones)), strict=True))
+    for row, stage in enumerate(stages):
+        for column, metric in enumerate(("accuracy", "loss")):
+            axes = grid[row][column]
+            subset = curves[curves["stage"] == stage]
+            for (backbone, split), line in subset.groupby(["backbone", "split"]):
+                axes.plot(
+                    line["epoch"],
+                    line[metric],
+                    color=palette[backbone],
+                    linestyle="-" if split == "train" else "--",
+                    label=f"{backbone} {split}",
+                )
+                best = line[line["best"]]
+                if split == "val" and len(best):
+                    axes.plot(best["epoch"], best[metric], marker="*", markersize=13, color=palette[backbone])
+            axes.set_title(f"{stage}: {metric}")
+            axes.set_xlabel("epoch")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if column == 1:
+                axes.legend(fontsize=8, loc="upper right")
+    figure.suptitle("Learning curves (solid train, dashed val, star: the kept epoch)", y=1.0)
+    _save(figure, png_path)
 
 
-def plot_accuracy_latency(table: pd.DataFrame, selected: str, csv_path: Path, png_path: Path) -> None:
-    """Fine-tuned val accuracy against CPU latency of the fastest faithful variant, per backbone."""
-    points = table[["backbone", "fastest_p50_ms", "torch_fp32_p50_ms", "finetune_val", "finetune_test"]].rename(
-        columns={"fastest_p50_ms": "latency_ms", "finetune_val": "val_accuracy", "finetune_test": "test_accuracy"}
-    )
+def plot_accuracy_latency(points: pd.DataFrame, selected: str, csv_path: Path, png_path: Path) -> None:
+    """Val accuracy against CPU latency of every runtime variant of every fine-tuned backbone, the
+    Pareto front and the latency budget."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     points.to_csv(csv_path, index=False)
     sns.set_theme(style="whitegrid")
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    sns.scatterplot(data=points, x="latency_ms", y="val_accuracy", s=80, ax=axes)
-    for _, point in points.iterrows():
+    figure, axes = plt.subplots(figsize=(8, 5))
+    sns.scatterplot(data=points, x="latency_ms", y="val_accuracy", hue="variant", style="backbone", s=80, ax=axes)
+    front = points[points["pareto"]].sort_values("latency_ms")
+    axes.plot(
+        front["latency_ms"],
+        front["val_accuracy"],
+        color="grey",
+        linestyle=":",
+        marker="o",
+        markersize=14,
+        markerfacecolor="none",
+        label="Pareto front",
+    )
+    for _, point in points[points["fastest_faithful"]].iterrows():
         marker = " (selected)" if point["backbone"] == selected else ""
         axes.annotate(
             point["backbone"] + marker,
             (point["latency_ms"], point["val_accuracy"]),
             textcoords="offset points",
             xytext=(6, 4),
+            fontsize=9,
         )
+    budget = points["budget_ms"].iloc[0]
+    if budget is not None and not pd.isna(budget):
+        axes.axvline(budget, color="red", linestyle="--", linewidth=1, label=f"budget {budget:g} ms")
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(ScalarFormatter())
-    axes.xaxis.set_minor_formatter(ScalarFormatter())
-    axes.set_xlabel("CPU latency, batch 1, fastest faithful runtime (ms, log scale)")
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel("CPU latency, batch 1, p50 (ms, log scale)")
     axes.set_ylabel("val accuracy (fine-tuned)")
-    axes.set_title("Accuracy against CPU latency")
+    axes.set_title("Accuracy against CPU latency, every runtime variant (labels: fastest faithful)")
+    axes.legend(fontsize=8, loc="best")
+    _save(figure, png_path)
+
+
+def plot_per_class(table: pd.DataFrame, csv_path: Path, png_path: Path) -> None:
+    """Test F1 per class of every candidate."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv_path, index=False)
+    sns.set_theme(style="whitegrid")
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    sns.barplot(data=table, x="class", y="f1", hue="candidate", ax=axes)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("")
+    axes.set_ylabel("test F1")
+    axes.set_title("Candidates: test F1 per class")
+    _save(figure, png_path)
+
+
+def confident_mistakes(predictions: pd.DataFrame, count: int = MISTAKES_SHOWN) -> pd.DataFrame:
+    """The shipped model's wrong test answers it was surest of, most confident first."""
+    wrong = predictions[predictions["actual"] != predictions["predicted"]]
+    return wrong.sort_values(["confidence", "index"], ascending=[False, True]).head(count)
+
+
+def plot_confident_mistakes(mistakes: pd.DataFrame, images: np.ndarray, png_path: Path) -> None:
+    """A grid of the shipped model's most confident mistakes: the test face, true and predicted class."""
+    columns = 4
+    rows = max(1, -(-len(mistakes) // columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.6 * rows), squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, (_, mistake) in zip(grid.flat, mistakes.iterrows(), strict=False):
+        axes.imshow(images[int(mistake["index"])], cmap="gray", vmin=0, vmax=255)
+        axes.set_title(
+            f"#{int(mistake['index'])} true {mistake['actual']}\nsaid {mistake['predicted']} "
+            f"({mistake['confidence']:.0%})",
+            fontsize=9,
+        )
+    if mistakes.empty:
+        grid[0][0].text(0, 0.5, "no mistakes on test", fontsize=12)
+    figure.suptitle("Shipped model: most confident mistakes on test", y=1.0)
     _save(figure, png_path)
 
 
@@ -219,7 +383,7 @@ def plot_reliability(reliability: pd.DataFrame, temperature: float, png_path: Pa
 
 
 def _markdown(frame: pd.DataFrame, formats: Mapping[str, str]) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
+    header = "| " + " | ".join(str(column) for column in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     lines = [header, rule]
     for _, row in frame.iterrows():
@@ -240,19 +404,67 @@ def _views(count: int) -> str:
     return f"test-time augmentation over {count} views" if count > 1 else "no test-time augmentation"
 
 
+def data_section(data: Mapping[str, Any], provenance: Mapping[str, Any], baseline: tuple[str, float]) -> list[str]:
+    """Where the data came from, images per class and split, and what the quality checks found."""
+    counts = pd.DataFrame(data["counts"])
+    counts = counts.loc[[name for name in counts.index if name != "total"] + ["total"]]  # the total last
+    counts.index.name = "class"
+    counts = counts.reset_index()
+    quality = data["quality"]
+    source = provenance.get("source", "unknown")
+    digest = provenance.get("archive_sha256")
+    return [
+        "## Data",
+        "",
+        f"Source: `{source}`"
+        + (f" (Kaggle dataset `{provenance['kaggle_dataset']}`)" if source == "kaggle" else "")
+        + (f", archive SHA-256 `{digest[:16]}...` ({provenance.get('archive_bytes', 0):,} bytes)" if digest else "")
+        + f"; {data['archive_files']['train']} train-folder and {data['archive_files']['test']} test-folder files.",
+        "",
+        _markdown(counts, {}),
+        "",
+        f"Quality checks: {quality['duplicate_images']} duplicate images in {quality['duplicate_groups']} groups, "
+        f"{quality['label_conflict_groups']} groups with conflicting labels, {quality['near_blank']} near-blank, "
+        f"{quality['skipped']} undecodable files skipped, {sum(quality['dropped'].values())} images dropped "
+        f"({', '.join(f'{why} {n}' for why, n in quality['dropped'].items())}). Leakage: "
+        f"{quality['train_test_shared_images']} test images share their pixels with the Kaggle train folder "
+        f"({quality['train_test_shared_groups']} groups); the leakage-free test figures use the other "
+        f"{quality['test_leakage_free_images']}.",
+        "",
+        f"Chance: always answering the most frequent train class ('{baseline[0]}') scores "
+        f"{baseline[1]:.4f} on test; a uniform guess 1/{len(data['counts']['test']) - 1}.",
+        "",
+    ]
+
+
 def results_markdown(
-    benchmark: pd.DataFrame, candidates: pd.DataFrame, selection: Mapping[str, Any], plots_link: str
+    data: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    tables: Mapping[str, pd.DataFrame],
+    mistakes: pd.DataFrame,
+    plots_link: str,
 ) -> str:
+    selection = data["selection"]
     deployment = selection["deployment"]
+    benchmark, candidates, points = tables["benchmark"], tables["candidates"], tables["points"]
+    baseline = majority_baseline(data["data"])
     leakage_free_images = deployment["test_leakage_free_images"]
     accuracy = ".4f"
     accuracy_columns = dict.fromkeys([c for c in benchmark.columns if c.startswith(BENCHMARK_STAGES)], accuracy)
+    per_class = tables["per_class"].pivot_table(index="class", columns="candidate", values=["recall", "f1"], sort=False)
+    per_class.columns = [f"{candidate} {metric}" for metric, candidate in per_class.columns]
+    per_class = per_class[sorted(per_class.columns)].reset_index()
+    per_class.insert(1, "test images", tables["per_class"].groupby("class", sort=False)["test_images"].first().values)
+    front = points[points["pareto"]].sort_values("latency_ms")
+    budget = points["budget_ms"].iloc[0]
     return "\n".join(
         [
             "# ferbench results",
             "",
-            "Written by the `report` stage from `metrics/`; regenerate with `dvc repro`.",
+            "Written by the `report` stage from `reports/details/` and the DVCLive curves; regenerate with "
+            "`dvc repro`.",
             "",
+            *data_section(data["data"], provenance, baseline),
             "## Benchmark: every backbone, frozen feature extractor and fine-tuned",
             "",
             _markdown(
@@ -270,6 +482,22 @@ def results_markdown(
             "that agrees with PyTorch fp32 on the required share of val. `*_test_leakage_free`: accuracy on the "
             f"{leakage_free_images} test images whose pixels do not occur in the Kaggle train folder; "
             "`finetune_test_tta`: with test-time augmentation.",
+            "",
+            "## Accuracy against latency: every runtime variant",
+            "",
+            f"{len(points)} variants of {points['backbone'].nunique()} fine-tuned backbones; on the Pareto front "
+            "(nothing else is both at least as fast and at least as accurate on val): "
+            + ", ".join(
+                f"{row.backbone} {row.variant} ({row.latency_ms:.2f} ms, {row.val_accuracy:.4f})"
+                for row in front.itertuples()
+            )
+            + "."
+            + (
+                f" Latency budget (`select.latency_budget_ms`): {budget:g} ms; "
+                f"{int(points['within_budget'].sum())} variants are within it."
+                if budget is not None and not pd.isna(budget)
+                else " No latency budget set (`select.latency_budget_ms: null`)."
+            ),
             "",
             "## Candidates: final training and selection",
             "",
@@ -292,7 +520,12 @@ def results_markdown(
             ),
             "",
             "`_tta`: with test-time augmentation; `test_ece` / `test_ece_scaled`: expected calibration error "
-            "(15 bins) before / after a temperature fitted on val.",
+            "(15 bins) before / after a temperature fitted on val; `best_epoch`: the epoch whose weights were "
+            "kept (best val accuracy).",
+            "",
+            "### Per class (test, PyTorch fp32, no test-time augmentation)",
+            "",
+            _markdown(per_class, dict.fromkeys(per_class.columns[2:], ".3f")),
             "",
             f"**Selected: {selection['selected']}** (criterion `{selection['criterion']['name']}`). "
             f"{selection['reason']}.",
@@ -310,11 +543,23 @@ def results_markdown(
             f"test ECE {deployment['test_ece']:.4f} -> {deployment['test_ece_scaled']:.4f}, test NLL "
             f"{deployment['test_nll']:.4f} -> {deployment['test_nll_scaled']:.4f}.",
             "",
+            "### Most confident mistakes of the shipped model (test)",
+            "",
+            _markdown(
+                mistakes[["index", "actual", "predicted", "confidence"]].rename(columns={"index": "test image"}),
+                {"confidence": ".3f"},
+            )
+            if len(mistakes)
+            else "None: the shipped model answers every test image correctly.",
+            "",
+            f"![confident mistakes]({plots_link}/confident_mistakes.png)",
+            "",
             "## Plots",
             "",
             f"![benchmark]({plots_link}/benchmark_accuracy.png)",
             f"![learning curves]({plots_link}/learning_curves.png)",
             f"![accuracy vs latency]({plots_link}/accuracy_latency.png)",
+            f"![per class]({plots_link}/per_class.png)",
             f"![selected confusion]({plots_link}/selected_confusion.png)",
             f"![reliability]({plots_link}/reliability.png)",
             "",
@@ -322,67 +567,75 @@ def results_markdown(
     )
 
 
+def summary_metrics(data: Mapping[str, Any], benchmark: pd.DataFrame) -> dict[str, Any]:
+    """The benchmark's headline: the best backbone on val in each benchmark and the chance level
+    (what ships, and why, is `select`'s headline in metrics/selection.json)."""
+    best = {}
+    for stage in BENCHMARK_STAGES:
+        row = benchmark.loc[benchmark[f"{stage}_val"].idxmax()]
+        best[stage] = {
+            "backbone": row["backbone"],
+            "val_accuracy": row[f"{stage}_val"],
+            "test_accuracy": row[f"{stage}_test"],
+        }
+    return {"best_on_val": best, "chance_test_accuracy": majority_baseline(data["data"])[1]}
+
+
 def write_report(
-    metrics_dir: Path,
-    live_dir: Path,
-    plots_dir: Path,
-    train_plots_dir: Path,
-    reliability_path: Path,
-    summary_path: Path,
-    table_path: Path,
+    inputs: ReportInputs,
+    outputs: ReportOutputs,
     backbones: Sequence[str],
     candidates: Sequence[str],
     classes: Sequence[str],
+    budget_ms: float | None,
 ) -> dict[str, Any]:
-    """Write every report output; return the summary."""
-    data = collect(metrics_dir, backbones, candidates)
+    """Write every report output; return the summary metrics."""
+    data = collect(inputs.details, backbones, candidates)
     selection = data["selection"]
     selected = selection["selected"]
-    benchmark = benchmark_table(data)
-    ranked = candidate_table(data)
-    plot_benchmark(benchmark, plots_dir / "benchmark_accuracy.csv", plots_dir / "benchmark_accuracy.png")
-    plot_learning_curves(
-        learning_curves(live_dir, candidates), plots_dir / "learning_curves.csv", plots_dir / "learning_curves.png"
-    )
-    plot_accuracy_latency(benchmark, selected, plots_dir / "accuracy_latency.csv", plots_dir / "accuracy_latency.png")
-    chosen = data["train"][selected]
-    save_confusion_matrix(
-        np.array(chosen["test"]["confusion_matrix"]),
-        classes,
-        plots_dir / "selected_confusion.png",
-        title=f"selected {selected}: test accuracy {chosen['test']['accuracy']:.3f}",
-    )
-    predictions = pd.read_csv(train_plots_dir / selected / "predictions.csv")
-    predictions.to_csv(plots_dir / "selected_predictions.csv", index=False)
-    if not reliability_path.is_file():
-        raise FerbenchError(f"{reliability_path}: not found; run `dvc repro select`")
-    plot_reliability(
-        pd.read_csv(reliability_path), selection["deployment"]["temperature"], plots_dir / "reliability.png"
-    )
-    summary = {
-        "selected": selected,
-        "criterion": selection["criterion"]["name"],
-        "selected_val_accuracy": chosen["val"]["accuracy"],
-        "selected_test_accuracy": chosen["test"]["accuracy"],
-        "shipped_test_accuracy": selection["deployment"]["test_accuracy"],
-        "shipped_test_leakage_free_accuracy": selection["deployment"]["test_leakage_free_accuracy"],
-        "deployment": selection["deployment"],
-        "backbones": {
-            row["backbone"]: {k: v for k, v in row.items() if k != "backbone"} for row in benchmark.to_dict("records")
-        },
-        "candidates": {
-            row["candidate"]: {k: v for k, v in row.items() if k != "candidate"} for row in ranked.to_dict("records")
-        },
+    plots = outputs.plots
+    tables = {
+        "benchmark": benchmark_table(data),
+        "candidates": candidate_table(data),
+        "per_class": per_class_table(data, classes),
+        "points": variant_points(data, budget_ms),
     }
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
-    table_path.parent.mkdir(parents=True, exist_ok=True)
-    link = Path("..") / plots_dir if not plots_dir.is_absolute() else plots_dir
-    table_path.write_text(results_markdown(benchmark, ranked, selection, str(link)))
+    plot_benchmark(
+        tables["benchmark"],
+        majority_baseline(data["data"]),
+        plots / "benchmark_accuracy.csv",
+        plots / "benchmark_accuracy.png",
+    )
+    runs = {**data["benchmark"], "train": data["train"]}
+    plot_learning_curves(
+        learning_curves(inputs.live, runs), plots / "learning_curves.csv", plots / "learning_curves.png"
+    )
+    plot_accuracy_latency(tables["points"], selected, plots / "accuracy_latency.csv", plots / "accuracy_latency.png")
+    plot_per_class(tables["per_class"], plots / "per_class.csv", plots / "per_class.png")
+    for path in (inputs.selected_predictions, inputs.reliability):
+        if not path.is_file():
+            raise FerbenchError(f"{path}: not found; run `dvc repro select`")
+    shipped_predictions = pd.read_csv(inputs.selected_predictions)
+    shipped_predictions[["actual", "predicted"]].to_csv(plots / "selected_predictions.csv", index=False)
+    index = {name: position for position, name in enumerate(classes)}
+    save_confusion_matrix(
+        confusion_matrix(
+            shipped_predictions["actual"].map(index).to_numpy(),
+            shipped_predictions["predicted"].map(index).to_numpy(),
+            len(classes),
+        ),
+        classes,
+        plots / "selected_confusion.png",
+        title=f"{selected} as shipped: test accuracy {selection['deployment']['test_accuracy']:.3f}",
+    )
+    mistakes = confident_mistakes(shipped_predictions)
+    with np.load(inputs.test_images) as test:
+        plot_confident_mistakes(mistakes, test["images"], plots / "confident_mistakes.png")
+    plot_reliability(pd.read_csv(inputs.reliability), selection["deployment"]["temperature"], plots / "reliability.png")
+    summary = summary_metrics(data, tables["benchmark"])
+    write_json(outputs.summary, summary)
+    provenance = read_metrics(inputs.provenance)
+    link = Path("..") / plots if not plots.is_absolute() else plots
+    outputs.markdown.parent.mkdir(parents=True, exist_ok=True)
+    outputs.markdown.write_text(results_markdown(data, provenance, tables, mistakes, str(link)))
     return summary
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -24,7 +24,7 @@ from ferbench.errors import FerbenchError
 from ferbench.schema import validate_params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES: tuple[str, ...] = ("ferbench", "stages", "dvc.yaml", "params.yaml", ".dvcignore")
+PROJECT_FILES: tuple[str, ...] = ("ferbench", "stages", "vega", "dvc.yaml", "params.yaml", ".dvcignore")
 PATH_PARAMS: tuple[tuple[str, ...], ...] = (("data", "archive"),)  # relative paths, rebased onto the copy
 BACKBONE_PATH_KEY = "weights"  # backbones.<name>.weights: a local file or folder, rebased like the paths above
 

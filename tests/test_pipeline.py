@@ -57,7 +57,9 @@ def test_prepare_writes_the_contracted_outputs(workspace):
         assert data.images.shape == (expected, 48, 48) and data.images.dtype == np.uint8
         assert data.labels.dtype == np.int64 and set(data.labels) == set(range(7))
     metrics = json.loads((workspace / "metrics" / "data.json").read_text())
-    assert metrics["counts"]["test"]["total"] == 84
+    assert metrics["images"]["test"] == 84 and metrics["quality"]["dropped"] == 0
+    details = json.loads((workspace / "reports/details/data.json").read_text())
+    assert details["counts"]["test"]["total"] == 84 and details["counts"]["test"]["happy"] == 12
     assert metrics["archive_files"] == {"train": 280, "test": 84}
     manifest = pd.read_csv(workspace / "data" / "prepared" / "manifest.csv")
     assert len(manifest) == 364
@@ -110,10 +112,12 @@ def test_every_declared_output_exists(workspace):
 
 
 def test_train_select_latency_and_report_outputs(workspace):
-    trained = json.loads((workspace / "metrics/train/resnet18.json").read_text())
+    trained = json.loads((workspace / "reports/details/train/resnet18.json").read_text())
     gaps = trained["overfitting"]
     assert set(gaps) >= {"accuracy_gap", "loss_gap", "best_epoch", "at_best_epoch", "at_last_epoch"}
     assert gaps["accuracy_gap"] == pytest.approx(trained["train"]["accuracy"] - trained["val"]["accuracy"])
+    headline = json.loads((workspace / "metrics/train/resnet18.json").read_text())
+    assert headline["overfitting"] == {key: gaps[key] for key in ("accuracy_gap", "loss_gap")}
     assert len(pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 3
     latency = json.loads((workspace / "metrics/latency/resnet34.json").read_text())
     for variant in ("torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static"):
@@ -121,8 +125,9 @@ def test_train_select_latency_and_report_outputs(workspace):
         assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
     train_images = len(np.load(workspace / "data/prepared/train.npz")["labels"])
     wanted = yaml.safe_load((workspace / "params.yaml").read_text())["latency"]["calibration_images"]
-    assert latency["calibration"] == {"images": min(wanted, train_images), "split": "train", "method": "percentile"}
-    selection = json.loads((workspace / "metrics/selection.json").read_text())
+    details = json.loads((workspace / "reports/details/latency/resnet34.json").read_text())
+    assert details["calibration"] == {"images": min(wanted, train_images), "split": "train", "method": "percentile"}
+    selection = json.loads((workspace / "reports/details/selection.json").read_text())
     assert selection["selected"] in ("resnet18", "resnet34") and selection["reason"]
     assert [entry["rank"] for entry in selection["ranking"]] == [1, 2]
     card = json.loads((workspace / "models/selected/model_card.json").read_text())
@@ -152,12 +157,54 @@ def test_train_select_latency_and_report_outputs(workspace):
     reliability = pd.read_csv(workspace / "plots/selected/reliability.csv")
     assert len(reliability) == 15 and reliability["count_before"].sum() == 7 * 12
     summary = json.loads((workspace / "metrics/summary.json").read_text())
-    assert summary["selected"] == selection["selected"] and set(summary["backbones"]) == {"resnet18", "resnet34"}
+    assert set(summary["best_on_val"]) == {"feature_extract", "finetune"}
+    assert summary["chance_test_accuracy"] == pytest.approx(1 / 7)  # balanced synthetic classes
+
+
+def test_the_report_has_what_a_researcher_looks_for(workspace):
+    selection = json.loads((workspace / "reports/details/selection.json").read_text())
     table = (workspace / "reports/results.md").read_text()
     assert f"**Selected: {selection['selected']}**" in table and "| resnet34 |" in table
-    for name in ("benchmark_accuracy", "learning_curves", "accuracy_latency", "selected_confusion"):
+    for section in ("## Data", "archive SHA-256", "Leakage:", "Chance:", "## Accuracy against latency", "Pareto front"):
+        assert section in table, section
+    assert "### Per class" in table and "| happy | 12 |" in table  # test images of the class, then recall/F1
+    assert "### Most confident mistakes" in table
+    for name in (
+        "benchmark_accuracy",
+        "learning_curves",
+        "accuracy_latency",
+        "selected_confusion",
+        "per_class",
+        "confident_mistakes",
+    ):
         assert (workspace / f"plots/report/{name}.png").stat().st_size > 10_000
     assert len(pd.read_csv(workspace / "plots/report/benchmark_accuracy.csv")) == 4  # 2 backbones x 2 modes
+    curves = pd.read_csv(workspace / "plots/report/learning_curves.csv")
+    runs = {
+        f"{stage}@{name}" for stage in ("feature_extract", "finetune", "train") for name in ("resnet18", "resnet34")
+    }
+    assert set(curves["run"]) == runs  # every benchmarked backbone, both benchmarks, and every candidate
+    kept = curves[curves["best"] & (curves["split"] == "val")]
+    assert len(kept) == len(runs)  # one kept epoch marked per run
+    details = json.loads((workspace / "reports/details/train/resnet18.json").read_text())
+    assert kept.set_index("run").loc["train@resnet18", "epoch"] == details["best_epoch"]
+    points = pd.read_csv(workspace / "plots/report/accuracy_latency.csv")
+    assert len(points) == 2 * 4 and points["pareto"].any()  # every runtime variant of both backbones
+    fastest = points[points["latency_ms"] == points["latency_ms"].min()]
+    assert fastest["pareto"].all()  # nothing is faster than the fastest variant
+    per_class = pd.read_csv(workspace / "plots/report/per_class.csv")
+    assert len(per_class) == 2 * 7 and per_class["f1"].between(0, 1).all()
+    shipped = pd.read_csv(workspace / "plots/selected/test_predictions.csv")
+    assert len(shipped) == 7 * 12 and shipped["confidence"].between(1 / 7, 1).all()
+
+
+def test_metrics_files_hold_headline_numbers_only(workspace):
+    metrics = json.loads(dvc(workspace, "metrics", "show", "--json"))
+    flat = json.dumps(metrics)
+    for detail in ("per_class", "confusion", "seconds", "reason", "images_per_second", "history", "calibration"):
+        assert detail not in flat, detail
+    for path in (workspace / "metrics").rglob("*.json"):
+        assert len(path.read_text()) < 1500, path  # a few dozen numbers each
 
 
 def test_plots_render(workspace):
@@ -165,9 +212,12 @@ def test_plots_render(workspace):
     for expected in (
         "Class distribution",
         "feature_extract/resnet18/predictions.csv",
-        "val/accuracy.tsv",
+        "Learning curves, accuracy",
+        "Learning curves, loss",
         "Test accuracy per backbone",
-        "Accuracy against CPU latency",
+        "Accuracy against CPU latency, every runtime variant",
+        "Candidates, test F1 per class",
+        "confident_mistakes.png",
         "Selected model, test confusion",
         "learning_curves.png",
         "train/resnet34/predictions.csv",
@@ -188,7 +238,7 @@ def test_changing_the_criterion_reruns_only_select_and_report(workspace):
     ran = re.findall(r"Running stage '([^']+)'", dvc(workspace, "repro"))
     assert ran == ["select", "report"]
     diff = json.loads(dvc(workspace, "metrics", "diff", "--json"))
-    assert diff["metrics/summary.json"]["criterion"]["new"] == "accuracy"
+    assert set(diff) <= {"metrics/selection.json", "metrics/summary.json"}, diff  # nothing upstream moved
     commit_all(workspace, "criterion accuracy")
 
 
@@ -200,6 +250,9 @@ def test_a_criterion_experiment_in_a_temporary_workspace_trains_nothing(workspac
     out = dvc(workspace, "exp", "run", "--temp", "--name", "penalty-2", "-S", "select.gap_penalty=2.0")
     assert ran_stages(out) and ran_stages(out) <= {"select", "report"}, out  # nothing trained, exported or embedded
     assert "penalty-2" in dvc(workspace, "exp", "show", "--json")
+    table = dvc(workspace, "exp", "show", "--only-changed", "--csv")
+    header = table.splitlines()[0].split(",")
+    assert "select.gap_penalty" in header and len(header) <= 40, header  # readable in a terminal
 
 
 def test_two_queued_experiments_run_in_parallel_and_train_nothing(workspace):
@@ -248,7 +301,7 @@ def test_last_nothing_reruns_and_a_param_change_reruns_only_prepare(workspace):
     out = dvc(workspace, "repro", "prepare")
     assert "Stage 'download' didn't change, skipping" in out
     diff = json.loads(dvc(workspace, "metrics", "diff", "--json"))
-    assert diff["metrics/data.json"]["counts.val.total"]["new"] == 7 * 8
+    assert diff["metrics/data.json"]["images.val"]["new"] == 7 * 8
 
 
 def test_a_killed_training_run_resumes_on_the_next_repro(workspace):
@@ -280,7 +333,7 @@ def test_a_killed_training_run_resumes_on_the_next_repro(workspace):
     assert torch.load(resume, weights_only=True)["epoch"] < 6
     out = dvc(workspace, "repro", "train@resnet18")
     assert "resuming after epoch" in out
-    metrics = json.loads((workspace / "metrics/train/resnet18.json").read_text())
+    metrics = json.loads((workspace / "reports/details/train/resnet18.json").read_text())
     assert metrics["epochs"] == 6 and 1 <= metrics["best_epoch"] <= 6
     assert len(pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 6
     status = dvc(workspace, "status")  # the last test of the module: deploy, select and report are left to rerun
