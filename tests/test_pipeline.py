@@ -218,7 +218,7 @@ def test_plots_render(workspace):
         "Accuracy against CPU latency, every runtime variant",
         "Candidates, test F1 per class",
         "confident_mistakes.png",
-        "Selected model, test confusion",
+        "Selected model as shipped, test confusion",
         "learning_curves.png",
         "train/resnet34/predictions.csv",
         "Selected model as shipped",
