@@ -26,6 +26,18 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ferbench.augment import AugmentConfig, augment_images, mix_batch
+from ferbench.distributed import (
+    SINGLE,
+    Group,
+    all_sum,
+    broadcast,
+    epoch_order,
+    global_batches,
+    identical_across_ranks,
+    rank_share,
+    sync_buffers,
+    wrap,
+)
 from ferbench.errors import FerbenchError
 from ferbench.models.checkpoint import atomic_torch_save, model_state, save_state, unwrap
 from ferbench.run_settings import TrainConfig
@@ -88,6 +100,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     train_images_per_second: float = 0.0
+    identical_across_ranks: bool = True  # data-parallel runs: every rank ended with the same weights
 
 
 def _optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimizer:
@@ -176,10 +189,15 @@ def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Te
     return len(labels) / (num_classes * counts)
 
 
+def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-image sampling weights under which every class is drawn equally often on average."""
+    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
+    return (1.0 / counts)[labels]
+
+
 def balanced_sample(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """An epoch's worth of indices (with replacement) in which every class is drawn equally often on average."""
-    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
-    return torch.multinomial((1.0 / counts)[labels], len(labels), replacement=True)
+    return torch.multinomial(balanced_weights(labels, num_classes), len(labels), replacement=True)
 
 
 def _autocast(device: torch.device) -> Any:
@@ -222,6 +240,9 @@ def fit(
     description: str = "train",
     checkpoint_metadata: dict[str, Any] | None = None,
     resume: ResumeFile | None = None,
+    group: Group = SINGLE,
+    seed: int = 0,
+    sync_batchnorm: bool = True,
 ) -> FitResult:
     """Train for `config.epochs`, keep the best-on-val state dict in `checkpoint`.
 
@@ -230,6 +251,11 @@ def fit(
     run that finds a matching unfinished state (same fingerprint) continues from it instead of
     starting over; the earlier epochs' rows are replayed through `log_epoch` so curves stay
     complete. `config.precision` decides on bf16 autocast for the training steps (`mixed_precision`).
+
+    With a data-parallel `group` (`ferbench.distributed`), `config.batch_size` is the global batch:
+    every rank draws the same epoch order (from `seed` and the epoch), trains on its share of each
+    batch under DistributedDataParallel and evaluates the same val; rank 0 alone writes the
+    checkpoint, the resume state and the curves, and its resume state is what every rank resumes from.
     """
     device = train.labels.device
     bf16 = mixed_precision(config.precision, device)
@@ -245,14 +271,17 @@ def fit(
     metadata = checkpoint_metadata or {}
     first_epoch = 0
     best_state: dict[str, torch.Tensor] | None = None
-    state = resume.load(config.epochs) if resume is not None else None
+    state = resume.load(config.epochs) if resume is not None and group.is_main else None
+    state = broadcast(state, group)
     if state is not None:
         first_epoch, best_state = _restore(state, model, optimizer, scheduler, average, result, device)
-        print(f"{description}: resuming after epoch {first_epoch} of {config.epochs} ({resume.path})")
-        save_state(checkpoint, best_state, epoch=result.best_epoch, **metadata)
+        if group.is_main:
+            print(f"{description}: resuming after epoch {first_epoch} of {config.epochs} ({resume.path})")
+            save_state(checkpoint, best_state, epoch=result.best_epoch, **metadata)
         for row in result.history:
             if log_epoch is not None:
                 log_epoch(row)
+    trained = wrap(model, group, sync_batchnorm)  # the model itself when not distributed
     start = time.perf_counter()
     train_seconds = 0.0
     with tqdm(
@@ -261,25 +290,33 @@ def fit(
         desc=description,
         unit="batch",
         mininterval=2.0,
+        disable=not group.is_main,
     ) as progress:
         for epoch in range(first_epoch, config.epochs):
             model.train()
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
-            order = (
-                balanced_sample(train.labels, num_classes)
-                if config.sampler == "balanced"
-                else torch.randperm(len(train), device=device)
-            )
-            for index in order.split(config.batch_size):
+            if group.enabled:
+                balance = balanced_weights(train.labels, num_classes) if config.sampler == "balanced" else None
+                order = epoch_order(len(train), seed, epoch, device, balance)
+            else:
+                order = (
+                    balanced_sample(train.labels, num_classes)
+                    if config.sampler == "balanced"
+                    else torch.randperm(len(train), device=device)
+                )
+            seen = 0
+            for batch in global_batches(order, config.batch_size, group):
+                index = rank_share(batch, group)
+                seen += len(batch)
                 inputs = train.get(index, flip=config.flip, augment=config.augment)
                 labels = partner_labels = train.labels[index]
                 share = 1.0
                 if config.augment.mixing:
                     inputs, labels, partner_labels, share = mix_batch(inputs.float(), labels, config.augment)
                 with _training_autocast(device, bf16):
-                    logits = model(inputs).float()
+                    logits = trained(inputs).float()
                 loss = F.cross_entropy(logits, labels, weight=weights, label_smoothing=config.label_smoothing)
                 if share < 1.0:
                     loss = share * loss + (1 - share) * F.cross_entropy(
@@ -296,13 +333,16 @@ def fit(
                 correct += (logits.argmax(1) == labels).sum()
                 progress.update()
             train_seconds += time.perf_counter() - epoch_start
+            loss_sum, correct = all_sum(loss_sum, group), all_sum(correct, group)
+            for module in (model, evaluated):
+                sync_buffers(module, group)
             val_metrics = evaluate(evaluated, val, config.eval_batch_size)
             if scheduler is not None and not per_batch:
                 scheduler.step(val_metrics["loss"])
             row = {
                 "epoch": epoch + 1,
-                "train_loss": float(loss_sum.item() / len(train)),
-                "train_accuracy": float(correct.item() / len(train)),
+                "train_loss": float(loss_sum.item() / seen),
+                "train_accuracy": float(correct.item() / seen),
                 "val_loss": val_metrics["loss"],
                 "val_accuracy": val_metrics["accuracy"],
                 "lr": float(optimizer.param_groups[0]["lr"]),
@@ -314,13 +354,15 @@ def fit(
             current = model_state(evaluated) if improved or resume is not None else None  # one copy per epoch
             if improved:
                 result.best_epoch, result.best_val_accuracy = epoch + 1, row["val_accuracy"]
-                save_state(checkpoint, current, epoch=epoch + 1, **metadata)
+                if group.is_main:
+                    save_state(checkpoint, current, epoch=epoch + 1, **metadata)
                 best_state = current
-            if resume is not None:
+            if resume is not None and group.is_main:
                 live = model_state(model) if average is not None else current
                 resume.save(epoch + 1, live, optimizer, scheduler, average, result, best_state)
             progress.set_postfix(epoch=epoch + 1, val_acc=f"{row['val_accuracy']:.3f}")
     result.seconds = time.perf_counter() - start
+    result.identical_across_ranks = identical_across_ranks(evaluated, group)
     epochs_run = config.epochs - first_epoch
     result.train_images_per_second = epochs_run * len(train) / max(train_seconds, 1e-9) if epochs_run else 0.0
     return result

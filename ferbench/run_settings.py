@@ -6,8 +6,9 @@ read params into it without importing the training code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from ferbench.augment import AugmentConfig
 from ferbench.data.prepared import leakage_free_test_mask
+from ferbench.distributed import SINGLE, DistributedConfig, Group
 from ferbench.errors import FerbenchError
 from ferbench.models.classifier import TTAConfig
 from ferbench.schema import CLASS_WEIGHTING, OPTIMIZERS, PRECISIONS, SAMPLERS, SCHEDULERS
@@ -76,6 +78,16 @@ class TrainConfig:
             object.__setattr__(self, "augment", AugmentConfig.from_params(self.augment, "training section"))
 
 
+def scaled_config(config: TrainConfig, distributed: DistributedConfig, world_size: int) -> TrainConfig:
+    """The run's config with `batch_size` as the global batch and the learning rate of the scaling
+    rule: with `batch: global` nothing changes (the same global batch, the same rate); with
+    `per_process`, the global batch is world size x batch_size and `lr_scaling` applies."""
+    if world_size <= 1 or distributed.batch == "global":
+        return config
+    factor = {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[distributed.lr_scaling]
+    return replace(config, batch_size=config.batch_size * world_size, lr=config.lr * factor)
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto`: CUDA when present, else CPU; or any torch device string."""
     if name == "auto":
@@ -124,6 +136,8 @@ class RunSettings:
     prepared_dir: Path
     compile_model: bool = False
     tta: TTAConfig = field(default_factory=TTAConfig)
+    group: Group = SINGLE  # this process's rank among the data-parallel processes (0 of 1 by default)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def leakage_free(self, test_count: int) -> np.ndarray:
         return leakage_free_test_mask(self.prepared_dir, test_count)

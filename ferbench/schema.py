@@ -43,6 +43,8 @@ CalibrationMethod = Literal["percentile", "minmax", "entropy"]
 CriterionName = Literal["accuracy", "generalization"]
 TtaMode = Literal["auto", "always", "never"]
 KeepOrDrop = Literal["keep", "drop"]
+BatchMode = Literal["global", "per_process"]
+LrScaling = Literal["none", "linear", "sqrt"]
 
 DATA_SOURCES: tuple[str, ...] = get_args(DataSource)
 BACKBONE_SOURCES: tuple[str, ...] = get_args(BackboneSource)
@@ -55,6 +57,8 @@ CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 CRITERIA: tuple[str, ...] = get_args(CriterionName)
 TTA_MODES: tuple[str, ...] = get_args(TtaMode)
 TTA_SHIFTS: tuple[int, ...] = (0, 4, 8)
+BATCH_MODES: tuple[str, ...] = get_args(BatchMode)
+LR_SCALING: tuple[str, ...] = get_args(LrScaling)
 
 Count = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -210,10 +214,28 @@ class Select(Section):
     tta_min_gain: Share
 
 
+class Distributed(Section):
+    nproc_per_node: Count
+    nnodes: Count
+    rdzv_endpoint: str
+    batch: BatchMode
+    lr_scaling: LrScaling
+    sync_batchnorm: bool
+    timeout_s: Count
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, endpoint: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", endpoint):
+            raise ValueError("use HOST:PORT of the node that runs `dvc repro` (localhost:29400 on one machine)")
+        return endpoint
+
+
 class Params(Section):
     seed: NonNegativeInt
     device: str
     compile: bool
+    distributed: Distributed
     data: Data
     backbones: Annotated[dict[str, Backbone], Field(min_length=1)]
     embed: Embed

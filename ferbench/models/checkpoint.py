@@ -12,7 +12,10 @@ from ferbench.errors import FerbenchError
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module itself under a torch.compile wrapper, so checkpoint keys never carry `_orig_mod.`."""
+    """The module itself under DistributedDataParallel and torch.compile wrappers, so checkpoint keys
+    never carry `module.` or `_orig_mod.`."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     return getattr(model, "_orig_mod", model)
 
 
