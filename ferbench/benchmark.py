@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from dvclive import Live
 
 from ferbench.augment import AugmentConfig
 from ferbench.calibration import calibration_report
+from ferbench.distributed import SINGLE
 from ferbench.embeddings import load_device_splits, load_embeddings
 from ferbench.engine import (
     Batches,
@@ -51,7 +53,7 @@ from ferbench.models.classifier import (
 )
 from ferbench.paths import DETAILS_DIR, LIVE_DIR, RESUME_DIR
 from ferbench.plots import save_confusion_matrix
-from ferbench.run_settings import HEAD_KEYS, TRAIN_KEYS, RunSettings, stage_settings
+from ferbench.run_settings import HEAD_KEYS, TRAIN_KEYS, RunSettings, scaled_config, stage_settings
 
 
 class RunOutputs:
@@ -140,12 +142,20 @@ def train_and_report(
     leakage_free: np.ndarray,
     resume: ResumeFile | None = None,
     tta: TTAConfig | None = None,
+    settings: RunSettings | None = None,
 ) -> dict[str, Any]:
-    """Fit with DVCLive curves, reload the best-on-val checkpoint, evaluate it on every split, write."""
-    outputs.clear()
+    """Fit with DVCLive curves, reload the best-on-val checkpoint, evaluate it on every split, write.
+
+    Under data parallelism (`settings.group`), every rank trains; rank 0 alone logs, evaluates and
+    writes, and the other ranks return an empty record once training is done."""
+    group = settings.group if settings is not None else SINGLE
+    if group.is_main:
+        outputs.clear()
     device = splits["train"].labels.device
-    warn_if_slow(estimate_seconds(model, splits["train"], config), device, description)
-    with Live(dir=str(outputs.live), save_dvc_exp=False, dvcyaml=None) as live:
+    if group.is_main:
+        warn_if_slow(estimate_seconds(model, splits["train"], config), device, description)
+    live_log = Live(dir=str(outputs.live), save_dvc_exp=False, dvcyaml=None) if group.is_main else nullcontext()
+    with live_log as live:
         result: FitResult = fit(
             model,
             splits["train"],
@@ -153,10 +163,20 @@ def train_and_report(
             config,
             len(classes),
             outputs.checkpoint,
-            log_epoch=_epoch_logger(live),
+            log_epoch=_epoch_logger(live) if group.is_main else None,
             description=description,
             checkpoint_metadata={**extra, "training": asdict(config)},  # provenance of the weights
             resume=resume,
+            group=group,
+            seed=settings.seed if settings is not None else 0,
+            sync_batchnorm=settings.distributed.sync_batchnorm if settings is not None else True,
+        )
+    if not group.is_main:
+        return {}
+    if not result.identical_across_ranks:
+        raise FerbenchError(
+            f"{description}: the {group.world_size} processes ended with different weights; data-parallel "
+            "training went wrong (report it with the params); nothing was written"
         )
     state, _ = load_checkpoint(outputs.checkpoint)
     unwrap(model).load_state_dict(state)
@@ -188,6 +208,9 @@ def train_and_report(
         "eval_seconds": round(eval_seconds, 2),
         "train_images_per_second": round(result.train_images_per_second, 1),
         "device": str(device),
+        "processes": group.world_size,
+        "identical_weights_across_processes": result.identical_across_ranks,
+        "global_batch_size": config.batch_size,
         "mixed_precision": "bf16" if mixed_precision(config.precision, device) else "fp32",
         **extra,
     }
@@ -283,6 +306,7 @@ def run_finetune(
     """Train the whole network (backbone and a linear head) end to end."""
     torch.manual_seed(settings.seed)
     config, _ = stage_settings(section, overrides, f"finetune / backbones.{spec.name}.finetune")
+    config = scaled_config(config, settings.distributed, settings.group.world_size)
     backbone = build_backbone(spec)
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(settings.classes))).to(settings.device)
     runnable = torch.compile(model) if settings.compile_model else model
@@ -297,6 +321,7 @@ def run_finetune(
         {"backbone": spec.name, "input_size": backbone.input_size, "feature_dim": backbone.feature_dim},
         leakage_free=settings.leakage_free(len(splits["test"])),
         tta=settings.tta,
+        settings=settings,
     )
 
 
@@ -315,6 +340,7 @@ def run_train(
     """Final training of a shortlisted candidate: longer, with the chosen part trainable, resumable."""
     torch.manual_seed(settings.seed)
     config, extras = stage_settings(section, overrides, f"train / train.candidates.{spec.name}", TRAIN_KEYS)
+    config = scaled_config(config, settings.distributed, settings.group.world_size)
     try:
         trainable = parse_trainable(extras.get("trainable", "all"))
     except ValueError as exc:
@@ -336,6 +362,7 @@ def run_train(
                 "seed": settings.seed,
                 "bf16": mixed_precision(config.precision, settings.device),
                 "data": data_digest(splits),
+                "processes": settings.group.world_size,
             },
             sort_keys=True,
         ).encode()
@@ -357,4 +384,5 @@ def run_train(
         leakage_free=settings.leakage_free(len(splits["test"])),
         resume=ResumeFile(outputs.resume, fingerprint),
         tta=settings.tta,
+        settings=settings,
     )

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ferbench.data.prepared import PREPARED_SPLITS, load_split
+from ferbench.distributed import SINGLE, Group, gather_rows, rank_slice
 from ferbench.engine import Batches
 from ferbench.errors import FerbenchError
 from ferbench.models.backbones import Backbone
@@ -35,18 +36,27 @@ def load_device_splits(prepared_dir: Path, device: torch.device) -> dict[str, Ba
 
 @torch.no_grad()
 def compute_embeddings(
-    backbone: Backbone, splits: Mapping[str, Batches], flip: bool, batch_size: int, device: torch.device
+    backbone: Backbone,
+    splits: Mapping[str, Batches],
+    flip: bool,
+    batch_size: int,
+    device: torch.device,
+    group: Group = SINGLE,
 ) -> dict[str, np.ndarray]:
-    """Features of every split once (and of mirrored train images when `flip`), float16 V x N x D."""
+    """Features of every split once (and of mirrored train images when `flip`), float16 V x N x D.
+
+    With a data-parallel `group`, each rank embeds its contiguous block of every split and the
+    blocks are gathered in rank order, so every rank returns the same arrays in the same order."""
     extractor = frozen_extractor(backbone).to(device)
     jobs = [
         (name, view) for name in splits for view in FEATURE_VIEWS if view == "original" or (flip and name == "train")
     ]
-    total = sum(math.ceil(len(splits[name]) / batch_size) for name, _ in jobs)
+    blocks = {name: rank_slice(len(splits[name]), group) for name in splits}
+    total = sum(math.ceil((blocks[name].stop - blocks[name].start) / batch_size) for name, _ in jobs)
     features: dict[str, list[np.ndarray]] = {name: [] for name in splits}
-    with tqdm(total=total, desc="embed", unit="batch", mininterval=2.0) as progress:
+    with tqdm(total=total, desc="embed", unit="batch", mininterval=2.0, disable=not group.is_main) as progress:
         for name, view in jobs:
-            images = splits[name].inputs
+            images = splits[name].inputs[blocks[name]]
             chunks = []
             for start in range(0, len(images), batch_size):
                 batch = images[start : start + batch_size]
@@ -55,7 +65,10 @@ def compute_embeddings(
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     chunks.append(extractor(batch).float().cpu())
                 progress.update()
-            features[name].append(torch.cat(chunks).numpy().astype(np.float16))
+            block = torch.cat(chunks) if chunks else torch.zeros((0, backbone.feature_dim))
+            if group.enabled:
+                block = gather_rows(block.to(device), group).cpu()
+            features[name].append(block.numpy().astype(np.float16))
     arrays = {name: np.stack(views) for name, views in features.items()}
     arrays.update({f"{name}_labels": splits[name].labels.cpu().numpy() for name in splits})
     return arrays

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ferbench import params as P
+from ferbench.distributed import DistributedConfig, start
 from ferbench.errors import FerbenchError
 from ferbench.models.backbones import BackboneSpec
 from ferbench.models.classifier import TTAConfig
@@ -44,12 +45,21 @@ def tta_config(params: dict[str, Any]) -> TTAConfig:
 
 
 def run_settings(params: dict[str, Any], prepared_dir: Path = PREPARED_DIR) -> RunSettings:
-    """The settings every training stage shares, read and checked once."""
+    """The settings every training stage shares, read and checked once; in a data-parallel launch
+    (`ferbench.launch`), this process joins its group here, on its own device."""
+    distributed = distributed_config(params)
+    group, target = start(device(params), distributed.timeout_s)
     return RunSettings(
         classes=list(P.get(params, "data.classes", list)),
-        device=device(params),
+        device=target,
         seed=P.get(params, "seed", int),
         prepared_dir=prepared_dir,
         compile_model=bool(P.get(params, "compile", bool)),
         tta=tta_config(params),
+        group=group,
+        distributed=distributed,
     )
+
+
+def distributed_config(params: dict[str, Any]) -> DistributedConfig:
+    return DistributedConfig.from_params(P.get(params, "distributed", dict))

@@ -1,8 +1,10 @@
-"""DVC stage `train@<candidate>`: final, longer training of a shortlisted backbone (resumable)."""
+"""DVC stage `train@<candidate>`: final, longer training of a shortlisted backbone (resumable;
+data-parallel over several processes when `distributed` asks for them; rank 0 writes)."""
 
 from ferbench import params as P
 from ferbench.benchmark import run_train
 from ferbench.cli import backbone_argument, run_stage
+from ferbench.distributed import stop
 from ferbench.errors import FerbenchError
 from ferbench.stage_params import backbone_spec, run_settings
 
@@ -17,7 +19,11 @@ def main() -> None:
     if not isinstance(overrides, dict):
         raise FerbenchError(f"params.yaml: 'train.candidates.{name}' must be a mapping of overrides (or {{}})")
     spec = backbone_spec(params, name)
-    summary = run_train(spec, P.get(params, "train", dict), overrides, run_settings(params))
+    settings = run_settings(params)
+    summary = run_train(spec, P.get(params, "train", dict), overrides, settings)
+    stop(settings.group)
+    if not settings.group.is_main:
+        return
     gap = summary["overfitting"]["accuracy_gap"]
     print(
         f"train@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}, "
