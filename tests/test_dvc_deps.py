@@ -58,6 +58,13 @@ def has_code(path: Path) -> bool:
     return any(not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) for node in body)
 
 
+def stage_scripts(cmd: str) -> list[Path]:
+    """The files a stage's command runs: its `-m` module and, under `ferbench.launch`, the stage module."""
+    words = cmd.split()
+    modules = [words[words.index("-m") + 1]] + [word for word in words if word.startswith("stages.")]
+    return [ROOT / (module.replace(".", "/") + ".py") for module in dict.fromkeys(modules)]
+
+
 STAGES = {
     name: stage.get("do", stage) for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()
 }
@@ -66,7 +73,7 @@ STAGES = {
 @pytest.mark.parametrize("name", list(STAGES))
 def test_every_imported_project_module_is_a_declared_dependency(name):
     stage = STAGES[name]
-    script = ROOT / (stage["cmd"].split(" -m ")[1].split()[0].replace(".", "/") + ".py")
+    scripts = stage_scripts(stage["cmd"])
     deps = [dep if isinstance(dep, str) else next(iter(dep)) for dep in stage["deps"]]
 
     def declared(path: Path) -> bool:
@@ -75,7 +82,7 @@ def test_every_imported_project_module_is_a_declared_dependency(name):
 
     missing = sorted(
         path.relative_to(ROOT).as_posix()
-        for path in import_closure(script)
+        for path in set().union(*(import_closure(script) for script in scripts))
         if not declared(path) and (path.name != "__init__.py" or has_code(path))
     )
     assert not missing, f"dvc.yaml: stage {name} runs code it does not list in deps: {', '.join(missing)}"
