@@ -1,0 +1,111 @@
+"""Queue a grid of DVC experiments, one per grid point, each pinned to a device in turn.
+
+    python -m ferbench.sweep --devices cuda:0,cuda:1 -S train.lr=0.001,0.0003 -S train.epochs=20,40 --start
+
+queues 4 experiments (`dvc exp run --queue -S device=cuda:K -S ...`) and starts them 2 at a time
+(`dvc queue start -j 2`, one worker per device). This only calls DVC: compare the results with
+`dvc exp show`, bring one back with `dvc exp apply <name>`. Each queued experiment runs in its own
+temporary copy of the workspace and reruns only the stages its params change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from ferbench.errors import FerbenchError
+
+
+def parse_setting(text: str) -> tuple[str, list[str]]:
+    """`key=v1,v2,...` as the key and its values (a value is passed to DVC as written)."""
+    key, sep, values = text.partition("=")
+    if not sep or not key or not values:
+        raise FerbenchError(f"-S {text!r}: write KEY=VALUE[,VALUE...], e.g. -S train.lr=0.001,0.0003")
+    return key, [value for value in values.split(",") if value]
+
+
+def grid(settings: Sequence[str]) -> list[list[tuple[str, str]]]:
+    """Every combination of the settings' values, in order (the last key varies fastest)."""
+    parsed = [parse_setting(text) for text in settings]
+    keys = [key for key, _ in parsed]
+    if len(set(keys)) != len(keys):
+        raise FerbenchError("-S: each key once (give all its values comma-separated)")
+    if "device" in keys:
+        raise FerbenchError("-S device=...: use --devices; the sweep assigns them in turn")
+    return [list(zip(keys, values, strict=True)) for values in itertools.product(*(values for _, values in parsed))]
+
+
+def queue_commands(
+    points: Sequence[Sequence[tuple[str, str]]], devices: Sequence[str], name: str | None
+) -> list[list[str]]:
+    """One `dvc exp run --queue` per grid point, devices assigned round-robin."""
+    commands = []
+    for number, point in enumerate(points, start=1):
+        command = ["dvc", "exp", "run", "--queue"]
+        if name:
+            command += ["--name", f"{name}-{number}"]
+        if devices:
+            command += ["-S", f"device={devices[(number - 1) % len(devices)]}"]
+        for key, value in point:
+            command += ["-S", f"{key}={value}"]
+        commands.append(command)
+    return commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ferbench.sweep",
+        description=__doc__.split("\n\n")[0],
+        epilog="Run it in the project (or a workspace) whose params.yaml the experiments change.",
+    )
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a params.yaml key and the values to sweep (repeat for a grid)",
+    )
+    parser.add_argument(
+        "--devices",
+        default="",
+        help="comma-separated devices (cuda:0,cuda:1), assigned to the experiments in turn; "
+        "empty: each experiment keeps params.yaml's device",
+    )
+    parser.add_argument("--name", help="experiment names NAME-1, NAME-2, ... (default: DVC's random names)")
+    parser.add_argument("--start", action="store_true", help="then run `dvc queue start -j <number of devices, or 1>`")
+    parser.add_argument("--dry-run", action="store_true", help="print the DVC commands without running them")
+    args = parser.parse_args(argv)
+    try:
+        if not args.settings:
+            raise FerbenchError("nothing to sweep: give at least one -S KEY=V1,V2")
+        devices = [device for device in args.devices.split(",") if device]
+        commands = queue_commands(grid(args.settings), devices, args.name)
+        workers = max(1, len(devices))
+        if args.start:
+            commands.append(["dvc", "queue", "start", "-j", str(workers)])
+        for command in commands:
+            print(shlex.join(command), flush=True)
+            if not args.dry_run:
+                done = subprocess.run([sys.executable, "-m", *command])  # this environment's DVC
+                if done.returncode != 0:
+                    raise FerbenchError(
+                        f"`{shlex.join(command)}` failed (exit {done.returncode}); see its output above"
+                    )
+    except FerbenchError as exc:
+        print(f"sweep: error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print("sweep: dry run, nothing queued")
+    elif not args.start:
+        print(f"sweep: queued {len(commands)}; run them with `dvc queue start -j {workers}`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
