@@ -255,11 +255,29 @@ def test_a_criterion_experiment_in_a_temporary_workspace_trains_nothing(workspac
     assert "select.gap_penalty" in header and len(header) <= 40, header  # readable in a terminal
 
 
-def test_two_queued_experiments_run_in_parallel_and_train_nothing(workspace):
-    names = {"penalty-half": "0.5", "penalty-3": "3.0"}
-    for name, penalty in names.items():
-        dvc(workspace, "exp", "run", "--queue", "--name", name, "-S", f"select.gap_penalty={penalty}")
-    dvc(workspace, "queue", "start", "-j", "2")
+def test_a_sweep_queues_experiments_on_devices_in_turn_and_runs_them_in_parallel(workspace):
+    names = {"sweep-1": "0.5", "sweep-2": "3.0"}
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferbench.sweep",
+            "--devices",
+            "cpu,cpu",
+            "-S",
+            "select.gap_penalty=0.5,3.0",
+            "--name",
+            "penalty",
+            "--start",
+        ],
+        cwd=workspace,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    assert "dvc exp run --queue --name sweep-2 -S device=cpu -S select.gap_penalty=3.0" in sweep.stdout
+    assert "dvc queue start -j 2" in sweep.stdout
     deadline = time.monotonic() + 300
     status = ""
     while time.monotonic() < deadline:
@@ -271,8 +289,8 @@ def test_two_queued_experiments_run_in_parallel_and_train_nothing(workspace):
     for name in names:
         ran = ran_stages(dvc(workspace, "queue", "logs", name))
         assert ran and ran <= {"select", "report"}, (name, ran)
-    shown = json.loads(dvc(workspace, "exp", "show", "--json"))
-    assert all(name in json.dumps(shown) for name in names)
+    shown = json.dumps(json.loads(dvc(workspace, "exp", "show", "--json")))
+    assert all(name in shown for name in names) and '"gap_penalty": 3.0' in shown
 
 
 def test_the_selected_model_is_a_registry_artifact_fetched_from_the_local_remote(workspace, tmp_path):
@@ -304,9 +322,11 @@ def test_last_nothing_reruns_and_a_param_change_reruns_only_prepare(workspace):
     assert diff["metrics/data.json"]["images.val"]["new"] == 7 * 8
 
 
-def test_a_killed_training_run_resumes_on_the_next_repro(workspace):
+def test_a_killed_two_process_training_run_resumes_on_the_next_repro(workspace):
     params = (workspace / "params.yaml").read_text()
     longer, count = re.subn(r"(\ntrain:.*?\n  epochs: )3\b", r"\g<1>6", params, count=1, flags=re.DOTALL)
+    assert count == 1
+    longer, count = re.subn(r"(\n  nproc_per_node: )1\b", r"\g<1>2", longer, count=1)  # data-parallel, gloo
     assert count == 1
     (workspace / "params.yaml").write_text(longer)
     resume = workspace / ".resume/train/resnet18.pt"
@@ -335,6 +355,7 @@ def test_a_killed_training_run_resumes_on_the_next_repro(workspace):
     assert "resuming after epoch" in out
     metrics = json.loads((workspace / "reports/details/train/resnet18.json").read_text())
     assert metrics["epochs"] == 6 and 1 <= metrics["best_epoch"] <= 6
+    assert metrics["processes"] == 2 and metrics["identical_weights_across_processes"] is True
     assert len(pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 6
     status = dvc(workspace, "status")  # the last test of the module: deploy, select and report are left to rerun
     assert "deploy@resnet18:" in status and "train@resnet18" not in status
