@@ -267,7 +267,7 @@ def test_a_sweep_queues_experiments_on_devices_in_turn_and_runs_them_in_parallel
             "-S",
             "select.gap_penalty=0.5,3.0",
             "--name",
-            "penalty",
+            "sweep",
             "--start",
         ],
         cwd=workspace,
