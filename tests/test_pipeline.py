@@ -39,6 +39,7 @@ def dvc(workspace, *args):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     quicker = {
+        "device": "cpu",  # as the sweep test pins its experiments to (`auto` is the CPU here too)
         "data": {"synthetic": SMALL_COUNTS},
         "feature_extract": {"epochs": 5},
         "train": {"epochs": 3},
