@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
 from ferbench.errors import FerbenchError
 from ferbench.metrics import confusion_matrix, read_metrics, write_json
@@ -315,6 +315,7 @@ def plot_accuracy_latency(points: pd.DataFrame, selected: str, csv_path: Path, p
     if budget is not None and not pd.isna(budget):
         axes.axvline(budget, color="red", linestyle="--", linewidth=1, label=f"budget {budget:g} ms")
     axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))  # 0.5, 1, 2, 5 ms: labels within a decade
     axes.xaxis.set_major_formatter(ScalarFormatter())
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("CPU latency, batch 1, p50 (ms, log scale)")
