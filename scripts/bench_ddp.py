@@ -25,13 +25,17 @@ import yaml
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def run(prepared: Path, backbone: str, processes: int, epochs: int, batch_size: int, device: str) -> dict:
+def run(
+    prepared: Path, backbone: str, processes: int, epochs: int, batch_size: int, device: str, random_init: bool
+) -> dict:
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     if backbone not in params["backbones"]:
         raise SystemExit(
             f"bench_ddp: error: no backbone {backbone!r} in params.yaml (have: {', '.join(params['backbones'])})"
         )
     params["device"] = device
+    if random_init:  # offline: no pretrained weights to fetch
+        params["backbones"][backbone].update(pretrained=False, weights=None)
     params["finetune"].update(epochs=epochs, batch_size=batch_size)
     params["distributed"].update(nproc_per_node=processes, nnodes=1)
     with tempfile.TemporaryDirectory() as scratch:
@@ -66,9 +70,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256, help="the global batch")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--random-init", action="store_true", help="the backbone without pretrained weights (offline)")
     args = parser.parse_args()
     rows = [
-        run(args.prepared, args.backbone, int(count), args.epochs, args.batch_size, args.device)
+        run(args.prepared, args.backbone, int(count), args.epochs, args.batch_size, args.device, args.random_init)
         for count in args.processes.split(",")
     ]
     base = rows[0]["images_per_second"]
