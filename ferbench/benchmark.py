@@ -169,7 +169,9 @@ def train_and_report(
             resume=resume,
             group=group,
             seed=settings.seed if settings is not None else 0,
-            sync_batchnorm=settings.distributed.sync_batchnorm if settings is not None else True,
+            sync_batchnorm=settings is not None
+            and settings.distributed is not None
+            and settings.distributed.sync_batchnorm,
         )
     if not group.is_main:
         return {}

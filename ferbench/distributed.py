@@ -31,15 +31,15 @@ from ferbench.errors import FerbenchError
 
 @dataclass(frozen=True)
 class DistributedConfig:
-    """The `distributed` params section: how many processes, how batches and the rate scale."""
+    """The `distributed` params section (its values and their meaning live in params.yaml)."""
 
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    rdzv_endpoint: str = "localhost:29400"
-    batch: str = "global"  # global: batch_size is split across processes; per_process: each takes batch_size
-    lr_scaling: str = "none"  # per_process batches: lr x world size (linear), x sqrt(world size) (sqrt) or as is
-    sync_batchnorm: bool = True  # CUDA only: BatchNorm statistics over the global batch
-    timeout_s: int = 600  # a collective that waits longer (a rank died or hangs) fails the stage
+    nproc_per_node: int
+    nnodes: int
+    rdzv_endpoint: str
+    batch: str
+    lr_scaling: str
+    sync_batchnorm: bool
+    timeout_s: int
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> DistributedConfig:

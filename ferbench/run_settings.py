@@ -78,11 +78,11 @@ class TrainConfig:
             object.__setattr__(self, "augment", AugmentConfig.from_params(self.augment, "training section"))
 
 
-def scaled_config(config: TrainConfig, distributed: DistributedConfig, world_size: int) -> TrainConfig:
+def scaled_config(config: TrainConfig, distributed: DistributedConfig | None, world_size: int) -> TrainConfig:
     """The run's config with `batch_size` as the global batch and the learning rate of the scaling
     rule: with `batch: global` nothing changes (the same global batch, the same rate); with
     `per_process`, the global batch is world size x batch_size and `lr_scaling` applies."""
-    if world_size <= 1 or distributed.batch == "global":
+    if world_size <= 1 or distributed is None or distributed.batch == "global":
         return config
     factor = {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[distributed.lr_scaling]
     return replace(config, batch_size=config.batch_size * world_size, lr=config.lr * factor)
@@ -137,7 +137,7 @@ class RunSettings:
     compile_model: bool = False
     tta: TTAConfig = field(default_factory=TTAConfig)
     group: Group = SINGLE  # this process's rank among the data-parallel processes (0 of 1 by default)
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    distributed: DistributedConfig | None = None  # the `distributed` params; None: one process
 
     def leakage_free(self, test_count: int) -> np.ndarray:
         return leakage_free_test_mask(self.prepared_dir, test_count)
