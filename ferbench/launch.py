@@ -3,7 +3,8 @@
 `dvc.yaml` runs the training stages through this launcher with the process counts from
 params.yaml, so the launch stays visible there and `dvc repro` stays the one command:
 
-    python -m ferbench.launch --nproc-per-node 2 --nnodes 1 --rdzv-endpoint localhost:29400 stages.finetune resnet18
+    python -m ferbench.launch --nproc-per-node 2 --nnodes 1 --rdzv-endpoint localhost:29400 --timeout 600 \
+        stages.finetune resnet18
 
 One process in all (the default) runs the stage module right here, exactly as
 `python -m stages.finetune resnet18` would. More start the stage once per process through
@@ -42,7 +43,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="localhost:29400",
         help="HOST:PORT where the machines meet (the machine running `dvc repro`); unused on one machine",
     )
-    parser.add_argument("--timeout", type=int, default=900, help="seconds to wait for every machine to join")
+    parser.add_argument(
+        "--timeout", type=int, default=600, help="seconds to wait for every machine to join (distributed.timeout_s)"
+    )
     parser.add_argument("module", help="the stage module, e.g. stages.finetune")
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the stage's arguments, e.g. the backbone")
     args = parser.parse_args(argv)
@@ -64,6 +67,8 @@ def join_command(args: argparse.Namespace) -> str:
             str(args.nnodes),
             "--rdzv-endpoint",
             args.rdzv_endpoint,
+            "--timeout",
+            str(args.timeout),
             args.module,
             *args.arguments,
         ]
