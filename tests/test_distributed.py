@@ -25,7 +25,7 @@ from ferbench.models.backbones import BackboneSpec
 from ferbench.run_settings import DistributedConfig, RunSettings, TrainConfig, scaled_config
 from tests.conftest import PROJECT_ROOT, synthetic_prepared
 
-EPOCHS = 3
+EPOCHS = 4
 FINETUNE = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.001, "precision": "fp32", "eval_batch_size": 256}
 
 
@@ -37,7 +37,7 @@ def project_params(nproc: int = 1, nnodes: int = 1, endpoint: str = "localhost:2
             "model": "resnet18",
             "pretrained": False,
             "weights": None,
-            "input_size": 64,
+            "input_size": 48,
             "feature_extract": {},
             "finetune": {},
         }
@@ -50,7 +50,14 @@ def project_params(nproc: int = 1, nnodes: int = 1, endpoint: str = "localhost:2
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
+    """Enough faces for resnet18 to learn in 3 epochs from scratch."""
     return synthetic_prepared(tmp_path_factory.mktemp("ddp"), 100, 12, seed=5)
+
+
+@pytest.fixture(scope="module")
+def few_faces(tmp_path_factory):
+    """For the runs that check mechanics, not learning."""
+    return synthetic_prepared(tmp_path_factory.mktemp("ddp-few"), 20, 4, seed=6)
 
 
 def project(root: Path, prepared: Path, **distributed) -> Path:
@@ -116,14 +123,19 @@ def test_a_global_batch_is_shared_by_the_ranks_without_overlap():
     assert [(block.start, block.stop) for block in blocks] == [(0, 4), (4, 8), (8, 10)]
 
 
+def distributed(batch: str, lr_scaling: str = "none") -> DistributedConfig:
+    return DistributedConfig(4, 1, "localhost:29400", batch, lr_scaling, True, 60)
+
+
 def test_the_global_batch_and_learning_rate_rule():
     config = TrainConfig(epochs=1, batch_size=64, lr=0.001)
-    assert scaled_config(config, DistributedConfig(batch="global"), 4) == config
-    per_process = scaled_config(config, DistributedConfig(batch="per_process", lr_scaling="linear"), 4)
+    assert scaled_config(config, distributed("global"), 4) == config
+    per_process = scaled_config(config, distributed("per_process", "linear"), 4)
     assert per_process.batch_size == 256 and per_process.lr == pytest.approx(0.004)
-    root = scaled_config(config, DistributedConfig(batch="per_process", lr_scaling="sqrt"), 4)
+    root = scaled_config(config, distributed("per_process", "sqrt"), 4)
     assert root.batch_size == 256 and root.lr == pytest.approx(0.002)
-    assert scaled_config(config, DistributedConfig(batch="per_process", lr_scaling="linear"), 1) == config
+    assert scaled_config(config, distributed("per_process", "linear"), 1) == config
+    assert scaled_config(config, None, 1) == config
 
 
 def test_two_process_finetune_learns_like_one_and_writes_each_output_once(prepared, tmp_path, monkeypatch):
@@ -137,7 +149,7 @@ def test_two_process_finetune_learns_like_one_and_writes_each_output_once(prepar
     assert done.stdout.count("finetune@resnet18: val") == 1  # one summary line, from rank 0
     assert (root / "models/finetune/resnet18.pt").is_file()
     monkeypatch.chdir(project(tmp_path / "one", prepared))
-    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 64)
+    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
     single = run_finetune(spec, FINETUNE, None, RunSettings(list(FER2013_CLASSES), torch.device("cpu"), 42, prepared))
     assert single["processes"] == 1
     chance = 1 / 7
@@ -145,14 +157,14 @@ def test_two_process_finetune_learns_like_one_and_writes_each_output_once(prepar
     assert abs(details["test"]["accuracy"] - single["test"]["accuracy"]) < 0.2  # the same kind of model
 
 
-def test_two_nodes_on_localhost_embed_the_features_of_one_process_in_the_same_order(prepared, tmp_path):
+def test_two_nodes_on_localhost_embed_the_features_of_one_process_in_the_same_order(few_faces, tmp_path):
     """Two "machines" on localhost, one process each: the rendezvous, the split of every split and the
     gather, against the single-process features."""
-    single = project(tmp_path / "one", prepared)
+    single = project(tmp_path / "one", few_faces)
     done = launch(single, "embed", 1)
     assert done.returncode == 0, done.stderr[-3000:]
     endpoint = f"localhost:{free_port()}"
-    root = project(tmp_path / "nodes", prepared, nproc=1, nnodes=2, endpoint=endpoint)
+    root = project(tmp_path / "nodes", few_faces, nproc=1, nnodes=2, endpoint=endpoint)
     nodes = [
         subprocess.Popen(
             launch_command("embed", 1, nnodes=2, endpoint=endpoint),
@@ -208,10 +220,10 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
-def test_a_process_that_dies_fails_the_stage_with_one_line_and_no_hang(prepared, tmp_path):
+def test_a_process_that_dies_fails_the_stage_with_one_line_and_no_hang(few_faces, tmp_path):
     params = project_params(nproc=2)
-    params["finetune"]["epochs"] = 50  # long enough to be killed mid-run
-    root = project(tmp_path / "dies", prepared, nproc=2)
+    params["finetune"]["epochs"] = 200  # long enough to be killed mid-run
+    root = project(tmp_path / "dies", few_faces, nproc=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run = subprocess.Popen(
         launch_command("finetune", 2),

@@ -40,10 +40,11 @@ def dvc(workspace, *args):
 def workspace(tmp_path_factory):
     quicker = {
         "device": "cpu",  # as the sweep test pins its experiments to (`auto` is the CPU here too)
+        "backbones": {"resnet34": {"input_size": 32}},  # the second backbone at the smallest size: time
         "data": {"synthetic": SMALL_COUNTS},
         "feature_extract": {"epochs": 5},
         "train": {"epochs": 3},
-        "latency": {"warmup": 2, "runs": 10, "calibration_images": 64},
+        "latency": {"warmup": 2, "runs": 10, "calibration_images": 32},
     }
     overrides = merge_overrides(load_overrides(PROJECT_ROOT / "params-demo.yaml"), quicker)
     path = create_workspace(tmp_path_factory.mktemp("e2e") / "project", overrides)
