@@ -221,9 +221,6 @@ def train_and_report(
     return details
 
 
-PER_CLASS = ("per_class_recall", "per_class_f1")
-
-
 def headline_metrics(details: Mapping[str, Any]) -> dict[str, Any]:
     """What `dvc exp show` shows of a run: accuracy and macro-F1 per split (and on the leakage-free
     test images), accuracy with test-time augmentation, the train-val gaps and the best epoch."""

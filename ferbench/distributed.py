@@ -46,10 +46,6 @@ class DistributedConfig:
         """From the `distributed` section (checked by the params schema at load)."""
         return cls(**section)
 
-    @property
-    def world_size(self) -> int:
-        return self.nproc_per_node * self.nnodes
-
 
 @dataclass(frozen=True)
 class Group:
@@ -57,8 +53,6 @@ class Group:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
-    backend: str = "none"
 
     @property
     def enabled(self) -> bool:
@@ -88,12 +82,10 @@ def start(device: torch.device, timeout_s: int) -> tuple[Group, torch.device]:
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), device_id=None)
-    return Group(rank, world_size, local_rank, backend), device
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return Group(rank, world_size), device
 
 
 def _die_with_launcher() -> None:
