@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo app test lint clean-demo help
+.PHONY: install demo real app test lint clean-demo help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -19,6 +19,11 @@ install: $(INSTALLED)  ## create .venv and install the pinned requirements
 
 demo: $(INSTALLED)  ## run the whole pipeline offline on synthetic data, in demo/ (params-demo.yaml)
 	$(PY) -m ferbench.workspace demo
+
+real: $(INSTALLED)  ## the CPU preset on real FER-2013 in runs/real-cpu/ (Kaggle credentials; offline: params-local.yaml or ARCHIVE=zip)
+	$(PY) -m ferbench.workspace runs/real-cpu --overrides params-cpu.yaml \
+		$(if $(wildcard params-local.yaml),--overrides params-local.yaml) \
+		$(if $(ARCHIVE),--set data.source=archive --set data.archive=$(ARCHIVE))
 
 app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (MODEL=DIR: model folder; DETECTOR_MODEL=FILE: local YuNet)
 	$(VENV)/bin/streamlit run streamlit_app.py -- $(if $(MODEL),--model $(MODEL)) $(if $(DETECTOR_MODEL),--detector-model $(DETECTOR_MODEL))

@@ -9,10 +9,15 @@ describes drawings, not people.
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from ferbench.model_folder import SYNTHETIC_WARNING
 
 LIMITATIONS = [
     "Trained and evaluated on FER-2013-style faces: 48x48 grayscale, mostly frontal, cropped; accuracy on "
@@ -20,19 +25,39 @@ LIMITATIONS = [
     "Seven posed-expression categories, not a reading of anyone's feelings; do not use it to make decisions "
     "about people.",
 ]
-SYNTHETIC_LIMITATION = (
-    "Trained and tested on synthetic drawn faces (`make demo`): its accuracy says nothing about real faces. "
-    "Run the real benchmark for a usable model."
-)
 
 
-def git_revision() -> str:
-    """`git describe --always --dirty` of the working tree, or 'unknown' outside git."""
+SOURCE_REVISION_FILE = "SOURCE_REVISION"  # written into a workspace's copy of the package (ferbench.workspace)
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def code_revision() -> str:
+    """The ferbench commit this code comes from: the revision a workspace copy was made from, else
+    `git describe --always --dirty` of the project holding this package, else 'unknown'."""
+    recorded = PACKAGE_DIR / SOURCE_REVISION_FILE
+    if recorded.is_file():
+        return recorded.read_text()[:100].strip() or "unknown"
     try:
-        result = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return result.stdout.strip() or "unknown"
+
+
+def machine_description() -> str:
+    """The CPU a latency figure was measured on: its model name (Linux /proc/cpuinfo, else the platform's
+    word for it), the logical cores and the OS, e.g. 'AMD EPYC 9R14, 2 logical cores, Linux'."""
+    name = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                name = line.split(":", 1)[1].strip()
+                break
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{name}, {os.cpu_count() or '?'} logical cores, {platform.system() or 'unknown OS'}"
 
 
 def model_provenance(
@@ -41,7 +66,7 @@ def model_provenance(
     """The card's `provenance`: data, code revision, date, the params of the weights and of shipping."""
     return {
         "data": dict(data),
-        "git_revision": git_revision(),
+        "git_revision": code_revision(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training": dict(training),
         "shipping": dict(shipping),
@@ -50,4 +75,4 @@ def model_provenance(
 
 def limitations(data_source: str) -> list[str]:
     """What the card warns about (the synthetic warning first when the data was synthetic)."""
-    return ([SYNTHETIC_LIMITATION] if data_source == "synthetic" else []) + LIMITATIONS
+    return ([SYNTHETIC_WARNING] if data_source == "synthetic" else []) + LIMITATIONS

@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from ferbench.errors import FerbenchError
+from ferbench.provenance import SOURCE_REVISION_FILE, code_revision
 from ferbench.schema import validate_params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES: tuple[str, ...] = ("ferbench", "stages", "vega", "dvc.yaml", "params.yaml", ".dvcignore")
+LOCAL_OVERRIDES = PROJECT_ROOT / "params-local.yaml"  # git-ignored: this machine's data and weight files
 PATH_PARAMS: tuple[tuple[str, ...], ...] = (("data", "archive"),)  # relative paths, rebased onto the copy
 BACKBONE_PATH_KEY = "weights"  # backbones.<name>.weights: a local file or folder, rebased like the paths above
 
@@ -52,8 +55,8 @@ def _rebase_paths(params: dict[str, Any], source_root: Path) -> None:
         for key in keys[:-1]:
             node = node.get(key, {}) if isinstance(node, Mapping) else {}
         value = node.get(keys[-1]) if isinstance(node, Mapping) else None
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            node[keys[-1]] = os.fspath((source_root / value).resolve())
+        if isinstance(value, str) and value:
+            node[keys[-1]] = os.fspath((source_root / Path(value).expanduser()).resolve())
 
 
 def _represent_float(representer: Any, value: float) -> Any:
@@ -144,6 +147,8 @@ def create_workspace(destination: Path, overrides: Mapping[str, Any], source_roo
         elif source.is_file():
             shutil.copy2(source, target)
     _dump(params, destination / "params.yaml")
+    # the copy's own git history is not the code's: model cards name this project's revision instead
+    (destination / "ferbench" / SOURCE_REVISION_FILE).write_text(code_revision() + "\n")
     if not (destination / ".git").exists():
         _git(destination, "init", "--quiet")
         _git(destination, "config", "user.email", "demo@ferbench.invalid")
@@ -182,29 +187,93 @@ def load_overrides(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def local_path(*keys: str) -> Path | None:
+    """A path param from params-local.yaml (e.g. "data", "archive"), taken from the project root, when the
+    file and the key exist: how tests and benchmark scripts find this machine's FER-2013 zip and weights."""
+    if not LOCAL_OVERRIDES.is_file():
+        return None
+    node: Any = load_overrides(LOCAL_OVERRIDES)
+    for key in keys:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return (PROJECT_ROOT / Path(node).expanduser()).resolve() if isinstance(node, str) and node else None
+
+
+def parse_assignment(text: str) -> dict[str, Any]:
+    """`data.archive=~/fer2013.zip` as the overrides mapping {"data": {"archive": "~/fer2013.zip"}}; the value
+    is read as YAML (numbers, booleans, null, lists), so `--set train.epochs=5` gives an int."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise FerbenchError(f"--set {text!r}: expected KEY=VALUE with a dotted params key, e.g. data.source=archive")
+    try:
+        value = YAML(typ="safe").load(raw) if raw.strip() else ""
+    except YAMLError as exc:
+        raise FerbenchError(f"--set {text!r}: the value is not valid YAML ({type(exc).__name__})") from exc
+    nested: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    return nested
+
+
+def collect_overrides(files: list[Path], assignments: list[str]) -> dict[str, Any]:
+    """The files merged in order, then the `--set` assignments: a later one wins key by key."""
+    merged: dict[str, Any] = {}
+    for path in files:
+        merge_overrides(merged, load_overrides(path))
+    for text in assignments:
+        _merge_assignment(merged, parse_assignment(text))
+    return merged
+
+
+def _merge_assignment(base: dict[str, Any], assignment: Mapping[str, Any]) -> None:
+    """Like `merge_overrides`, but a null value is kept (removed later, when merged into params.yaml)."""
+    for key, value in assignment.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            _merge_assignment(base[key], value)
+        else:
+            base[key] = value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ferbench.workspace",
         description=(
-            "Create or update a copy of the project whose params.yaml is this project's with an overrides "
-            "file merged in, then run `dvc repro` there. `make demo` runs it with params-demo.yaml into demo/."
+            "Create or update a copy of the project whose params.yaml is this project's with overrides merged "
+            "in, then run `dvc repro` there. `make demo` runs it with params-demo.yaml into demo/; `make real` "
+            "with params-cpu.yaml (and params-local.yaml when present) into runs/real-cpu/."
+        ),
+        epilog=(
+            "Relative paths in data.archive and backbones.<name>.weights are taken from the project root. "
+            "Example, offline on real data: --overrides params-cpu.yaml --set data.source=archive "
+            "--set data.archive=~/Downloads/fer2013.zip"
         ),
     )
     parser.add_argument("destination", type=Path, help="folder of the copy (created if missing, updated if present)")
     parser.add_argument(
         "--overrides",
         type=Path,
-        default=PROJECT_ROOT / "params-demo.yaml",
-        help="YAML file of params to override (default: params-demo.yaml)",
+        action="append",
+        metavar="FILE",
+        help="YAML file of params to override; repeat to merge several in order (default: params-demo.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="assignments",
+        help="one params key to override after the files, e.g. data.archive=fer2013.zip (repeatable)",
     )
     parser.add_argument("--no-repro", action="store_true", help="only create or update the copy")
     args = parser.parse_args(argv)
+    files = args.overrides or [PROJECT_ROOT / "params-demo.yaml"]
     try:
-        workspace = create_workspace(args.destination, load_overrides(args.overrides))
+        workspace = create_workspace(args.destination, collect_overrides(files, args.assignments))
     except FerbenchError as exc:
         print(f"workspace: error: {exc}", file=sys.stderr)
         return 2
-    print(f"workspace: {workspace} is ready (params: {args.overrides.name} merged into params.yaml)")
+    merged = ", ".join([path.name for path in files] + [f"--set {text}" for text in args.assignments])
+    print(f"workspace: {workspace} is ready (params: {merged} merged into params.yaml)")
     if args.no_repro:
         return 0
     result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=workspace, env=python_env())

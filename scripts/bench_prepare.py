@@ -15,13 +15,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ferbench.constants import FER2013_CLASSES
 from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
+from ferbench.workspace import local_path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("archive", nargs="?", type=Path, default=Path("../shared/datasets/fer2013.zip"))
+    parser.add_argument(
+        "archive",
+        nargs="?",
+        type=Path,
+        default=local_path("data", "archive"),
+        help="the FER-2013 zip or folder (default: data.archive of params-local.yaml)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs to time (the best is reported)")
     args = parser.parse_args()
+    if args.archive is None:
+        parser.error("name the FER-2013 zip, or set data.archive in params-local.yaml")
     times = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as out:
