@@ -1,16 +1,16 @@
 """The Streamlit app: emotions of every face, live from a webcam or from a snapshot/upload.
 
 Run it with `make app` (or `streamlit run streamlit_app.py -- --model DIR`). The model folder
-is `--model`, else $FERBENCH_MODEL, else models/selected, else demo/models/selected (after
-`make demo`). Faces are found with YuNet (its file from `-- --detector-model FILE`, else the
-cache, else fetched once from the OpenCV model zoo) or, when chosen in the sidebar or with
-`-- --detector haar`, OpenCV's Haar cascade.
+is `--model`, else $FERBENCH_MODEL, else models/selected (after `dvc repro`), else the released
+model trained on FER-2013 (models/released/); the page says which and what it learned from.
+Faces are found with YuNet (its file from `-- --detector-model FILE`, else the cache, else fetched
+once from the OpenCV model zoo) or, when chosen in the sidebar or with `-- --detector haar`,
+OpenCV's Haar cascade.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 from pathlib import Path
@@ -26,10 +26,11 @@ from ferbench.inference import (
     EmotionModel,
     EmotionRecognizer,
     FaceResult,
-    default_model_folder,
+    ModelChoice,
+    choose_model_folder,
     draw_results,
 )
-from ferbench.model_folder import trained_on_synthetic_data
+from ferbench.model_folder import SYNTHETIC_WARNING, model_summary, trained_on_synthetic_data
 
 MAX_UPLOAD_MB = 10  # also the server's cap (.streamlit/config.toml: server.maxUploadSize)
 MAX_PIXELS = 40_000_000
@@ -44,8 +45,7 @@ def app_arguments() -> argparse.Namespace:
     parser.add_argument("--detector", choices=DETECTORS, default="yunet")
     parser.add_argument("--detector-model", type=Path)
     args, _ = parser.parse_known_args()
-    if not args.model:
-        args.model = Path(os.environ["FERBENCH_MODEL"]) if os.environ.get("FERBENCH_MODEL") else default_model_folder()
+    args.choice = choose_model_folder(args.model)
     return args
 
 
@@ -57,10 +57,7 @@ def load_model(folder: str) -> EmotionModel:
 def synthetic_banner(model: EmotionModel) -> None:
     """A warning no one can miss when the model learned from the synthetic demo faces."""
     if trained_on_synthetic_data(model.card):
-        st.warning(
-            "This model was trained and tested on synthetic drawn faces (`make demo`): its accuracy says nothing "
-            "about real faces. Run the real benchmark (`dvc repro` with FER-2013) for a usable model."
-        )
+        st.warning(SYNTHETIC_WARNING)
 
 
 def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str | bool]:
@@ -201,12 +198,14 @@ def main() -> None:
     st.set_page_config(page_title="ferbench: facial emotions", layout="wide")
     st.title("Facial emotion recognition")
     args = app_arguments()
+    choice: ModelChoice = args.choice
     try:
-        model = load_model(str(args.model))
+        model = load_model(str(choice.folder))
     except FerbenchError as exc:
         st.error(f"{exc}")
-        st.info("Run `make demo` (a small model in demo/) or `dvc repro` first, or pass `-- --model DIR`.")
+        st.info("Pass a model folder with `make app MODEL=DIR` (or `-- --model DIR`), or run `dvc repro` first.")
         return
+    st.caption(f"Model: {model_summary(model.card)}. Folder {choice.folder} ({choice.origin}).")
     synthetic_banner(model)
     settings = sidebar(model, args.detector)
     mode = st.radio(

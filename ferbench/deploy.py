@@ -29,8 +29,8 @@ from ferbench.latency import (
     fastest_faithful,
     set_threads,
 )
-from ferbench.metrics import classification_metrics
-from ferbench.model_folder import CARD_FILE, CARD_FORMAT, RUNTIMES, card_markdown
+from ferbench.metrics import evaluation_report
+from ferbench.model_folder import CARD_FILE, CARD_FORMAT, RUNTIMES, card_markdown, checksums
 from ferbench.models.backbones import BackboneSpec
 from ferbench.models.checkpoint import save_checkpoint
 from ferbench.models.classifier import TTAClassifier, TTAConfig, load_classifier, with_tta
@@ -100,6 +100,7 @@ def write_model_folder(
         "runtime": RUNTIMES[variant],
         "variant": variant,
         "files": files,
+        "sha256": checksums(folder, files),
         **(
             {
                 "int8_calibration": {
@@ -170,8 +171,8 @@ def deploy_candidate(
             {"val": (val_logits[variant], val.labels), "test": (test_logits, test.labels)}
         )
         predictions = test_logits.argmax(1)
-        deployed_test = classification_metrics(test.labels, predictions, classes)
-        leakage_free_test = classification_metrics(test.labels[leakage_free], predictions[leakage_free], classes)
+        deployed_test = evaluation_report(test.labels, predictions, classes)
+        leakage_free_test = evaluation_report(test.labels[leakage_free], predictions[leakage_free], classes)
         card = write_model_folder(
             folder,
             spec,
@@ -189,15 +190,21 @@ def deploy_candidate(
                 "train_accuracy": trained["train"]["accuracy"],
                 "accuracy_gap": trained["overfitting"]["accuracy_gap"],
                 "test_accuracy_fp32": trained["test"]["accuracy"],
+                "test_images": deployed_test["images"],
                 "test_accuracy": deployed_test["accuracy"],
+                "test_accuracy_ci95": deployed_test["accuracy_ci95"],
                 "test_macro_f1": deployed_test["macro_f1"],
+                "test_macro_f1_ci95": deployed_test["macro_f1_ci95"],
                 "test_leakage_free_accuracy": leakage_free_test["accuracy"],
+                "test_leakage_free_accuracy_ci95": leakage_free_test["accuracy_ci95"],
                 "test_leakage_free_macro_f1": leakage_free_test["macro_f1"],
-                "test_leakage_free_images": int(leakage_free.sum()),
-                "test_per_class_recall": deployed_test["per_class_recall"],
+                "test_leakage_free_macro_f1_ci95": leakage_free_test["macro_f1_ci95"],
+                "test_leakage_free_images": leakage_free_test["images"],
+                "test_per_class": deployed_test["per_class"],
             },
             calibration=probabilities,
             latency={
+                **({"machine": latency["machine"]} if "machine" in latency else {}),
                 "threads": latency["threads"],
                 "batch_size": 1,
                 **_timings(latency["variants"][variant], timings_key),

@@ -13,6 +13,7 @@ One module for both front ends (the Streamlit app and `python -m ferbench.predic
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,30 +24,41 @@ import numpy as np
 from ferbench.constants import IMAGE_SIZE
 from ferbench.errors import FerbenchError
 from ferbench.faces import Box, Face, FaceDetector, box_iou, crop_window
-from ferbench.model_folder import card_file, read_card
+from ferbench.model_folder import CARD_FILE, read_card, verified_file
 
-DEFAULT_MODEL_DIR = Path("models/selected")
-DEMO_MODEL_DIR = Path("demo/models/selected")
+SELECTED_MODEL_DIR = Path("models/selected")  # the user's own, written by `dvc repro` in this folder
+RELEASED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "released"  # trained on FER-2013, in git
+MODEL_ORDER = "--model, else $FERBENCH_MODEL, else models/selected (after `dvc repro`), else the released model"
 
 
-def default_model_folder() -> Path:
-    """models/selected (written by `dvc repro`), else demo/models/selected (written by `make demo`)."""
-    for folder in (DEFAULT_MODEL_DIR, DEMO_MODEL_DIR):
-        if (folder / "model_card.json").is_file():
-            return folder
-    return DEFAULT_MODEL_DIR
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model folder to serve and why it was chosen (said to the user by the app and the CLI)."""
+
+    folder: Path
+    origin: str
+
+
+def choose_model_folder(explicit: Path | None = None) -> ModelChoice:
+    """The folder to serve: `explicit` (--model), else $FERBENCH_MODEL, else the user's own models/selected,
+    else the released real-data model. The synthetic demo model is never picked unless named."""
+    if explicit is not None:
+        return ModelChoice(Path(explicit), "--model")
+    if os.environ.get("FERBENCH_MODEL"):
+        return ModelChoice(Path(os.environ["FERBENCH_MODEL"]), "$FERBENCH_MODEL")
+    if (SELECTED_MODEL_DIR / CARD_FILE).is_file():
+        return ModelChoice(SELECTED_MODEL_DIR, "your pipeline's selected model (dvc repro)")
+    return ModelChoice(RELEASED_MODEL_DIR, "the released model")
 
 
 class EmotionModel:
     """The deployed classifier: uint8 crops (N x 48 x 48) -> class probabilities (N x classes)."""
 
-    def __init__(self, folder: Path | str = DEFAULT_MODEL_DIR, threads: int | None = None) -> None:
+    def __init__(self, folder: Path | str = RELEASED_MODEL_DIR, threads: int | None = None) -> None:
         self.folder = Path(folder)
         self.card = read_card(self.folder)
         self.classes: list[str] = list(self.card["classes"])
-        path = card_file(self.folder, self.card, "model")
-        if not path.is_file():
-            raise FerbenchError(f"{path}: the model file the card names is missing; copy the whole model folder")
+        path = verified_file(self.folder, self.card, "model")
         try:
             self._logits = self._load(path, threads)
             width = self._logits(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)).shape

@@ -31,6 +31,7 @@ from ferbench.models.export import (
     export_onnx,
     quantize_int8,
 )
+from ferbench.provenance import machine_description
 from ferbench.runtimes import Runtime, onnx_runtime, torch_runtime
 
 VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static")
@@ -200,6 +201,7 @@ def latency_report(
     runtimes = build_runtimes(model, folder, threads, calibration)
     variants = measure_variants(runtimes, images, labels, warmup, runs, tta_views)
     return {
+        "machine": machine_description(),
         "threads": threads,
         "batch_size": 1,
         "runs": runs,

@@ -39,6 +39,67 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes:
     }
 
 
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, total: int) -> list[float]:
+    """95% Wilson score interval of a proportion (accuracy, recall): honest near 0 and 1 and for small
+    classes, where the normal approximation is not."""
+    if total <= 0:
+        return [0.0, 1.0]
+    share = successes / total
+    denominator = 1 + Z_95**2 / total
+    centre = (share + Z_95**2 / (2 * total)) / denominator
+    half = Z_95 * np.sqrt(share * (1 - share) / total + Z_95**2 / (4 * total**2)) / denominator
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def macro_f1_interval(
+    labels: np.ndarray, predictions: np.ndarray, num_classes: int, rounds: int = 1000, seed: int = 0
+) -> list[float]:
+    """95% percentile-bootstrap interval of macro-F1 (images resampled with replacement; vectorised over
+    rounds through per-round confusion counts)."""
+    if len(labels) == 0:
+        return [0.0, 0.0]
+    rng = np.random.default_rng(seed)
+    cell = labels.astype(np.int64) * num_classes + predictions.astype(np.int64)
+    counts = np.stack(
+        [np.bincount(cell[rng.integers(0, len(cell), len(cell))], minlength=num_classes**2) for _ in range(rounds)]
+    ).reshape(rounds, num_classes, num_classes)
+    true_positive = np.diagonal(counts, axis1=1, axis2=2).astype(np.float64)
+    support, predicted = counts.sum(axis=2), counts.sum(axis=1)
+    denominator = support + predicted  # F1 = 2 TP / (support + predicted)
+    f1 = np.divide(2 * true_positive, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
+    present = support > 0
+    scores = (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    low, high = np.percentile(scores, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def evaluation_report(labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """What a model card says about one test set: accuracy and macro-F1 with 95% intervals, and per class
+    the images, recall (with its interval) and F1."""
+    scores = classification_metrics(labels, predictions, classes)
+    matrix = np.asarray(scores["confusion_matrix"])
+    support = matrix.sum(axis=1)
+    return {
+        "images": len(labels),
+        "accuracy": scores["accuracy"],
+        "accuracy_ci95": wilson_interval(int(np.trace(matrix)), len(labels)),
+        "macro_f1": scores["macro_f1"],
+        "macro_f1_ci95": macro_f1_interval(labels, predictions, len(classes)),
+        "per_class": {
+            name: {
+                "images": int(support[index]),
+                "recall": scores["per_class_recall"][name],
+                "recall_ci95": wilson_interval(int(matrix[index, index]), int(support[index])),
+                "f1": scores["per_class_f1"][name],
+            }
+            for index, name in enumerate(classes)
+        },
+    }
+
+
 def read_metrics(path: Path) -> dict[str, Any]:
     """A metrics JSON written by an earlier stage; missing means that stage has not run."""
     if not path.is_file():

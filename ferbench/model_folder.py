@@ -13,6 +13,7 @@ latency and (in `models/selected/`) why it was chosen.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -38,32 +39,158 @@ def trained_on_synthetic_data(card: Mapping[str, Any]) -> bool:
     return isinstance(provenance, Mapping) and provenance.get("data", {}).get("source") == "synthetic"
 
 
-def provenance_lines(card: Mapping[str, Any]) -> list[str]:
-    """The card's provenance and limitations, for people (nothing for a card without them)."""
-    provenance = card.get("provenance")
-    if not isinstance(provenance, Mapping):
-        return []
-    data = provenance.get("data", {})
-    source = data.get("source", "unknown")
-    dataset = f" ({data['kaggle_dataset']})" if data.get("kaggle_dataset") else ""
-    lines = [
-        f"- Trained on: {source}{dataset} data, archive SHA-256 {data.get('archive_sha256', 'unknown')}",
-        f"- Code: git {provenance.get('git_revision', 'unknown')}; written {provenance.get('created', 'unknown')}",
+def model_summary(card: Mapping[str, Any]) -> str:
+    """One line saying what a model is and what it learned from, for the app and the CLI."""
+    line = f"{card['backbone']} ({card['variant']} on {card['runtime']})"
+    provenance = card.get("provenance") if isinstance(card.get("provenance"), Mapping) else {}
+    data = provenance.get("data", {}) if isinstance(provenance.get("data"), Mapping) else {}
+    if trained_on_synthetic_data(card):
+        return line + ", trained on synthetic drawn faces (make demo): not for real photos"
+    if data.get("source") in ("kaggle", "archive"):
+        digest = str(data.get("archive_sha256", ""))[:12]
+        line += f", trained on FER-2013 ({data['source']}{', SHA-256 ' + digest + '...' if digest else ''})"
+    else:
+        line += ", training data not recorded in its card"
+    metrics = card.get("metrics") if isinstance(card.get("metrics"), Mapping) else {}
+    if isinstance(metrics.get("test_accuracy"), int | float):
+        line += f", test accuracy {metrics['test_accuracy']:.1%}"
+    if provenance.get("git_revision"):
+        line += f", code {provenance['git_revision']}"
+    return line
+
+
+SYNTHETIC_WARNING = (
+    "Trained and tested on synthetic drawn faces (`make demo`): its accuracy says nothing about real faces. "
+    "Use the released model or run the real benchmark for a usable one."
+)
+FER2013_CITATION = (
+    "Goodfellow, I. J., Erhan, D., Carrier, P. L., Courville, A., Mirza, M., Hamner, B., et al. (2013). "
+    "Challenges in Representation Learning: A report on three machine learning contests. ICONIP 2013, "
+    "LNCS 8228, 117-124. arXiv:1307.0414"
+)
+DATA_TERMS = (
+    "FER-2013 was made for the ICML 2013 workshop *Challenges in Representation Learning*; its faces were "
+    "gathered by Google image searches and labelled by people. It is distributed on Kaggle (`msambare/fer2013`) "
+    "with no explicit licence: read the terms on its Kaggle page before you use the data, or a model trained "
+    "on it, beyond research."
+)
+INTENDED_USE = [
+    "Research and teaching: benchmarking facial-expression models, studying what FER-2013 models learn.",
+    "Demonstrations and prototypes: which of seven posed expression categories a cropped face resembles most, "
+    "with calibrated probabilities.",
+]
+OUT_OF_SCOPE = [
+    "Decisions about people: hiring, grading, policing, security, health, credit, insurance or any judgement "
+    "of a person's feelings, honesty or character. An expression is not an emotion, and the labels are noisy.",
+    "Surveillance or tracking people without their informed consent.",
+    "Faces unlike FER-2013's: profile views, heavy occlusion, very low light, infants; the model was not "
+    "measured on them.",
+]
+BIASES = [
+    "FER-2013's labels are noisy: the dataset's authors estimate human accuracy on it at 65+-5%, so part of "
+    "the remaining error is disagreement between people, and some test labels are wrong.",
+    "The classes are imbalanced (disgust is about 1.5% of the images), and the model is much weaker on the "
+    "rare and confusable classes (see the per-class table).",
+    "The images come from web searches: who appears (age, gender, skin tone, culture of expression) is "
+    "neither balanced nor annotated, so accuracy across groups of people is unknown and may differ.",
+    "About 8% of the Kaggle test images are pixel copies of train images; the leakage-free figures exclude them.",
+]
+
+
+def _interval(values: Any) -> str:
+    """' (95% CI a-b)' for a [low, high] pair, '' when absent."""
+    if isinstance(values, list | tuple) and len(values) == 2:
+        return f" (95% CI {values[0]:.1%}-{values[1]:.1%})"
+    return ""
+
+
+def _training_lines(training: Mapping[str, Any]) -> list[str]:
+    """The params that made the weights, as the checkpoint recorded them."""
+    config = training.get("training") if isinstance(training.get("training"), Mapping) else {}
+    if not config:
+        return [f"- Recorded: {json.dumps(dict(training), sort_keys=True)}"]
+    augment = config.get("augment") or {}
+    augment_text = ", ".join(f"{key} {value}" for key, value in augment.items()) if augment else "none"
+    return [
+        f"- {config.get('epochs')} epochs, batch {config.get('batch_size')}, optimizer {config.get('optimizer')}, "
+        f"learning rate {config.get('lr')}, weight decay {config.get('weight_decay')}, schedule "
+        f"{config.get('scheduler')} (warm-up {config.get('warmup_epochs')} epochs)",
+        f"- Label smoothing {config.get('label_smoothing')}, class weighting {config.get('class_weighting')}, "
+        f"sampler {config.get('sampler')}, weight EMA {config.get('ema_decay')}, precision {config.get('precision')}",
+        f"- Augmentation on the training device: mirror {config.get('flip')}; {augment_text}",
+        f"- Trainable: {training.get('trainable', 'all')}; seed {training.get('seed', 'unknown')}",
+        f"- All of it: `provenance.training` in `{CARD_FILE}`",
     ]
-    return lines + [f"- Limitation: {text}" for text in card.get("limitations", [])]
+
+
+def _evaluation_lines(card: Mapping[str, Any]) -> list[str]:
+    metrics = card["metrics"]
+    lines = [
+        "| test set | images | accuracy | macro-F1 |",
+        "|---|---|---|---|",
+        f"| FER-2013 test folder | {metrics.get('test_images', '')} | {metrics['test_accuracy']:.1%}"
+        f"{_interval(metrics.get('test_accuracy_ci95'))} | {metrics['test_macro_f1']:.3f}"
+        f"{_interval(metrics.get('test_macro_f1_ci95')).replace('%', '')} |",
+    ]
+    if "test_leakage_free_accuracy" in metrics:
+        lines.append(
+            f"| leakage-free (no pixel copy in the train folder) | {metrics['test_leakage_free_images']} | "
+            f"{metrics['test_leakage_free_accuracy']:.1%}{_interval(metrics.get('test_leakage_free_accuracy_ci95'))} "
+            f"| {metrics['test_leakage_free_macro_f1']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Validation accuracy {metrics['val_accuracy']:.1%} as shipped; train-val gap {metrics['accuracy_gap']:+.3f}; "
+        f"the checkpoint alone in PyTorch fp32: {metrics['test_accuracy_fp32']:.1%} on test. Intervals: Wilson "
+        "for accuracy and recall, a 1,000-round bootstrap over images for macro-F1.",
+    ]
+    per_class = metrics.get("test_per_class")
+    if isinstance(per_class, Mapping):
+        lines += ["", "| class | test images | recall | F1 |", "|---|---|---|---|"]
+        lines += [
+            f"| {name} | {row['images']} | {row['recall']:.1%}{_interval(row.get('recall_ci95'))} | {row['f1']:.3f} |"
+            for name, row in per_class.items()
+        ]
+    return lines
 
 
 def card_markdown(card: Mapping[str, Any]) -> str:
-    """The card for people (the metric lines only when the card has them)."""
-    lines = [
-        f"# Model card: {card['backbone']} ({card['variant']})",
+    """The card for people, in the sections of a Hugging Face model card; the same for every folder the
+    pipeline ships (sections without data in the card say so)."""
+    spec, tta = card["spec"], card["tta"]
+    provenance = card.get("provenance") if isinstance(card.get("provenance"), Mapping) else {}
+    data = provenance.get("data", {}) if isinstance(provenance.get("data"), Mapping) else {}
+    synthetic = trained_on_synthetic_data(card)
+    lines = [f"# Model card: {card['backbone']} ({card['variant']})", ""]
+    if synthetic:
+        lines += [f"> **{SYNTHETIC_WARNING}**", ""]
+    lines += [
+        f"{model_summary(card)}.",
         "",
-        f"- Backbone: `{card['spec']['source']}` `{card['spec']['model']}` (pretrained: {card['spec']['pretrained']})",
-        f"- Classes (output order): {', '.join(card['classes'])}",
-        "- Input: uint8 grayscale faces, batch x 48 x 48, made by `ferbench.data.decode.image_to_fer`; the model "
-        f"itself resizes to {card['preprocessing']['input_size']} px, "
-        f"{'repeats to 3 channels' if card['preprocessing']['channels'] == 3 else 'keeps one channel'} and normalises",
-        f"- Runtime: {card['runtime']}, file `{card['files']['model']}` (checkpoint `{card['files']['checkpoint']}`)",
+        "## Model details",
+        "",
+        f"- Network: `{spec['source']}` `{spec['model']}` (pretrained weights: {spec['pretrained']}) with a linear "
+        f"head over {len(card['classes'])} classes, in output order: {', '.join(card['classes'])}",
+        "- Input: uint8 grayscale faces, batch x 48 x 48, framed as FER-2013 frames its faces and made by "
+        f"`ferbench.data.decode.image_to_fer`; the model resizes to {card['preprocessing']['input_size']} px, "
+        f"{'repeats to 3 channels' if card['preprocessing']['channels'] == 3 else 'keeps one channel'} and "
+        "normalises inside the graph",
+        f"- Runtime: {card['runtime']}, file `{card['files']['model']}`"
+        + (
+            f" (SHA-256 `{card['sha256'][card['files']['model']]}`)"
+            if card["files"]["model"] in card.get("sha256", {})
+            else ""
+        ),
+        "- Test-time augmentation: "
+        + (
+            f"logits averaged over {tta['views']} views (mirror {tta['flip']}, {tta['shifts']} shifts of "
+            f"{tta['shift_pixels']} px), inside the exported graph"
+            if tta["views"] > 1
+            else "none"
+        ),
+        f"- Probabilities: softmax of the logits divided by the temperature {card['temperature']:.3f} (fitted on val)",
+        f"- Code: ferbench revision `{provenance.get('git_revision', 'unknown')}`; folder written "
+        f"{provenance.get('created', 'unknown')}; code licence MIT",
     ]
     if "int8_calibration" in card:
         int8 = card["int8_calibration"]
@@ -71,53 +198,78 @@ def card_markdown(card: Mapping[str, Any]) -> str:
             f"- Static int8: activation ranges calibrated on {int8['images']} {int8['split']} images "
             f"({int8['method']}); the preprocessing inside the model stays fp32"
         )
-    tta = card["tta"]
-    views = (
-        (
-            f"averages its logits over {tta['views']} views of each face (mirror: {tta['flip']}, shifts of "
-            f"{tta['shift_pixels']} px: {tta['shifts']}), inside the exported model"
-        )
-        if tta["views"] > 1
-        else "none"
+    lines += ["", "## Intended use", "", *[f"- {text}" for text in INTENDED_USE]]
+    lines += ["", "## Out-of-scope use", "", *[f"- {text}" for text in OUT_OF_SCOPE]]
+    images = data.get("images") if isinstance(data.get("images"), Mapping) else {}
+    split = ", ".join(f"{name} {count:,}" for name, count in images.items()) if images else "not recorded"
+    source_text = (
+        "synthetic drawn faces generated by `ferbench.data.synthetic` (`make demo`)"
+        if synthetic
+        else f"FER-2013 ({data.get('source', 'unknown')} source"
+        + (f", Kaggle `{data['kaggle_dataset']}`" if data.get("kaggle_dataset") else "")
+        + ")"
     )
-    lines.append(f"- Test-time augmentation: {views}")
-    lines += provenance_lines(card)
-    if "metrics" not in card:
-        return "\n".join([*lines, ""])
-    metrics, latency = card["metrics"], card["latency"]
     lines += [
-        f"- Val accuracy {metrics['val_accuracy']:.4f} as deployed, train-val gap {metrics['accuracy_gap']:+.4f}",
-        f"- Test accuracy {metrics['test_accuracy']:.4f} as deployed (the checkpoint alone in PyTorch fp32: "
-        f"{metrics['test_accuracy_fp32']:.4f}), macro-F1 {metrics['test_macro_f1']:.4f}",
+        "",
+        "## Training data",
+        "",
+        f"- {source_text}; archive SHA-256 `{data.get('archive_sha256', 'unknown')}`",
+        f"- Images after the quality checks (duplicates and conflicts dropped): {split}. Val is held out of the "
+        "Kaggle train folder, stratified; test is the Kaggle test folder",
+        "",
+        "## Training procedure",
+        "",
+        *_training_lines(provenance.get("training", {}) if isinstance(provenance.get("training"), Mapping) else {}),
     ]
-    if "test_leakage_free_accuracy" in metrics:
-        lines.append(
-            f"- Leakage-free test accuracy {metrics['test_leakage_free_accuracy']:.4f} (macro-F1 "
-            f"{metrics['test_leakage_free_macro_f1']:.4f}) on the {metrics['test_leakage_free_images']} test "
-            "images whose pixels do not occur in the Kaggle train folder"
-        )
-    if "test_per_class_recall" in metrics:
-        lines.append(
-            "- Per-class test recall: "
-            + ", ".join(f"{name} {value:.2f}" for name, value in metrics["test_per_class_recall"].items())
-        )
+    if "metrics" in card:
+        lines += ["", "## Evaluation", "", *_evaluation_lines(card)]
     if "calibration" in card:
         test = card["calibration"]["test"]
-        lines.append(
-            f"- Calibration: temperature {card['temperature']:.3f} (fitted on val, applied by the inference "
-            f"code); test ECE {test['ece']:.4f} -> {test['ece_scaled']:.4f}, test NLL {test['nll']:.4f} -> "
-            f"{test['nll_scaled']:.4f}"
-        )
-    return "\n".join(
-        [
-            *lines,
-            f"- CPU latency, batch 1, {latency['threads']} threads: p50 {latency['p50_ms']:.2f} ms, "
-            f"p99 {latency['p99_ms']:.2f} ms ({latency['fps']:.0f} FPS)",
-            f"- Agreement with PyTorch fp32 on val: {card['agreement_with_fp32_on_val'][card['variant']]:.4f}",
-            *([f"- Selection: {card['selection']['reason']}"] if "selection" in card else []),
+        lines += [
             "",
+            "## Calibration",
+            "",
+            f"Temperature {card['temperature']:.3f}, fitted on val. Test expected calibration error "
+            f"({card['calibration'].get('ece_bins', 15)} bins) {test['ece']:.4f} before and {test['ece_scaled']:.4f} "
+            f"after scaling; test negative log-likelihood {test['nll']:.4f} -> {test['nll_scaled']:.4f}.",
         ]
-    )
+    if "latency" in card:
+        latency = card["latency"]
+        lines += [
+            "",
+            "## Latency",
+            "",
+            f"p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms ({latency['fps']:.0f} images/s) per "
+            f"face at batch 1 on {latency['threads']} CPU threads of "
+            f"{latency.get('machine', 'an unrecorded machine')}, "
+            "model call only (face detection is extra); agreement with PyTorch fp32 on val: "
+            f"{card['agreement_with_fp32_on_val'][card['variant']]:.2%}.",
+        ]
+    if "selection" in card:
+        lines += ["", "## Why this model", "", card["selection"]["reason"]]
+    lines += [
+        "",
+        "## Limitations and biases",
+        "",
+        *[f"- {text}" for text in card.get("limitations", [])],
+        *([] if synthetic else [f"- {text}" for text in BIASES]),
+        "",
+        "## How to reproduce",
+        "",
+        f"Check out ferbench at `{provenance.get('git_revision', 'unknown')}`, then `make real` (the CPU preset "
+        "on FER-2013; Kaggle credentials, or a local zip: docs/real-data.md). The folder is "
+        "`runs/real-cpu/models/selected/`."
+        if not synthetic
+        else "`make demo`; the folder is `demo/models/selected/`.",
+        "",
+        "## Data terms and citation",
+        "",
+        DATA_TERMS,
+        "",
+        f"FER-2013: {FER2013_CITATION}.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 CARD_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -162,7 +314,13 @@ def read_card(folder: Path) -> dict[str, Any]:
             f"{path}: unknown runtime {card['runtime']!r}; use one of {', '.join(sorted(set(RUNTIMES.values())))}"
         )
     for role in ("model", "checkpoint"):
-        card_file(folder, card, role)
+        if role == "model" or role in card["files"]:  # a released folder carries no checkpoint
+            card_file(folder, card, role)
+    checksums = card.get("sha256", {})
+    if not isinstance(checksums, dict) or not all(
+        isinstance(value, str) and len(value) == 64 for value in checksums.values()
+    ):
+        raise FerbenchError(f"{path}: the card's sha256 must map file names to SHA-256 hex digests")
     temperature = card.setdefault("temperature", 1.0)
     if (
         isinstance(temperature, bool)
@@ -189,6 +347,34 @@ def card_file(folder: Path, card: Mapping[str, Any], role: str) -> Path:
     path = folder / name
     if not path.resolve().is_relative_to(folder.resolve()):
         raise FerbenchError(f"{folder / CARD_FILE}: files.{role} {name!r} leads outside the model folder")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksums(folder: Path, files: Mapping[str, str]) -> dict[str, str]:
+    """The card's `sha256`: each named file's digest, so a damaged or swapped file is caught at load."""
+    return {name: file_sha256(Path(folder) / name) for name in sorted(set(files.values()))}
+
+
+def verified_file(folder: Path, card: Mapping[str, Any], role: str) -> Path:
+    """`card_file` for `role`, present, and matching the card's SHA-256 when the card records one."""
+    path = card_file(folder, card, role)
+    if not path.is_file():
+        raise FerbenchError(f"{path}: the {role} file the card names is missing; copy the whole model folder")
+    expected = card.get("sha256", {}).get(card["files"][role])
+    if expected is not None and file_sha256(path) != expected:
+        raise FerbenchError(
+            f"{path}: its SHA-256 differs from the card's; the file is damaged or was replaced: copy the model "
+            "folder again"
+        )
     return path
 
 

@@ -20,14 +20,13 @@ from ferbench.data.decode import UndecodableImage, decode_rgb
 from ferbench.errors import FerbenchError
 from ferbench.faces import DETECTORS, WholeImage, build_detector
 from ferbench.inference import (
-    DEFAULT_MODEL_DIR,
-    DEMO_MODEL_DIR,
+    MODEL_ORDER,
     EmotionModel,
     EmotionRecognizer,
     FaceResult,
-    default_model_folder,
+    choose_model_folder,
 )
-from ferbench.model_folder import trained_on_synthetic_data
+from ferbench.model_folder import model_summary
 
 
 def image_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -97,8 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--model",
         type=Path,
         default=None,
-        help=f"model folder with model_card.json (default: {DEFAULT_MODEL_DIR} from `dvc repro`, "
-        f"else {DEMO_MODEL_DIR} from `make demo`)",
+        help=f"model folder with model_card.json (default: {MODEL_ORDER})",
     )
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write a table, one row per face")
     parser.add_argument(
@@ -137,13 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse images larger than this")
     args = parser.parse_args(argv)
     try:
-        model = EmotionModel(args.model or default_model_folder(), threads=args.threads or None)
+        choice = choose_model_folder(args.model)
+        model = EmotionModel(choice.folder, threads=args.threads or None)
         detector = WholeImage() if args.whole_image else build_detector(args.detector, model_file=args.detector_model)
         recognizer = EmotionRecognizer(model, detector, align=args.align, margin=args.margin, smoothing=0.0)
         print(
-            f"predict: model {model.folder} ({model.card['backbone']}, {model.card['variant']}); faces: "
-            f"{detector.name}{', aligned' if args.align and detector.can_align else ''}"
-            f"{'; trained on synthetic faces: not for real use' if trained_on_synthetic_data(model.card) else ''}",
+            f"predict: model {model.folder} ({choice.origin}): {model_summary(model.card)}; faces: "
+            f"{detector.name}{', aligned' if args.align and detector.can_align else ''}",
             file=sys.stderr,
         )
     except FerbenchError as exc:

@@ -53,12 +53,15 @@ def main() -> None:
         "latency.min_agreement": P.get(params, "latency.min_agreement"),
     }
     test = load_split(PREPARED_DIR / "test.npz")
+    val = load_split(PREPARED_DIR / "val.npz")
+    train = load_split(PREPARED_DIR / "train.npz")
+    data["images"] = {"train": len(train), "val": len(val), "test": len(test)}
     deployment = deploy_candidate(
         DEPLOY_MODELS / name,
         backbone_spec(params, name),
         TRAIN_MODELS / f"{name}.pt",
         P.get(params, "data.classes", list),
-        load_split(PREPARED_DIR / "val.npz"),
+        val,
         test,
         leakage_free_test_mask(PREPARED_DIR, len(test)),
         read_metrics(latency_path),
@@ -66,7 +69,7 @@ def main() -> None:
         threads=P.get(params, "latency.threads", int),
         min_agreement=float(P.get(params, "latency.min_agreement")),
         tta=tta_config(params) if use_tta else None,
-        int8_calibration=calibration_from_params(params, load_split(PREPARED_DIR / "train.npz")),
+        int8_calibration=calibration_from_params(params, train),
         card_fields={
             "provenance": model_provenance(data, training, shipping),
             "limitations": limitations(data["source"]),

@@ -216,10 +216,10 @@ def _damage(folder, kind):
     elif kind == "bad json":
         card_path.write_text("{not json")
         return
-    elif kind == "truncated model":
+    elif kind.startswith("truncated model"):
         data = (folder / "model.onnx").read_bytes()
         (folder / "model.onnx").write_bytes(data[: len(data) // 2])
-    elif kind == "foreign model":
+    elif kind.startswith("foreign model"):
         (folder / "model.onnx").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
     elif kind == "mismatched classes":
         card["classes"] = card["classes"][:6]
@@ -227,8 +227,12 @@ def _damage(folder, kind):
         card["runtime"] = "tensorflow"
     elif kind == "missing model file":
         (folder / "model.onnx").unlink()
+    elif kind == "bad checksum field":
+        card["sha256"] = {"model.onnx": 42}
     elif kind == "classes not a list":
         card["classes"] = "angry"
+    if kind.endswith("without checksums"):
+        del card["sha256"]
     card_path.write_text(json.dumps(card))
 
 
@@ -236,8 +240,11 @@ DAMAGE = {
     "escaping path": "no absolute path, no '..'",
     "absolute path": "no absolute path, no '..'",
     "bad json": "not a readable model card",
-    "truncated model": "cannot load the model",
-    "foreign model": "cannot load the model",
+    "truncated model": "its SHA-256 differs from the card's",
+    "foreign model": "its SHA-256 differs from the card's",
+    "truncated model, card without checksums": "cannot load the model",
+    "foreign model, card without checksums": "cannot load the model",
+    "bad checksum field": "sha256 must map file names to SHA-256 hex digests",
     "mismatched classes": "outputs 7 scores but the card lists 6",
     "unknown runtime": "unknown runtime 'tensorflow'",
     "missing model file": "the model file the card names",

@@ -1,0 +1,69 @@
+"""Release a model folder: copy what serving needs (the card, its markdown and the model file) into a
+folder that can live in git, such as `models/released/`, and check the copy loads.
+
+The training checkpoint stays behind (it is for re-exporting, not serving, and several times the
+size of an int8 model); the card drops it from its files and keeps the SHA-256 of what remains,
+which `EmotionModel` checks at every load.
+
+    python -m ferbench.release runs/real-cpu/models/selected models/released
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ferbench.errors import FerbenchError
+from ferbench.inference import EmotionModel
+from ferbench.model_folder import CARD_FILE, card_markdown, checksums, read_card, verified_file
+
+MARKDOWN_FILE = "MODEL_CARD.md"
+
+
+def release_model(source: Path, destination: Path) -> dict:
+    """Copy `source`'s serving files to `destination` (replacing a folder this command released before,
+    never another one) and return the released card."""
+    card = read_card(source)
+    if card.get("provenance", {}).get("data", {}).get("source") == "synthetic":
+        raise FerbenchError(f"{source}: trained on synthetic faces (make demo); release a model trained on FER-2013")
+    model_file = verified_file(source, card, "model")
+    if destination.exists() and not (destination / CARD_FILE).is_file():
+        raise FerbenchError(f"{destination}: exists and is not a model folder; choose an empty or new folder")
+    card["files"] = {"model": card["files"]["model"]}
+    card["sha256"] = checksums(source, card["files"])
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
+        staged = Path(scratch) / "model"
+        staged.mkdir()
+        shutil.copyfile(model_file, staged / model_file.name)
+        (staged / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        (staged / MARKDOWN_FILE).write_text(card_markdown(card))
+        EmotionModel(staged)  # the copy loads and its outputs match its classes
+        shutil.rmtree(destination, ignore_errors=True)
+        staged.rename(destination)
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ferbench.release", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", type=Path, help="a model folder written by the pipeline (models/selected)")
+    parser.add_argument("destination", type=Path, help="the release folder, e.g. models/released")
+    args = parser.parse_args(argv)
+    try:
+        card = release_model(args.source, args.destination)
+    except FerbenchError as exc:
+        print(f"release: error: {exc}", file=sys.stderr)
+        return 2
+    size = sum(path.stat().st_size for path in args.destination.iterdir())
+    print(f"release: {args.destination} ({card['backbone']}, {card['variant']}, {size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
