@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from ferbench.models.classifier import ImageClassifier, Standardize, build_head,
 from ferbench.params import load_params
 from ferbench.run_settings import TrainConfig, resolve_device
 from ferbench.workspace import load_overrides
+
+SCRATCH = Path(tempfile.mkdtemp(prefix="ferbench-bench-"))  # checkpoints the timed runs write and nobody reads
 
 SEED_BACKBONES = ("resnet18", "vgg16", "densenet121", "vit_b_16", "clip_vit_b32")
 
@@ -77,7 +80,7 @@ def feature_cost(args: argparse.Namespace) -> None:
     ).to(device)
     config = TrainConfig(epochs=20, batch_size=256, lr=1e-3, flip=True)
     start = time.perf_counter()
-    fit(head, features["train"], features["val"], config, 7, Path("/tmp/ferbench-bench-head.pt"), description="head")
+    fit(head, features["train"], features["val"], config, 7, SCRATCH / "head.pt", description="head")
     sync(device)
     head_seconds = time.perf_counter() - start
     # The naive way: every epoch runs the frozen trunk on every (randomly mirrored) train batch.
@@ -184,10 +187,10 @@ def throughput(args: argparse.Namespace) -> None:
             tiny_val,
             config,
             7,
-            Path("/tmp/ferbench-bench.pt"),
+            SCRATCH / "model.pt",
             description=f"{name} warm-up",
         )
-        result = fit(model, subset, tiny_val, config, 7, Path("/tmp/ferbench-bench.pt"), description=name)
+        result = fit(model, subset, tiny_val, config, 7, SCRATCH / "model.pt", description=name)
         print(
             f"{name} @ {backbone.input_size}px, batch {args.batch_size}, on {device}: "
             f"{result.train_images_per_second:.0f} training images/s"

@@ -180,7 +180,13 @@ def test_the_report_has_what_a_researcher_looks_for(workspace):
         "confident_mistakes",
     ):
         assert (workspace / f"plots/report/{name}.png").stat().st_size > 10_000
-    assert len(pd.read_csv(workspace / "plots/report/benchmark_accuracy.csv")) == 4  # 2 backbones x 2 modes
+    bars = pd.read_csv(workspace / "plots/report/benchmark_accuracy.csv")
+    assert sorted(bars["mode"].value_counts().items()) == [  # 2 backbones x 2 benchmarks, 2 candidates, 1 shipped
+        ("feature_extract", 2),
+        ("final", 2),
+        ("finetune", 2),
+        ("shipped", 1),
+    ]
     curves = pd.read_csv(workspace / "plots/report/learning_curves.csv")
     runs = {
         f"{stage}@{name}" for stage in ("feature_extract", "finetune", "train") for name in ("resnet18", "resnet34")
@@ -191,9 +197,17 @@ def test_the_report_has_what_a_researcher_looks_for(workspace):
     details = json.loads((workspace / "reports/details/train/resnet18.json").read_text())
     assert kept.set_index("run").loc["train@resnet18", "epoch"] == details["best_epoch"]
     points = pd.read_csv(workspace / "plots/report/accuracy_latency.csv")
+    shipped_points = points[points["kind"] == "shipped"]
+    assert len(shipped_points) == 2 and shipped_points["selected"].sum() == 1  # what each candidate ships
+    selection = json.loads((workspace / "reports/details/selection.json").read_text())
+    chosen = shipped_points[shipped_points["selected"].astype(bool)].iloc[0]
+    assert chosen["val_accuracy"] == pytest.approx(selection["deployment"]["val_accuracy"])  # final, not benchmark
+    points = points[points["kind"] == "benchmark"]
     assert len(points) == 2 * 4 and points["pareto"].any()  # every runtime variant of both backbones
-    fastest = points[points["latency_ms"] == points["latency_ms"].min()]
-    assert fastest["pareto"].all()  # nothing is faster than the fastest variant
+    assert not (points["pareto"].astype(bool) & ~points["faithful"].astype(bool)).any()  # never an unfaithful one
+    faithful = points[points["faithful"].astype(bool)]
+    fastest = faithful[faithful["latency_ms"] == faithful["latency_ms"].min()]
+    assert fastest["pareto"].astype(bool).all()  # nothing faithful is faster than the fastest faithful variant
     per_class = pd.read_csv(workspace / "plots/report/per_class.csv")
     assert len(per_class) == 2 * 7 and per_class["f1"].between(0, 1).all()
     shipped = pd.read_csv(workspace / "plots/selected/test_predictions.csv")
@@ -217,7 +231,7 @@ def test_plots_render(workspace):
         "Learning curves, accuracy",
         "Learning curves, loss",
         "Test accuracy per backbone",
-        "Accuracy against CPU latency, every runtime variant",
+        "Accuracy against CPU latency, shipped models",
         "Candidates, test F1 per class",
         "confident_mistakes.png",
         "Selected model as shipped, test confusion",

@@ -1,4 +1,4 @@
-"""FER-2013 itself, when the Kaggle zip is present (../shared/datasets/fer2013.zip); skipped otherwise."""
+"""FER-2013 itself, when params-local.yaml names the Kaggle zip (data.archive); skipped otherwise."""
 
 import pytest
 
