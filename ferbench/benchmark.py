@@ -53,6 +53,7 @@ from ferbench.models.classifier import (
 )
 from ferbench.paths import DETAILS_DIR, LIVE_DIR, RESUME_DIR
 from ferbench.plots import save_confusion_matrix
+from ferbench.provenance import code_revision
 from ferbench.run_settings import HEAD_KEYS, TRAIN_KEYS, RunSettings, scaled_config, stage_settings
 
 
@@ -165,7 +166,7 @@ def train_and_report(
             outputs.checkpoint,
             log_epoch=_epoch_logger(live) if group.is_main else None,
             description=description,
-            checkpoint_metadata={**extra, "training": asdict(config)},  # provenance of the weights
+            checkpoint_metadata={**extra, "training": asdict(config), "code_revision": code_revision()},
             resume=resume,
             group=group,
             seed=settings.seed if settings is not None else 0,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ferbench.errors import FerbenchError
+from ferbench.provenance import SYNTHETIC_WARNING
 
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "ferbench-model-card/1"
@@ -59,10 +60,6 @@ def model_summary(card: Mapping[str, Any]) -> str:
     return line
 
 
-SYNTHETIC_WARNING = (
-    "Trained and tested on synthetic drawn faces (`make demo`): its accuracy says nothing about real faces. "
-    "Use the released model or run the real benchmark for a usable one."
-)
 FER2013_CITATION = (
     "Goodfellow, I. J., Erhan, D., Carrier, P. L., Courville, A., Mirza, M., Hamner, B., et al. (2013). "
     "Challenges in Representation Learning: A report on three machine learning contests. ICONIP 2013, "
@@ -119,6 +116,7 @@ def _training_lines(training: Mapping[str, Any]) -> list[str]:
         f"sampler {config.get('sampler')}, weight EMA {config.get('ema_decay')}, precision {config.get('precision')}",
         f"- Augmentation on the training device: mirror {config.get('flip')}; {augment_text}",
         f"- Trainable: {training.get('trainable', 'all')}; seed {training.get('seed', 'unknown')}",
+        f"- Trained with ferbench `{training.get('code_revision', 'not recorded')}`",
         f"- All of it: `provenance.training` in `{CARD_FILE}`",
     ]
 

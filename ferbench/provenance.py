@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ferbench.model_folder import SYNTHETIC_WARNING
-
+SYNTHETIC_WARNING = (
+    "Trained and tested on synthetic drawn faces (`make demo`): its accuracy says nothing about real faces. "
+    "Use the released model or run the real benchmark for a usable one."
+)
 LIMITATIONS = [
     "Trained and evaluated on FER-2013-style faces: 48x48 grayscale, mostly frontal, cropped; accuracy on "
     "other faces (turned, occluded, low light, children, other cultures' expressions) is not measured.",

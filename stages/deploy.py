@@ -45,7 +45,7 @@ def main() -> None:
     _, weights = load_checkpoint(TRAIN_MODELS / f"{name}.pt")
     training = {
         "seed": P.get(params, "seed", int),
-        **{key: weights[key] for key in ("training", "trainable") if key in weights},
+        **{key: weights[key] for key in ("training", "trainable", "code_revision") if key in weights},
     }
     shipping = {
         "select.tta": select["tta"],
