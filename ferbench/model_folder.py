@@ -94,10 +94,10 @@ BIASES = [
 ]
 
 
-def _interval(values: Any) -> str:
+def _interval(values: Any, style: str = ".1%") -> str:
     """' (95% CI a-b)' for a [low, high] pair, '' when absent."""
     if isinstance(values, list | tuple) and len(values) == 2:
-        return f" (95% CI {values[0]:.1%}-{values[1]:.1%})"
+        return f" (95% CI {values[0]:{style}}-{values[1]:{style}})"
     return ""
 
 
@@ -128,13 +128,14 @@ def _evaluation_lines(card: Mapping[str, Any]) -> list[str]:
         "|---|---|---|---|",
         f"| FER-2013 test folder | {metrics.get('test_images', '')} | {metrics['test_accuracy']:.1%}"
         f"{_interval(metrics.get('test_accuracy_ci95'))} | {metrics['test_macro_f1']:.3f}"
-        f"{_interval(metrics.get('test_macro_f1_ci95')).replace('%', '')} |",
+        f"{_interval(metrics.get('test_macro_f1_ci95'), '.3f')} |",
     ]
     if "test_leakage_free_accuracy" in metrics:
         lines.append(
             f"| leakage-free (no pixel copy in the train folder) | {metrics['test_leakage_free_images']} | "
             f"{metrics['test_leakage_free_accuracy']:.1%}{_interval(metrics.get('test_leakage_free_accuracy_ci95'))} "
-            f"| {metrics['test_leakage_free_macro_f1']:.3f} |"
+            f"| {metrics['test_leakage_free_macro_f1']:.3f}"
+            f"{_interval(metrics.get('test_leakage_free_macro_f1_ci95'), '.3f')} |"
         )
     lines += [
         "",

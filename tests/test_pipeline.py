@@ -145,12 +145,38 @@ def test_train_select_latency_and_report_outputs(workspace):
         "source": "synthetic",
         "archive_sha256": hashlib.sha256(archive).hexdigest(),
         "archive_bytes": len(archive),
+        "images": {
+            name: len(np.load(workspace / f"data/prepared/{name}.npz")["labels"]) for name in ("train", "val", "test")
+        },
     }
-    assert provenance["git_revision"] != "unknown" and provenance["created"].startswith("20")
+    source_revision = (workspace / "ferbench/SOURCE_REVISION").read_text().strip()
+    assert provenance["git_revision"] == source_revision != "unknown"  # this project's commit, not the copy's
+    assert provenance["training"]["code_revision"] == source_revision
+    assert provenance["created"].startswith("20")
     assert provenance["training"]["training"]["epochs"] == 3 and provenance["training"]["seed"] == 42
     assert "synthetic" in card["limitations"][0]
+    metrics = card["metrics"]
+    low, high = metrics["test_accuracy_ci95"]
+    assert (
+        low <= metrics["test_accuracy"] <= high
+        and sum(row["images"] for row in metrics["test_per_class"].values()) == 84
+    )
+    assert card["latency"]["machine"] and card["sha256"][card["files"]["model"]]
     markdown = (workspace / "models/selected/MODEL_CARD.md").read_text()
-    assert "Trained on: synthetic data" in markdown and "Limitation: Trained and tested on synthetic" in markdown
+    for section in (
+        "Intended use",
+        "Out-of-scope use",
+        "Training data",
+        "Training procedure",
+        "Evaluation",
+        "Calibration",
+        "Latency",
+        "Why this model",
+        "Limitations and biases",
+        "How to reproduce",
+    ):
+        assert f"## {section}" in markdown, section
+    assert "synthetic drawn faces" in markdown and "95% CI" in markdown
     ranked = {entry["name"]: entry["latency_ms"] for entry in selection["ranking"]}
     assert ranked[selection["selected"]] == deployed["latency_p50_ms"]  # ranked on what ships
     assert card["temperature"] > 0 and card["tta"]["views"] in (1, 2)  # the demo's tta: the mirror view
