@@ -27,6 +27,7 @@ from ferbench.schema import validate_params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES: tuple[str, ...] = ("ferbench", "stages", "vega", "dvc.yaml", "params.yaml", ".dvcignore")
+WORKSPACE_MARKER = ".ferbench-workspace"  # written into every copy: only such a folder is ever updated
 LOCAL_OVERRIDES = PROJECT_ROOT / "params-local.yaml"  # git-ignored: this machine's data and weight files
 PATH_PARAMS: tuple[tuple[str, ...], ...] = (("data", "archive"),)  # relative paths, rebased onto the copy
 BACKBONE_PATH_KEY = "weights"  # backbones.<name>.weights: a local file or folder, rebased like the paths above
@@ -130,14 +131,55 @@ def register_selected_model(workspace: Path) -> str | None:
     return getattr(tag, "version", None) or str(tag)
 
 
+def is_workspace(folder: Path) -> bool:
+    """Whether `folder` is a copy this command made: its marker, or (made before the marker existed) the
+    copied package, dvc.yaml and its own git and DVC repositories."""
+    if (folder / WORKSPACE_MARKER).is_file():
+        return True
+    return all(
+        check(folder / name)
+        for check, name in (
+            (Path.is_file, "ferbench/workspace.py"),
+            (Path.is_file, "dvc.yaml"),
+            (Path.is_dir, ".dvc"),
+            (Path.is_dir, ".git"),
+        )
+    )
+
+
+def check_destination(destination: Path, source_root: Path = PROJECT_ROOT) -> None:
+    """Refuse, before anything is written, a destination whose update would destroy what this command did
+    not create: the project itself or a folder above it, a folder inside what it copies (which would copy
+    into itself), a file, or an existing non-empty folder that is not one of its workspaces."""
+    target, root = destination.expanduser().resolve(), source_root.resolve()
+    fix = "choose a new or empty folder, such as demo/ or runs/NAME"
+    if target == root or root.is_relative_to(target):
+        raise FerbenchError(f"{destination}: is this project or a folder above it; {fix}")
+    for name in (*PROJECT_FILES, ".git", ".dvc"):
+        if target.is_relative_to(root / name):
+            raise FerbenchError(f"{destination}: is inside the project's {name}, which the workspace copies; {fix}")
+    if target.exists() and not target.is_dir():
+        raise FerbenchError(f"{destination}: is a file, not a folder; {fix}")
+    if target.is_dir() and any(target.iterdir()) and not is_workspace(target):
+        raise FerbenchError(
+            f"{destination}: exists, is not empty and was not made by `python -m ferbench.workspace` "
+            f"(no {WORKSPACE_MARKER}); nothing was changed: {fix}"
+        )
+
+
 def create_workspace(destination: Path, overrides: Mapping[str, Any], source_root: Path = PROJECT_ROOT) -> Path:
     """Copy the pipeline (code, dvc.yaml) into `destination` with overridden params.
 
-    A fresh destination becomes its own git and DVC repository; an existing one keeps its
-    data, cache and history, so the next `dvc repro` reruns only what the update changed.
+    A fresh destination becomes its own git and DVC repository; an existing one (a workspace this
+    command made) keeps its data, cache, history and the user's other files, so the next `dvc repro`
+    reruns only what the update changed. Anything else is refused before a byte is written.
     """
+    check_destination(destination, source_root)
     params = merged_params(source_root, overrides)  # fails on a bad override before anything is copied
     destination.mkdir(parents=True, exist_ok=True)
+    (destination / WORKSPACE_MARKER).write_text(
+        "made by python -m ferbench.workspace, which updates only such folders\n"
+    )
     for name in PROJECT_FILES:
         source = source_root / name
         target = destination / name
@@ -159,12 +201,20 @@ def create_workspace(destination: Path, overrides: Mapping[str, Any], source_roo
     # A local DVC remote beside the copy, so `dvc push`, `dvc pull` and `dvc artifacts get` work offline
     remote = ["remote", "add", "--default", "--force", "local", str(remote_folder(destination))]
     subprocess.run([sys.executable, "-m", "dvc", *remote], cwd=destination, check=True, capture_output=True)
-    (destination / ".gitignore").write_text("__pycache__/\n/.resume/\n")  # training state: large, local
+    _ignore(destination / ".gitignore", ("__pycache__/", "/.resume/"))  # training state: large, local
     if not (destination / ".git" / "refs" / "heads").exists() or not any(
         (destination / ".git" / "refs" / "heads").iterdir()
     ):
         commit_all(destination, "workspace created")  # DVCLive and `dvc params diff` need a first commit
     return destination
+
+
+def _ignore(gitignore: Path, patterns: tuple[str, ...]) -> None:
+    """Add the patterns the workspace needs to its .gitignore, keeping the user's own lines."""
+    lines = gitignore.read_text().splitlines() if gitignore.is_file() else []
+    missing = [pattern for pattern in patterns if pattern not in lines]
+    if missing:
+        gitignore.write_text("\n".join([*lines, *missing]) + "\n")
 
 
 def commit_all(workspace: Path, message: str) -> None:
