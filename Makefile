@@ -25,7 +25,7 @@ real: $(INSTALLED)  ## the CPU preset on real FER-2013 in runs/real-cpu/ (Kaggle
 		$(if $(wildcard params-local.yaml),--overrides params-local.yaml) \
 		$(if $(ARCHIVE),--set data.source=archive --set data.archive=$(ARCHIVE))
 
-app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (MODEL=DIR: model folder; DETECTOR_MODEL=FILE: local YuNet)
+app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (default: the released model; MODEL=DIR: another model folder; DETECTOR_MODEL=FILE: local YuNet)
 	$(VENV)/bin/streamlit run streamlit_app.py -- $(if $(MODEL),--model $(MODEL)) $(if $(DETECTOR_MODEL),--detector-model $(DETECTOR_MODEL))
 
 test: $(INSTALLED)  ## run the test suite
