@@ -466,19 +466,19 @@ def _markdown(frame: pd.DataFrame, formats: Mapping[str, str]) -> str:
 REFERENCES: tuple[tuple[str, str, str], ...] = (
     ("Human accuracy (estimated)", "65% +- 5", "Goodfellow et al. 2013, arXiv:1307.0414"),
     ("The original study: CLIP ViT-B/32, 30 epochs", "62.4%", "the study this pipeline reproduces"),
-    ("mini-Xception, the model of the `fer` package", "66%", "Arriaga et al. 2017, arXiv:1710.07557"),
+    ("mini-Xception (the model of the `fer` package)", "66%", "Arriaga et al. 2017, arXiv:1710.07557"),
     ("VGG-style CNN from scratch, tuned schedule (single model)", "73.3%", "Khaireddin & Chen 2021, arXiv:2105.03588"),
     ("Ensemble of 8 CNNs", "75.2%", "Pramerdorfer & Kampel 2016, arXiv:1612.02903"),
 )
 
 
-def _ci(interval: Sequence[float]) -> str:
-    return f"95% CI {interval[0]:.4f}-{interval[1]:.4f}"
+def _ci(interval: Sequence[float], style: str = ".4f") -> str:
+    return f"95% CI {interval[0]:{style}}-{interval[1]:{style}}"
 
 
 def references_section(deployment: Mapping[str, Any], selected: str) -> list[str]:
     """The shipped model beside published results and the `fer` package on the same test folder."""
-    ours = f"**{deployment['test_accuracy']:.1%}** ({_ci(deployment['test_accuracy_ci95'])})"
+    ours = f"**{deployment['test_accuracy']:.1%}** ({_ci(deployment['test_accuracy_ci95'], '.1%')})"
     rows = [f"| **{selected}, as shipped** | {ours} | this report |"]
     rows += [f"| {what} | {accuracy} | {source} |" for what, accuracy, source in REFERENCES]
     return [
@@ -579,10 +579,18 @@ def results_markdown(
             f"{leakage_free_images} test images whose pixels do not occur in the Kaggle train folder; "
             "`finetune_test_tta`: with test-time augmentation.",
             "",
-            "## Accuracy against latency: every runtime variant",
+            "## Accuracy against latency: what ships, and every runtime variant",
             "",
-            f"{len(points)} variants of {points['backbone'].nunique()} fine-tuned backbones; on the Pareto front "
-            "(nothing else is both at least as fast and at least as accurate on val): "
+            "Shipped (each candidate's final model as deployed, val accuracy and CPU p50): "
+            + ", ".join(
+                f"{entry['name']} ({entry['latency_ms']:.2f} ms, {entry['val_accuracy']:.4f})"
+                for entry in selection["ranking"]
+            )
+            + ". The benchmark: "
+            f"{len(points)} variants of {points['backbone'].nunique()} fine-tuned backbones, "
+            f"{int(points['faithful'].sum())} of them faithful to fp32 (agreement on val); on the Pareto front of "
+            "the faithful ones (no other faithful variant is both at least as fast and at least as accurate on "
+            "val): "
             + ", ".join(
                 f"{row.backbone} {row.variant} ({row.latency_ms:.2f} ms, {row.val_accuracy:.4f})"
                 for row in front.itertuples()
