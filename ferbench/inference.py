@@ -48,7 +48,10 @@ def choose_model_folder(explicit: Path | None = None) -> ModelChoice:
         return ModelChoice(Path(os.environ["FERBENCH_MODEL"]), "$FERBENCH_MODEL")
     if (SELECTED_MODEL_DIR / CARD_FILE).is_file():
         return ModelChoice(SELECTED_MODEL_DIR, "your pipeline's selected model (dvc repro)")
-    return ModelChoice(RELEASED_MODEL_DIR, "the released model")
+    released = RELEASED_MODEL_DIR
+    if released.is_relative_to(Path.cwd()):
+        released = released.relative_to(Path.cwd())  # models/released when run from the project, as users do
+    return ModelChoice(released, "the released model")
 
 
 class EmotionModel:

@@ -71,6 +71,20 @@ DATA_TERMS = (
     "with no explicit licence: read the terms on its Kaggle page before you use the data, or a model trained "
     "on it, beyond research."
 )
+CARD_SECTIONS = (  # the headings of MODEL_CARD.md, in order (the sections of a Hugging Face model card)
+    "Model details",
+    "Intended use",
+    "Out-of-scope use",
+    "Training data",
+    "Training procedure",
+    "Evaluation",
+    "Calibration",
+    "Latency",
+    "Why this model",
+    "Limitations and biases",
+    "How to reproduce",
+    "Data terms and citation",
+)
 INTENDED_USE = [
     "Research and teaching: benchmarking facial-expression models, studying what FER-2013 models learn.",
     "Demonstrations and prototypes: which of seven posed expression categories a cropped face resembles most, "

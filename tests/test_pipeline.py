@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from ferbench.data.prepared import load_split
+from ferbench.model_folder import CARD_SECTIONS
 from ferbench.workspace import (
     commit_all,
     create_workspace,
@@ -163,18 +164,7 @@ def test_train_select_latency_and_report_outputs(workspace):
     )
     assert card["latency"]["machine"] and card["sha256"][card["files"]["model"]]
     markdown = (workspace / "models/selected/MODEL_CARD.md").read_text()
-    for section in (
-        "Intended use",
-        "Out-of-scope use",
-        "Training data",
-        "Training procedure",
-        "Evaluation",
-        "Calibration",
-        "Latency",
-        "Why this model",
-        "Limitations and biases",
-        "How to reproduce",
-    ):
+    for section in CARD_SECTIONS:
         assert f"## {section}" in markdown, section
     assert "synthetic drawn faces" in markdown and "95% CI" in markdown
     ranked = {entry["name"]: entry["latency_ms"] for entry in selection["ranking"]}

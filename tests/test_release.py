@@ -10,7 +10,7 @@ from ferbench import release
 from ferbench.constants import FER2013_CLASSES
 from ferbench.errors import FerbenchError
 from ferbench.inference import RELEASED_MODEL_DIR, EmotionModel, choose_model_folder
-from ferbench.model_folder import CARD_FILE, file_sha256, model_summary, read_card
+from ferbench.model_folder import CARD_FILE, CARD_SECTIONS, file_sha256, model_summary, read_card
 from tests.conftest import REAL_ARCHIVE, untrained_model_folder
 
 REAL_PROVENANCE = {
@@ -23,7 +23,7 @@ REAL_PROVENANCE = {
 def test_the_served_folder_is_model_then_env_then_selected_then_released(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FERBENCH_MODEL", raising=False)
-    assert choose_model_folder().folder == RELEASED_MODEL_DIR
+    assert choose_model_folder().folder == RELEASED_MODEL_DIR  # an absolute path outside the project
     assert choose_model_folder().origin == "the released model"
     (tmp_path / "models" / "selected").mkdir(parents=True)
     assert choose_model_folder().folder == RELEASED_MODEL_DIR  # an empty models/selected is not a model
@@ -62,6 +62,14 @@ def test_release_refuses_a_synthetic_model(tmp_path):
         release.release_model(source, tmp_path / "released")
 
 
+def test_from_the_project_the_released_folder_is_named_relative(monkeypatch):
+    monkeypatch.delenv("FERBENCH_MODEL", raising=False)
+    monkeypatch.chdir(RELEASED_MODEL_DIR.parent.parent)
+    if (RELEASED_MODEL_DIR.parent / "selected" / CARD_FILE).is_file():
+        pytest.skip("this checkout has its own models/selected")
+    assert str(choose_model_folder().folder) == "models/released"
+
+
 def test_the_released_folder_matches_its_card():
     card = read_card(RELEASED_MODEL_DIR)
     files = sorted(path.name for path in RELEASED_MODEL_DIR.iterdir())
@@ -71,22 +79,12 @@ def test_the_released_folder_matches_its_card():
     assert card["provenance"]["data"]["source"] in ("kaggle", "archive")
     assert len(card["provenance"]["git_revision"]) >= 7 and not card["provenance"]["git_revision"].endswith("dirty")
     assert card["provenance"]["training"]["training"]["epochs"] > 0  # the params that made the weights
+    assert card["provenance"]["training"]["code_revision"] == card["provenance"]["git_revision"]  # trained = shipped
     low, high = card["metrics"]["test_accuracy_ci95"]
     assert low < card["metrics"]["test_accuracy"] < high
     markdown = (RELEASED_MODEL_DIR / "MODEL_CARD.md").read_text()
-    for section in (
-        "Intended use",
-        "Out-of-scope use",
-        "Training data",
-        "Training procedure",
-        "Evaluation",
-        "Calibration",
-        "Latency",
-        "Limitations and biases",
-        "How to reproduce",
-        "citation",
-    ):
-        assert f"## {section}" in markdown or section in markdown
+    for section in CARD_SECTIONS:
+        assert f"## {section}" in markdown, section
     assert "FER-2013" in model_summary(card)
     model = EmotionModel(RELEASED_MODEL_DIR, threads=1)
     probabilities = model.probabilities(np.zeros((2, 48, 48), np.uint8))
