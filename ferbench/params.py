@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ferbench.errors import FerbenchError
 from ferbench.schema import validate_params
+from ferbench.yaml_files import read_yaml
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
@@ -18,12 +17,9 @@ def load_params(path: Path | str = DEFAULT_PARAMS_FILE) -> dict[str, Any]:
     """Load the whole params file as a mapping, validated: every stage calls this first, so a bad
     param stops it (one line, exit 2) before any work."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FerbenchError(f"{path}: params file not found; run the stage from the project root")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise FerbenchError(f"{path}: not valid YAML ({exc})") from exc
+    params = read_yaml(path, "params file")
     if not isinstance(params, dict):
         raise FerbenchError(f"{path}: expected a mapping of sections at the top level")
     validate_params(params, source=path.name if path == DEFAULT_PARAMS_FILE else str(path))

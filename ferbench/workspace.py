@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from ferbench.errors import FerbenchError
 from ferbench.provenance import SOURCE_REVISION_FILE, code_revision
 from ferbench.schema import validate_params
+from ferbench.yaml_files import parse_yaml, read_yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES: tuple[str, ...] = ("ferbench", "stages", "vega", "dvc.yaml", "params.yaml", ".dvcignore")
@@ -80,6 +80,7 @@ def _yaml() -> YAML:
 def merged_params(source_root: Path, overrides: Mapping[str, Any]) -> Any:
     """`source_root/params.yaml` with `overrides` merged in, comments kept, checked against the schema
     (so a bad override fails before anything is written)."""
+    read_yaml(source_root / "params.yaml", "params file")  # bounded, no aliases or duplicate keys: then keep comments
     params = _yaml().load((source_root / "params.yaml").read_text())
     merge_overrides(params, overrides)
     _rebase_paths(params, source_root)
@@ -227,9 +228,9 @@ def commit_all(workspace: Path, message: str) -> None:
 
 def load_overrides(path: Path) -> dict[str, Any]:
     """Read an overrides file such as params-demo.yaml."""
-    if not path.is_file():
+    if not path.exists():
         raise FerbenchError(f"{path}: overrides file not found")
-    loaded = YAML(typ="safe").load(path.read_text())
+    loaded = read_yaml(path, "overrides file")
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -255,10 +256,7 @@ def parse_assignment(text: str) -> dict[str, Any]:
     parts = key.strip().split(".")
     if not sep or not all(parts):
         raise FerbenchError(f"--set {text!r}: expected KEY=VALUE with a dotted params key, e.g. data.source=archive")
-    try:
-        value = YAML(typ="safe").load(raw) if raw.strip() else ""
-    except YAMLError as exc:
-        raise FerbenchError(f"--set {text!r}: the value is not valid YAML ({type(exc).__name__})") from exc
+    value = parse_yaml(raw, f"--set {text!r}") if raw.strip() else ""
     nested: dict[str, Any] = {parts[-1]: value}
     for part in reversed(parts[:-1]):
         nested = {part: nested}
