@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,9 +40,28 @@ def image_files(paths: Sequence[Path]) -> Iterator[Path]:
             yield path
 
 
+MAX_IMAGE_MB = 50  # a photo is a few MB; a larger "image" is read whole only to be refused
+
+
+def read_image_bytes(path: Path, max_mb: float = MAX_IMAGE_MB) -> bytes:
+    """A photo's bytes: only a regular file (a FIFO would wait forever, /dev/zero never ends) of bounded size."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise UndecodableImage("not a regular file (a folder, FIFO, device or socket)")
+    if info.st_size > max_mb * 1024 * 1024:
+        raise UndecodableImage(f"too large ({info.st_size / 2**20:,.0f} MB; the limit is {max_mb:g} MB)")
+    with open(path, "rb") as handle:
+        return handle.read(int(max_mb * 1024 * 1024) + 1)
+
+
+def shown(path: Path) -> str:
+    """A path as text that any terminal can print (bytes that are not UTF-8 shown as escapes)."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def predict_file(recognizer: EmotionRecognizer, path: Path, max_pixels: int) -> tuple[dict[str, Any], list[FaceResult]]:
     try:
-        rgb = decode_rgb(path.read_bytes(), max_pixels)
+        rgb = decode_rgb(read_image_bytes(path), max_pixels)
     except (OSError, UndecodableImage) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return {"file": str(path), "error": reason}, []
@@ -54,7 +75,7 @@ def predict_file(recognizer: EmotionRecognizer, path: Path, max_pixels: int) -> 
 def write_csv(path: Path, rows: list[tuple[dict[str, Any], list[FaceResult]]], classes: Sequence[str]) -> None:
     """One row per face (a file without faces, or unreadable, gets one row with an empty face)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    with path.open("w", newline="", errors="surrogateescape") as handle:  # file names as they were on disk
         writer = csv.writer(handle)
         writer.writerow(["file", "face", "x", "y", "width", "height", "label", *[f"p_{c}" for c in classes], "error"])
         for record, faces in rows:
@@ -147,20 +168,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FerbenchError as exc:
         print(f"predict: error: {exc}", file=sys.stderr)
         return 2
+    if args.csv and args.csv.is_dir():
+        print(f"predict: error: --csv {shown(args.csv)} is a folder; name a file for the table", file=sys.stderr)
+        return 2
     rows = []
     failed = 0
-    for path in image_files(args.paths):
-        record, faces = predict_file(recognizer, path, args.max_pixels)
-        if "error" in record:
-            failed += 1
-            print(f"predict: cannot read {path}: {record['error']}", file=sys.stderr)
-        print(json.dumps(record), flush=True)
-        rows.append((record, faces))
+    try:
+        for path in image_files(args.paths):
+            record, faces = predict_file(recognizer, path, args.max_pixels)
+            if "error" in record:
+                failed += 1
+                print(f"predict: cannot read {shown(path)}: {record['error']}", file=sys.stderr)
+            print(json.dumps(record), flush=True)
+            rows.append((record, faces))
+    except BrokenPipeError:  # `predict folder | head -1`: the reader has gone; stop quietly, as `cat` would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     if not rows:
         print("predict: error: no files found under the given paths", file=sys.stderr)
         return 2
     if args.csv:
-        write_csv(args.csv, rows, model.classes)
+        try:
+            write_csv(args.csv, rows, model.classes)
+        except OSError as exc:
+            print(f"predict: error: cannot write --csv {shown(args.csv)} ({exc.strerror or exc})", file=sys.stderr)
+            return 2
     return 1 if failed else 0
 
 
