@@ -60,14 +60,18 @@ TTA_SHIFTS: tuple[int, ...] = (0, 4, 8)
 BATCH_MODES: tuple[str, ...] = get_args(BatchMode)
 LR_SCALING: tuple[str, ...] = get_args(LrScaling)
 
-Count = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-NonNegative = Annotated[float, Field(ge=0)]
+# Every number has a finite range a real run could use: YAML happily reads .inf, 1e29 epochs or a seed of 2**70.
+Count = Annotated[int, Field(ge=1, le=1_000_000)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=1_000_000)]
+NonNegative = Annotated[float, Field(ge=0, le=1_000)]
 Share = Annotated[float, Field(ge=0, lt=1)]
+Epochs = Annotated[int, Field(ge=1, le=10_000)]
+BatchSize = Annotated[int, Field(ge=1, le=65_536)]
+Gap = Annotated[float, Field(ge=0, le=1)]  # a difference of two accuracies
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class Augment(Section):
@@ -82,10 +86,10 @@ class Augment(Section):
 class Training(Section):
     """The hyperparameters every training section has."""
 
-    epochs: Count
-    batch_size: Count
+    epochs: Epochs
+    batch_size: BatchSize
     optimizer: Optimizer
-    lr: Annotated[float, Field(gt=0)]
+    lr: Annotated[float, Field(gt=0, le=10)]
     weight_decay: NonNegative
     scheduler: Scheduler
     warmup_epochs: NonNegative
@@ -97,11 +101,11 @@ class Training(Section):
     ema_decay: Share
     precision: Precision
     flip: bool
-    eval_batch_size: Count
+    eval_batch_size: BatchSize
 
 
 class FeatureExtract(Training):
-    hidden: list[Count]
+    hidden: list[Annotated[int, Field(ge=1, le=65_536)]]
     dropout: Share
 
 
@@ -166,13 +170,13 @@ class Data(Section):
     source: DataSource
     archive: str | None
     kaggle_dataset: str
-    max_uncompressed_mb: Annotated[float, Field(gt=0)]
+    max_uncompressed_mb: Annotated[float, Field(gt=0, le=1_048_576)]
     classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)]
     val_fraction: Annotated[float, Field(gt=0, lt=1)]
     duplicates: KeepOrDrop
     label_conflicts: KeepOrDrop
     blanks: KeepOrDrop
-    blank_std: NonNegative
+    blank_std: Annotated[float, Field(ge=0, le=255)]
     test_leakage: KeepOrDrop
     synthetic: Synthetic
 
@@ -186,7 +190,7 @@ class Data(Section):
 
 
 class Embed(Section):
-    batch_size: Count
+    batch_size: BatchSize
 
 
 class Tta(Section):
@@ -196,7 +200,7 @@ class Tta(Section):
 
 
 class Latency(Section):
-    threads: Count
+    threads: Annotated[int, Field(ge=1, le=1024)]
     warmup: NonNegativeInt
     runs: Count
     min_agreement: Annotated[float, Field(gt=0, le=1)]
@@ -206,33 +210,34 @@ class Latency(Section):
 
 class Select(Section):
     criterion: CriterionName
-    gap_tolerance: NonNegative
+    gap_tolerance: Gap
     gap_penalty: NonNegative
-    max_gap: NonNegative | None
-    latency_budget_ms: Annotated[float, Field(gt=0)] | None
+    max_gap: Gap | None
+    latency_budget_ms: Annotated[float, Field(gt=0, le=1_000_000)] | None
     tta: TtaMode
     tta_min_gain: Share
 
 
 class Distributed(Section):
-    nproc_per_node: Count
-    nnodes: Count
+    nproc_per_node: Annotated[int, Field(ge=1, le=1024)]
+    nnodes: Annotated[int, Field(ge=1, le=4096)]
     rdzv_endpoint: str
     batch: BatchMode
     lr_scaling: LrScaling
     sync_batchnorm: bool
-    timeout_s: Count
+    timeout_s: Annotated[int, Field(ge=1, le=86_400)]  # a day
 
     @field_validator("rdzv_endpoint")
     @classmethod
     def _endpoint(cls, endpoint: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", endpoint):
+        match = re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:(\d{1,5})", endpoint)
+        if not match or not 0 < int(match.group(1)) < 65_536:
             raise ValueError("use HOST:PORT of the node that runs `dvc repro` (localhost:29400 on one machine)")
         return endpoint
 
 
 class Params(Section):
-    seed: NonNegativeInt
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's generators take 32-bit seeds
     device: str
     compile: bool
     distributed: Distributed
@@ -249,7 +254,7 @@ class Params(Section):
     @field_validator("device")
     @classmethod
     def _device(cls, device: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,3})?", device):
             raise ValueError("use auto, cpu, cuda, cuda:N or mps")
         return device
 
@@ -287,6 +292,7 @@ EXPECTED_TYPES = {
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
     "none_required": "null",
+    "finite_number": "a finite number",
 }
 BOUNDS = {
     "greater_than": "greater than {gt}",
@@ -317,12 +323,17 @@ def _allowed_range(location: tuple[Any, ...]) -> str | None:
             items += getattr(item, "metadata", [item])
     words = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}
     bounds = [
-        f"{words[name]} {getattr(item, name):g}"
+        f"{words[name]} {_number(getattr(item, name))}"
         for item in items
         for name in words
         if getattr(item, name, None) is not None
     ]
     return " and ".join(bounds) or None
+
+
+def _number(value: float) -> str:
+    """A bound as people write it: 4,294,967,295 and 65,536, not 4.29497e+09; 0.5 and 1e-05 as they are."""
+    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else f"{value:g}"
 
 
 def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:

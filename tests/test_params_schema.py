@@ -34,7 +34,22 @@ def changed(path: str, value: object) -> dict:
 CASES = [
     # (dotted key, bad value, the one line it must give)
     ("seed", "42", "'seed' is '42'; expected a whole number"),
-    ("seed", -1, "'seed' is -1; allowed: at least 0"),
+    ("seed", -1, "'seed' is -1; allowed: at least 0 and at most 4,294,967,295"),
+    ("seed", 2**70, f"'seed' is {2**70}; allowed: at least 0 and at most 4,294,967,295"),
+    ("device", "cuda:99999999999999999999", "use auto, cpu, cuda, cuda:N or mps"),
+    ("finetune.lr", float("inf"), "'finetune.lr' is inf; expected a finite number"),
+    ("finetune.weight_decay", float("nan"), "'finetune.weight_decay' is nan; expected a finite number"),
+    ("data.max_uncompressed_mb", float("inf"), "'data.max_uncompressed_mb' is inf; expected a finite number"),
+    (
+        "train.epochs",
+        10**29,
+        "'train.epochs' is 100000000000000000000000000000; allowed: at least 1 and at most 10,000",
+    ),
+    ("finetune.batch_size", 10**12, "'finetune.batch_size' is 1000000000000; allowed: at least 1 and at most 65,536"),
+    ("distributed.timeout_s", 10**20, "allowed: at least 1 and at most 86,400"),
+    ("distributed.nproc_per_node", 10**6, "allowed: at least 1 and at most 1024"),
+    ("distributed.rdzv_endpoint", "localhost:99999", "use HOST:PORT"),
+    ("select.gap_tolerance", float("inf"), "expected a finite number"),
     ("device", "gpu", "'device' is 'gpu'; use auto, cpu, cuda, cuda:N or mps"),
     ("compile", "yes", "'compile' is 'yes'; expected true or false"),
     ("devcie", "cpu", "unknown key 'devcie'; did you mean 'device'?"),
