@@ -26,6 +26,7 @@ from ferbench.provenance import SYNTHETIC_WARNING
 
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "ferbench-model-card/1"
+MAX_CARD_BYTES = 1 << 20  # a card is a few KB
 RUNTIMES = {
     "torch_fp32": "torch",
     "onnx_fp32": "onnxruntime",
@@ -304,11 +305,14 @@ def read_card(folder: Path) -> dict[str, Any]:
             f"{path}: no model card; run `dvc repro` (the select stage writes models/selected/) "
             "or pass the folder of a selected model"
         )
+    if path.stat().st_size > MAX_CARD_BYTES:
+        raise FerbenchError(f"{path}: not a model card (a regular file of at most {MAX_CARD_BYTES:,} bytes)")
     try:
         card = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise FerbenchError(
-            f"{path}: not a readable model card ({exc}); re-export the model with `dvc repro select`"
+            f"{path}: not a readable model card ({reason}); re-export the model with `dvc repro select`"
         ) from exc
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         found = card.get("format") if isinstance(card, dict) else type(card).__name__

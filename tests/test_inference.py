@@ -216,6 +216,12 @@ def _damage(folder, kind):
     elif kind == "bad json":
         card_path.write_text("{not json")
         return
+    elif kind == "deeply nested card":
+        card_path.write_text("[" * 200_000 + "]" * 200_000)
+        return
+    elif kind == "huge card":
+        card_path.write_text(json.dumps({**card, "padding": "x" * (2 << 20)}))
+        return
     elif kind.startswith("truncated model"):
         data = (folder / "model.onnx").read_bytes()
         (folder / "model.onnx").write_bytes(data[: len(data) // 2])
@@ -240,6 +246,8 @@ DAMAGE = {
     "escaping path": "no absolute path, no '..'",
     "absolute path": "no absolute path, no '..'",
     "bad json": "not a readable model card",
+    "deeply nested card": "not a readable model card (nested too deeply)",
+    "huge card": "not a model card (a regular file of at most 1,048,576 bytes)",
     "truncated model": "its SHA-256 differs from the card's",
     "foreign model": "its SHA-256 differs from the card's",
     "truncated model, card without checksums": "cannot load the model",
