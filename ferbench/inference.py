@@ -28,6 +28,7 @@ from ferbench.model_folder import CARD_FILE, read_card, verified_file
 
 SELECTED_MODEL_DIR = Path("models/selected")  # the user's own, written by `dvc repro` in this folder
 RELEASED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "released"  # trained on FER-2013, in git
+MAX_INPUT_SIZE = 1024  # the params schema's bound on backbones.<name>.input_size
 MODEL_ORDER = "--model, else $FERBENCH_MODEL, else models/selected (after `dvc repro`), else the released model"
 
 
@@ -94,7 +95,11 @@ class EmotionModel:
 
         if threads:
             torch.set_num_threads(threads)
-        model = load_classifier(BackboneSpec(**self.card["spec"]), path, len(self.classes))
+        spec = self.card["spec"]
+        size = spec.get("input_size") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict) or not (size is None or (isinstance(size, int) and 8 <= size <= MAX_INPUT_SIZE)):
+            raise FerbenchError(f"{self.folder}: the card's spec is not a backbone of input size 8..{MAX_INPUT_SIZE}")
+        model = load_classifier(BackboneSpec(**spec), path, len(self.classes), folder_only=True)
         return torch_runtime(with_tta(model, TTAConfig.from_card(self.card.get("tta")))).logits
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:

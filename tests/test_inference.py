@@ -1,6 +1,7 @@
 """The inference core and the predict CLI: faces found, batched, classified like the training data."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -273,3 +274,38 @@ def test_a_damaged_model_folder_is_one_clear_error_and_exit_2(kind, model_folder
     assert predict.main([str(tmp_path / "face.png"), "--model", str(folder), "--whole-image"]) == 2
     err = capsys.readouterr().err
     assert DAMAGE[kind] in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def torch_folder(tmp_path_factory):
+    return untrained_model_folder(tmp_path_factory.mktemp("torch") / "model", variant="torch_fp32")
+
+
+TORCH_CARD_DAMAGE = {
+    # spec field -> value, and what loading says (None: it loads, from the folder's checkpoint alone)
+    "weights outside the folder": ({"pretrained": True, "weights": "/nonexistent/weights.pt"}, None),
+    "a hub model name": ({"source": "transformers", "model": "some-org/some-model"}, "cannot load the model"),
+    "a huge input size": ({"input_size": 3000}, "input size 8..1024"),
+    "bad tta": (None, "model card: 'tta.flip'"),
+}
+
+
+@pytest.mark.parametrize("kind", list(TORCH_CARD_DAMAGE))
+def test_a_torch_card_never_reaches_outside_its_folder(kind, torch_folder, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a network call would fail loudly instead of waiting
+    folder = tmp_path / "model"
+    shutil.copytree(torch_folder, folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    spec_change, message = TORCH_CARD_DAMAGE[kind]
+    if spec_change is None:
+        card["tta"]["flip"] = "yes"
+    else:
+        card["spec"].update(spec_change)
+    (folder / "model_card.json").write_text(json.dumps(card))
+    if message is None:
+        assert EmotionModel(folder, threads=1).probabilities(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
+    else:
+        with pytest.raises(FerbenchError, match=re.escape(message)):
+            EmotionModel(folder, threads=1)

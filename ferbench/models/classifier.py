@@ -147,13 +147,19 @@ def set_trainable(model: ImageClassifier, trainable: str | int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def load_classifier(spec: BackboneSpec, checkpoint: Path, num_classes: int) -> ImageClassifier:
+def load_classifier(
+    spec: BackboneSpec, checkpoint: Path, num_classes: int, folder_only: bool = False
+) -> ImageClassifier:
     """Rebuild a trained ImageClassifier (backbone + linear head) from its checkpoint, in eval mode.
 
     The architecture comes from the spec without fetching pretrained weights (the checkpoint holds
     all of them), except for transformers, whose architecture is read from the pretrained config.
+    `folder_only` (serving an untrusted model folder): nothing but the checkpoint is read, never a
+    file the spec names or the network, so a transformers backbone gets the default CLIP ViT-B/32 shape.
     """
     state, _ = load_checkpoint(checkpoint)
+    if folder_only:
+        spec = replace(spec, pretrained=False, weights=None)
     backbone = build_backbone(spec if spec.source == "transformers" else replace(spec, pretrained=False))
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, num_classes))
     model.load_state_dict(state)
@@ -212,7 +218,10 @@ class TTAConfig:
         """The settings a model card records (no entry: no TTA)."""
         if not isinstance(entry, Mapping):
             return cls()
-        return cls(**{key: entry[key] for key in ("flip", "shifts", "shift_pixels") if key in entry})
+        try:
+            return cls(**{key: entry[key] for key in ("flip", "shifts", "shift_pixels") if key in entry})
+        except FerbenchError as exc:
+            raise FerbenchError(str(exc).replace("params.yaml: 'tta.", "model card: 'tta.")) from None
 
 
 class TTAClassifier(nn.Module):
