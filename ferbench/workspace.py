@@ -175,6 +175,7 @@ def create_workspace(destination: Path, overrides: Mapping[str, Any], source_roo
     command made) keeps its data, cache, history and the user's other files, so the next `dvc repro`
     reruns only what the update changed. Anything else is refused before a byte is written.
     """
+    destination = destination.expanduser()
     check_destination(destination, source_root)
     params = merged_params(source_root, overrides)  # fails on a bad override before anything is copied
     destination.mkdir(parents=True, exist_ok=True)
