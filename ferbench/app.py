@@ -74,7 +74,10 @@ def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str
                 "in the training folder"
             )
     if latency:
-        st.sidebar.metric("CPU latency (p50, batch 1)", f"{latency['p50_ms']:.1f} ms")
+        st.sidebar.metric(
+            "CPU latency (p50, batch 1)",
+            f"{latency['p50_ms']:.2f} ms" if latency["p50_ms"] < 10 else f"{latency['p50_ms']:.1f} ms",
+        )
     views = card.get("tta", {}).get("views", 1)
     st.sidebar.caption(
         (f"Test-time augmentation: {views} views per face. " if views > 1 else "No test-time augmentation. ")

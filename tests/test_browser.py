@@ -81,8 +81,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def served_app(tmp_path):
-    if os.environ.get("FERBENCH_MODEL"):
-        folder = Path(os.environ["FERBENCH_MODEL"]).resolve()
+    if os.environ.get("FERBENCH_MODEL"):  # a relative folder is taken from the project root, where the app runs
+        folder = Path(os.environ["FERBENCH_MODEL"])
     else:
         folder = untrained_model_folder(tmp_path / "selected")
     port = free_port()
