@@ -140,9 +140,12 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
             "val_accuracy": val_accuracy,
             "accuracy_gap": 0.02,
             "test_accuracy": 0.6,
+            "test_accuracy_ci95": [0.5, 0.7],
             "test_accuracy_fp32": 0.6,
             "test_macro_f1": 0.5,
+            "test_macro_f1_ci95": [0.4, 0.6],
             "test_leakage_free_accuracy": 0.6,
+            "test_leakage_free_accuracy_ci95": [0.5, 0.7],
             "test_leakage_free_macro_f1": 0.5,
             "test_leakage_free_images": 80,
         }
