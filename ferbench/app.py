@@ -149,7 +149,12 @@ def analyze_bytes(data: bytes | None, name: str, recognizer: EmotionRecognizer, 
     except UndecodableImage as exc:
         st.error(f"Cannot read {name}: {exc}. Upload a JPEG, PNG, BMP or WebP photo.")
         return
-    show_results(rgb, recognizer.analyze(rgb), classes)
+    try:
+        faces = recognizer.analyze(rgb)
+    except Exception as exc:  # OpenCV's detectors fail in their own ways on odd images: a message, not a crash
+        st.error(f"Face detection failed on {name} ({type(exc).__name__}). Try another photo.")
+        return
+    show_results(rgb, faces, classes)
 
 
 def live(model: EmotionModel, detector: FaceDetector, settings: dict[str, float | str | bool]) -> None:

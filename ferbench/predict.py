@@ -65,7 +65,10 @@ def predict_file(recognizer: EmotionRecognizer, path: Path, max_pixels: int) -> 
     except (OSError, UndecodableImage) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return {"file": str(path), "error": reason}, []
-    faces = recognizer.analyze(rgb)
+    try:
+        faces = recognizer.analyze(rgb)
+    except Exception as exc:  # OpenCV's detectors fail in their own ways on odd images: one bad file, not the run
+        return {"file": str(path), "error": f"face detection failed ({type(exc).__name__})"}, []
     record: dict[str, Any] = {"file": str(path), "faces": [face.to_dict() for face in faces]}
     if not faces:
         record["note"] = "no face found"

@@ -94,6 +94,7 @@ def test_an_uploaded_photo_shows_its_faces_and_probabilities(app):
         ("notes.png", b"not an image at all", "Cannot read notes.png: not an image"),
         ("cut.png", png(np.zeros((300, 300, 3), np.uint8))[:200], "Cannot read cut.png: corrupt image"),
         ("huge.png", b"0" * (11 * 1024 * 1024), "the limit is 10 MB"),
+        ("strip.png", png(np.full((2, 4000, 3), 90, np.uint8)), "Cannot read strip.png: not a photo of faces"),
     ],
 )
 def test_bad_uploads_get_a_message_and_the_app_keeps_running(app, name, content, message):

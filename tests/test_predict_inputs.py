@@ -94,3 +94,32 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(model, face, tmp_path):
     result = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert len(result.stdout.splitlines()) == 1
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr[-400:]
+
+
+@pytest.mark.parametrize("shape", [(1, 5000), (3000, 3), (60, 6000), (10, 10)])
+def test_a_strip_of_pixels_is_one_line_and_the_good_face_after_it_still_runs(shape, model, face, tmp_path, capsys):
+    strip = tmp_path / "strip.png"
+    Image.fromarray(np.full(shape, 128, np.uint8)).save(strip)
+    assert run([strip, face], model) == 1
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records[0]["error"].startswith("not a photo of faces") and len(records[1]["faces"]) == 1
+    assert "Traceback" not in err
+
+
+def test_a_detector_that_fails_on_one_image_fails_that_image_only(model, face, tmp_path, capsys, monkeypatch):
+    from ferbench.inference import EmotionRecognizer
+
+    calls = []
+
+    def analyze(self, rgb):
+        calls.append(rgb.shape)
+        if len(calls) == 1:
+            raise RuntimeError("cv2.error: !dsize.empty()")
+        return original(self, rgb)
+
+    original = EmotionRecognizer.analyze
+    monkeypatch.setattr(EmotionRecognizer, "analyze", analyze)
+    assert run([face, face], model) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert records[0]["error"] == "face detection failed (RuntimeError)" and len(records[1]["faces"]) == 1

@@ -67,12 +67,22 @@ def decode_fer(data: bytes | None) -> FerPixels:
     return _decode(data, image_to_fer)
 
 
+MIN_PHOTO_SIDE = 16  # a 48x48 face needs at least this much image around it to be found
+MAX_PHOTO_ASPECT = 20  # a strip of pixels is no photo; detectors fail on such shapes in their own ways
+
+
 def decode_rgb(data: bytes | None, max_pixels: int = 40_000_000) -> np.ndarray:
     """Decode a photo (any size, EXIF orientation applied) to uint8 RGB H x W x 3, for face detection."""
 
     def to_rgb(image: Image.Image) -> np.ndarray:
         if image.width * image.height > max_pixels:
             raise UndecodableImage(f"too large ({image.width}x{image.height} pixels; the limit is {max_pixels:,})")
+        short, long = sorted((image.width, image.height))
+        if short < MIN_PHOTO_SIDE or long > MAX_PHOTO_ASPECT * short:
+            raise UndecodableImage(
+                f"not a photo of faces ({image.width}x{image.height} pixels: at least {MIN_PHOTO_SIDE} px a side and "
+                f"at most {MAX_PHOTO_ASPECT}:1)"
+            )
         image.load()
         return np.asarray(to_8bit(ImageOps.exif_transpose(image)).convert("RGB"), dtype=np.uint8).copy()
 
