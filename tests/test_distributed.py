@@ -165,17 +165,22 @@ def test_two_nodes_on_localhost_embed_the_features_of_one_process_in_the_same_or
     assert done.returncode == 0, done.stderr[-3000:]
     endpoint = f"localhost:{free_port()}"
     root = project(tmp_path / "nodes", few_faces, nproc=1, nnodes=2, endpoint=endpoint)
-    nodes = [
-        subprocess.Popen(
-            launch_command("embed", 1, nnodes=2, endpoint=endpoint),
-            cwd=root,
-            env=environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    nodes = []
+    for _ in range(2):
+        nodes.append(
+            subprocess.Popen(
+                launch_command("embed", 1, nnodes=2, endpoint=endpoint),
+                cwd=root,
+                env=environment(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
-        for _ in range(2)
-    ]
+        # Both "machines" are localhost, so both try to host the rendezvous store; started in the same instant,
+        # the loser's fallback to a client can time out on a loaded CPU. The first starts first, as the machine
+        # that runs `dvc repro` does.
+        time.sleep(2)
     outputs = [node.communicate(timeout=300) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
     assert all("run:\n  python -m ferbench.launch --nproc-per-node 1 --nnodes 2" in err for _, err in outputs)
