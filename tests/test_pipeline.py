@@ -28,10 +28,24 @@ from ferbench.workspace import (
 )
 from tests.conftest import PROJECT_ROOT, SMALL_COUNTS
 
+DVC_TIMEOUT_S = 1200  # the longest call, the first `dvc repro`, takes about 4 minutes on 2 cores
 
-def dvc(workspace, *args):
+
+def dvc_env() -> dict[str, str]:
+    """This interpreter's DVC, without its usage-report daemon (tests never touch the network)."""
+    return {**python_env(), "DVC_NO_ANALYTICS": "1"}
+
+
+def dvc(workspace, *args, timeout=DVC_TIMEOUT_S):
+    """Run DVC and return its output; a call that hangs fails the test instead of stalling the suite."""
     result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=workspace, env=python_env(), capture_output=True, text=True
+        [sys.executable, "-m", "dvc", *args],
+        cwd=workspace,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -287,39 +301,73 @@ def test_a_criterion_experiment_in_a_temporary_workspace_trains_nothing(workspac
     assert "select.gap_penalty" in header and len(header) <= 40, header  # readable in a terminal
 
 
-def test_a_sweep_queues_experiments_on_devices_in_turn_and_runs_them_in_parallel(workspace):
-    names = {"sweep-1": "0.5", "sweep-2": "3.0"}
-    sweep = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ferbench.sweep",
-            "--devices",
-            "cpu,cpu",
-            "-S",
-            "select.gap_penalty=0.5,3.0",
-            "--name",
-            "sweep",
-            "--start",
-        ],
-        cwd=workspace,
-        env=python_env(),
-        capture_output=True,
-        text=True,
-    )
-    assert sweep.returncode == 0, sweep.stderr
-    assert "dvc exp run --queue --name sweep-2 -S device=cpu -S select.gap_penalty=3.0" in sweep.stdout
-    assert "dvc queue start -j 2" in sweep.stdout
-    deadline = time.monotonic() + 300
+def run_sweep(workspace, log, name: str, penalties: str) -> subprocess.CompletedProcess:
+    """`ferbench.sweep --start` with its output in a file: DVC's queue workers, forked from it, inherit its
+    output, so a pipe would stay open (and the call wait) as long as they run."""
+    with open(log, "w") as out:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ferbench.sweep",
+                "--devices",
+                "cpu,cpu",
+                "-S",
+                f"select.gap_penalty={penalties}",
+                "--name",
+                name,
+                "--start",
+            ],
+            cwd=workspace,
+            env=dvc_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+
+
+def wait_for_queue(workspace, names, seconds: float) -> str:
+    """`dvc queue status` once every experiment named has ended (or the time is up)."""
+    deadline = time.monotonic() + seconds
     status = ""
     while time.monotonic() < deadline:
-        status = dvc(workspace, "queue", "status")
-        if all(re.search(rf"{name}\s.*Success", status) for name in names) or "Failed" in status:
+        status = dvc(workspace, "queue", "status", timeout=120)
+        if all(re.search(rf"{name}\s.*(Success|Failed)", status) for name in names):
             break
         time.sleep(2)
+    return status
+
+
+def stop_queue(workspace) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "stop", "--kill"],
+        cwd=workspace,
+        env=dvc_env(),
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def test_a_sweep_queues_experiments_on_devices_in_turn_and_runs_them_in_parallel(workspace, tmp_path):
+    log = tmp_path / "sweep.log"
+    names = {"sweep-1": "0.5", "sweep-2": "3.0"}
+    try:
+        sweep = run_sweep(workspace, log, "sweep", ",".join(names.values()))
+        assert sweep.returncode == 0, log.read_text()
+        status = wait_for_queue(workspace, names, 240)
+        if "Queued" in status:  # DVC's workers sometimes stop before the queue is empty: start them again,
+            dvc(workspace, "queue", "start", "-j", "2", timeout=120)  # as its docs tell users to
+            status = wait_for_queue(workspace, names, 240)
+    finally:  # no worker outlives the test, whatever happened
+        stop_queue(workspace)
+    output = log.read_text()
+    assert "dvc exp run --queue --name sweep-2 -S device=cpu -S select.gap_penalty=3.0" in output
+    assert "dvc queue start -j 2" in output
     assert all(re.search(rf"{name}\s.*Success", status) for name in names), status
     for name in names:
-        ran = ran_stages(dvc(workspace, "queue", "logs", name))
+        ran = ran_stages(dvc(workspace, "queue", "logs", name, timeout=120))
         assert ran and ran <= {"select", "report"}, (name, ran)
     shown = json.dumps(json.loads(dvc(workspace, "exp", "show", "--json")))
     assert all(name in shown for name in names) and '"gap_penalty": 3.0' in shown
@@ -366,7 +414,7 @@ def test_a_killed_two_process_training_run_resumes_on_the_next_repro(workspace):
     run = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train@resnet18"],
         cwd=workspace,
-        env=python_env(),
+        env=dvc_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
