@@ -1,13 +1,16 @@
 """The one decoder (prepare and inference): every bit depth and colour mode becomes the same 8-bit sample."""
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from ferbench.data.decode import UndecodableImage, decode_fer, decode_rgb
-from tests.conftest import textured
+from tests.conftest import PROJECT_ROOT, textured
 
 
 def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -59,3 +62,44 @@ def test_undefined_pixel_scales_are_reported_not_guessed():
     wide = Image.fromarray(np.full((48, 48), 70_000, dtype=np.int32))
     with pytest.raises(UndecodableImage, match="16-bit range"):
         decode_fer(encoded(wide, "TIFF"))
+
+
+def test_a_photo_is_turned_upright_by_its_exif_orientation():
+    photo = np.zeros((40, 80, 3), np.uint8)
+    photo[:, :40] = 255  # white on the left when shown as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show"
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "JPEG", exif=exif)
+    upright = decode_rgb(buffer.getvalue())
+    assert upright.shape == (80, 40, 3)
+    assert upright[:40].mean() > 200 and upright[40:].mean() < 50  # the left half is now on top
+
+
+WIDE_PHOTO_SIDE = 6300  # 39.7 million 16-bit pixels: under the pixel limit, 79 MB once decoded
+
+
+def test_a_large_16_bit_photo_decodes_within_a_few_hundred_mb(tmp_path):
+    """The 16-bit scaling works a block of rows at a time: the whole decode fits in an address space of
+    768 MiB (scaling the image at once needed over 1 GiB)."""
+    wide = np.zeros((WIDE_PHOTO_SIDE, WIDE_PHOTO_SIDE), np.uint16)
+    wide[::7] = 40_000
+    path = tmp_path / "wide.png"
+    Image.fromarray(wide).save(path)
+    del wide
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (768 << 20, 768 << 20))\n"
+        "from ferbench.data.decode import decode_rgb\n"
+        "rgb = decode_rgb(open(sys.argv[1], 'rb').read())\n"
+        "print(rgb.shape, int(rgb[0, 0, 0]), int(rgb[1, 0, 0]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert done.stdout.split() == ["(6300,", "6300,", "3)", "156", "0"]  # 40000 / 257 = 155.6

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ferbench.constants import IMAGE_SIZE
 
@@ -35,6 +35,9 @@ class FerPixels:
 WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grayscale (Pillow opens some as 32-bit "I")
 
 
+ROWS_PER_BLOCK = 256  # wide pixels are scaled a block of rows at a time: memory stays near the 8-bit result's
+
+
 def to_8bit(image: Image.Image) -> Image.Image:
     """The image with 8 bits per channel: 16-bit grayscale scaled (value / 257, so 65535 -> 255), not
     clipped as Pillow's own conversion does (which turns a 16-bit face near-white); palette, 1-bit,
@@ -43,10 +46,27 @@ def to_8bit(image: Image.Image) -> Image.Image:
         if image.mode == "F":
             raise UndecodableImage("32-bit floating-point pixels (no defined 8-bit scale); save it as 8 or 16 bit")
         return image
-    values = np.asarray(image).astype(np.int64)
-    if values.size and (values.min() < 0 or values.max() > 65535):
-        raise UndecodableImage(f"{image.mode} pixels outside the 16-bit range 0..65535; save it as 8 or 16 bit")
-    return Image.fromarray(np.rint(values / 257.0).astype(np.uint8))
+    image.load()
+    width, height = image.size
+    scaled = np.empty((height, width), np.uint8)
+    for top in range(0, height, ROWS_PER_BLOCK):
+        block = np.asarray(image.crop((0, top, width, min(height, top + ROWS_PER_BLOCK)))).astype(np.int64)
+        if block.size and (block.min() < 0 or block.max() > 65535):
+            raise UndecodableImage(f"{image.mode} pixels outside the 16-bit range 0..65535; save it as 8 or 16 bit")
+        scaled[top : top + len(block)] = (block + 128) // 257  # == rint(value / 257): 257 is odd, so no ties
+    return Image.fromarray(scaled)
+
+
+EXIF_ORIENTATION = 0x0112
+ORIENTATION_TRANSPOSES = {  # EXIF orientation -> the transpose that shows the photo upright (as ImageOps does)
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def image_to_fer(image: Image.Image) -> FerPixels:
@@ -83,8 +103,11 @@ def decode_rgb(data: bytes | None, max_pixels: int = 40_000_000) -> np.ndarray:
                 f"not a photo of faces ({image.width}x{image.height} pixels: at least {MIN_PHOTO_SIDE} px a side and "
                 f"at most {MAX_PHOTO_ASPECT}:1)"
             )
-        image.load()
-        return np.asarray(to_8bit(ImageOps.exif_transpose(image)).convert("RGB"), dtype=np.uint8).copy()
+        orientation = image.getexif().get(EXIF_ORIENTATION)
+        rgb = to_8bit(image).convert("RGB")  # scaled before turning: one full-size wide copy at most
+        if orientation in ORIENTATION_TRANSPOSES:
+            rgb = rgb.transpose(ORIENTATION_TRANSPOSES[orientation])
+        return np.asarray(rgb, dtype=np.uint8).copy()
 
     return _decode(data, to_rgb)
 
