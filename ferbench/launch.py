@@ -22,7 +22,10 @@ import os
 import runpy
 import shlex
 import signal
+import socket
 import sys
+import threading
+from datetime import timedelta
 from typing import Any
 
 from ferbench.errors import FerbenchError
@@ -89,13 +92,73 @@ def root_failure(failures: dict[int, Any]) -> tuple[int, Any]:
     return rank, causes[rank]
 
 
+def rendezvous_timeouts(seconds: int) -> dict[str, int]:
+    """The c10d rendezvous settings that bound each wait by `seconds`: joining (torch reads `join_timeout`,
+    not the launcher's legacy `rdzv_timeout`) and reaching the store (`read_timeout`, also the bound on
+    each store operation)."""
+    connect = max(1, seconds // 2)  # the store client tries twice before it gives up
+    return {"join_timeout": seconds, "read_timeout": connect, "last_call_timeout": min(seconds, 30)}
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether this machine could host the rendezvous store at host:port (nothing listens there yet)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_store_reachable(endpoint: str, seconds: int) -> None:
+    """Connect to the rendezvous store that another machine hosts at `endpoint`, within `seconds`.
+
+    torch's store client honours its timeout while connecting, but not while validating: an endpoint that
+    accepts connections and never answers (a deaf service, a firewall) would hold the launcher for ever.
+    The probe runs in a daemon thread so the launcher can give up on it."""
+    from torch.distributed import TCPStore
+    from torch.distributed.elastic.rendezvous.utils import _matches_machine_hostname, parse_rendezvous_endpoint
+
+    host, port = parse_rendezvous_endpoint(endpoint, default_port=29400)
+    if _matches_machine_hostname(host) and port_is_free("", port):
+        return  # this machine hosts the store: nothing to reach yet
+    failure: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            TCPStore(host, port, is_master=False, timeout=timedelta(seconds=max(1, seconds // 2)))
+        except BaseException as exc:  # reported by the caller
+            failure.append(exc)
+
+    probe = threading.Thread(target=connect, name="rendezvous-probe", daemon=True)
+    probe.start()
+    probe.join(seconds)
+    if probe.is_alive() or failure:
+        raise RendezvousUnreachable(endpoint)
+
+
+class RendezvousUnreachable(Exception):
+    """No rendezvous store answered at the endpoint."""
+
+
 def launch(args: argparse.Namespace) -> int:
     """Start the stage in every process of this machine and wait; the exit code of the whole."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     for name in LAUNCHER_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # The store client logs each failed connection attempt with a C++ stack (hundreds of lines at an endpoint
+    # nobody answers); the one line below says what happened instead. torch reads the level once, when it
+    # loads: the launcher's own is quiet, the stage processes it starts keep the user's setting.
+    user_level = os.environ.get("TORCH_CPP_LOG_LEVEL")
+    os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError, RendezvousTimeoutError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if user_level is None:
+        del os.environ["TORCH_CPP_LOG_LEVEL"]
+    else:
+        os.environ["TORCH_CPP_LOG_LEVEL"] = user_level
+
     if "OMP_NUM_THREADS" not in os.environ:  # share this machine's cores between its processes
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.nproc_per_node))
     single_machine = args.nnodes == 1
@@ -114,11 +177,13 @@ def launch(args: argparse.Namespace) -> int:
         run_id="ferbench-" + "-".join([args.module, *args.arguments]),
         rdzv_backend="c10d",
         rdzv_endpoint="localhost:0" if single_machine else args.rdzv_endpoint,
-        rdzv_timeout=args.timeout,
+        rdzv_configs=rendezvous_timeouts(args.timeout),
         max_restarts=0,
         monitor_interval=0.5,
     )
     try:
+        if not single_machine:
+            check_store_reachable(args.rdzv_endpoint, args.timeout)
         elastic_launch(config, entrypoint=sys.executable)("-m", args.module, *args.arguments)
     except ChildFailedError as exc:
         rank, failure = root_failure(exc.failures)
@@ -129,9 +194,19 @@ def launch(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2 if code == 2 else 1
-    except Exception as exc:  # rendezvous: a machine did not join, the endpoint is unreachable or taken
+    except RendezvousTimeoutError as exc:
         raise FerbenchError(
-            f"cannot start {args.nnodes} machine(s) x {args.nproc_per_node} process(es) "
+            f"{stage}: not all {args.nnodes} machines joined at {args.rdzv_endpoint} within {args.timeout} s; "
+            "start the join command on each (or raise distributed.timeout_s)"
+        ) from exc
+    except (RendezvousConnectionError, RendezvousUnreachable) as exc:
+        raise FerbenchError(
+            f"{stage}: cannot reach the rendezvous at {args.rdzv_endpoint} within {args.timeout} s; check "
+            "distributed.rdzv_endpoint (the host and a free port of the machine running `dvc repro`)"
+        ) from exc
+    except Exception as exc:  # the endpoint is taken, the store refused us, ...
+        raise FerbenchError(
+            f"{stage}: cannot start {args.nnodes} machine(s) x {args.nproc_per_node} process(es) "
             f"at {args.rdzv_endpoint}: {type(exc).__name__}: {exc}"
         ) from exc
     return 0

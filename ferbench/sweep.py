@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
+import re
 import shlex
 import subprocess
 import sys
@@ -19,13 +21,22 @@ from collections.abc import Sequence
 
 from ferbench.errors import FerbenchError
 
+MAX_EXPERIMENTS = 1000  # a grid is a handful of runs; more is a typo, and DVC keeps a git ref for each
+PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")  # dotted params.yaml path
+
 
 def parse_setting(text: str) -> tuple[str, list[str]]:
     """`key=v1,v2,...` as the key and its values (a value is passed to DVC as written)."""
     key, sep, values = text.partition("=")
-    if not sep or not key or not values:
+    key = key.strip()
+    if not sep or not key:
         raise FerbenchError(f"-S {text!r}: write KEY=VALUE[,VALUE...], e.g. -S train.lr=0.001,0.0003")
-    return key, [value for value in values.split(",") if value]
+    if not PARAM_KEY.fullmatch(key):
+        raise FerbenchError(f"-S {text!r}: {key!r} is not a params.yaml key (dotted names, e.g. train.lr)")
+    values = [value.strip() for value in values.split(",")]
+    if not all(values):
+        raise FerbenchError(f"-S {text!r}: an empty value; give each value, e.g. -S {key}=0.001,0.0003")
+    return key, values
 
 
 def grid(settings: Sequence[str]) -> list[list[tuple[str, str]]]:
@@ -36,6 +47,9 @@ def grid(settings: Sequence[str]) -> list[list[tuple[str, str]]]:
         raise FerbenchError("-S: each key once (give all its values comma-separated)")
     if "device" in keys:
         raise FerbenchError("-S device=...: use --devices; the sweep assigns them in turn")
+    size = math.prod(len(values) for _, values in parsed)
+    if size > MAX_EXPERIMENTS:
+        raise FerbenchError(f"-S: the grid has {size:,} points; at most {MAX_EXPERIMENTS:,} experiments a sweep")
     return [list(zip(keys, values, strict=True)) for values in itertools.product(*(values for _, values in parsed))]
 
 
@@ -84,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.settings:
             raise FerbenchError("nothing to sweep: give at least one -S KEY=V1,V2")
-        devices = [device for device in args.devices.split(",") if device]
+        devices = [device.strip() for device in args.devices.split(",") if device.strip()]
         commands = queue_commands(grid(args.settings), devices, args.name)
         workers = max(1, len(devices))
         if args.start:

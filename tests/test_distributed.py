@@ -280,3 +280,53 @@ def test_the_launcher_explains_itself_and_refuses_zero_processes(capsys):
     with pytest.raises(SystemExit) as exit_info:
         launch_main(["--nproc-per-node", "0", "stages.finetune", "resnet18"])
     assert exit_info.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["-S", "train.lr=,"], "an empty value"),
+        (["-S", "train.lr=0.1,,0.2"], "an empty value"),
+        (["-S", " device=cuda:0"], "use --devices"),
+        (["-S", "train lr=0.1"], "is not a params.yaml key"),
+        (["-S", "a=" + ",".join(map(str, range(1000))), "-S", "b=" + ",".join(map(str, range(1000)))], "1,000,000"),
+    ],
+)
+def test_a_sweep_that_would_queue_nothing_or_too_much_is_one_line(settings, message, capsys):
+    from ferbench.sweep import main as sweep
+
+    assert sweep([*settings, "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err and len(err.strip().splitlines()) == 1, err[:500]
+
+
+def deaf_listener() -> socket.socket:
+    """A localhost port that accepts connections and never answers (a wrong service, a firewall)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    return listener
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no second machine", "not all 2 machines joined at {endpoint} within 4 s"),
+        ("an endpoint that never answers", "cannot reach the rendezvous at {endpoint} within 4 s"),
+    ],
+)
+def test_the_rendezvous_gives_up_within_its_timeout_in_one_line(case, message, tmp_path):
+    listener = deaf_listener() if case == "an endpoint that never answers" else None
+    port = listener.getsockname()[1] if listener else free_port()
+    endpoint = f"127.0.0.1:{port}"
+    command = launch_command("embed", 1, nnodes=2, endpoint=endpoint)
+    command[command.index("--timeout") + 1] = "4"
+    try:  # the test's own bound: a launcher that waited for torch's defaults (10 minutes) would exceed it
+        done = subprocess.run(command, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=60)
+    finally:
+        if listener:
+            listener.close()
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert lines[-1].startswith("launch: error: embed resnet18: ") and message.format(endpoint=endpoint) in lines[-1]
+    assert len(lines) == 3 and "Traceback" not in done.stderr, done.stderr[-2000:]  # the join command, then why
