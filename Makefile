@@ -18,10 +18,10 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 install: $(INSTALLED)  ## create .venv and install the pinned requirements
 
 demo: $(INSTALLED)  ## run the whole pipeline offline on synthetic data, in demo/ (params-demo.yaml)
-	$(PY) -m ferbench.workspace demo
+	$(PY) -m ferbench.workspace demo --update
 
 real: $(INSTALLED)  ## the CPU preset on real FER-2013 in runs/real-cpu/ (Kaggle credentials; offline: params-local.yaml or ARCHIVE=zip)
-	$(PY) -m ferbench.workspace runs/real-cpu --overrides params-cpu.yaml \
+	$(PY) -m ferbench.workspace runs/real-cpu --update --overrides params-cpu.yaml \
 		$(if $(wildcard params-local.yaml),--overrides params-local.yaml) \
 		$(if $(ARCHIVE),--set data.source=archive --set data.archive=$(ARCHIVE))
 

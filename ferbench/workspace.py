@@ -148,10 +148,11 @@ def is_workspace(folder: Path) -> bool:
     )
 
 
-def check_destination(destination: Path, source_root: Path = PROJECT_ROOT) -> None:
+def check_destination(destination: Path, source_root: Path = PROJECT_ROOT, update: bool = False) -> None:
     """Refuse, before anything is written, a destination whose update would destroy what this command did
     not create: the project itself or a folder above it, a folder inside what it copies (which would copy
-    into itself), a file, or an existing non-empty folder that is not one of its workspaces."""
+    into itself), a file, or an existing non-empty folder that is not one of its workspaces. One of its
+    workspaces is refreshed only when asked (`update`): its params.yaml and code are replaced."""
     target, root = destination.expanduser().resolve(), source_root.resolve()
     fix = "choose a new or empty folder, such as demo/ or runs/NAME"
     if target == root or root.is_relative_to(target):
@@ -166,17 +167,24 @@ def check_destination(destination: Path, source_root: Path = PROJECT_ROOT) -> No
             f"{destination}: exists, is not empty and was not made by `python -m ferbench.workspace` "
             f"(no {WORKSPACE_MARKER}); nothing was changed: {fix}"
         )
+    if target.is_dir() and any(target.iterdir()) and not update:
+        raise FerbenchError(
+            f"{destination}: is a workspace made earlier; pass --update to refresh its code and params.yaml "
+            "(its data, history and your other files are kept), or choose a new folder"
+        )
 
 
-def create_workspace(destination: Path, overrides: Mapping[str, Any], source_root: Path = PROJECT_ROOT) -> Path:
+def create_workspace(
+    destination: Path, overrides: Mapping[str, Any], source_root: Path = PROJECT_ROOT, update: bool = False
+) -> Path:
     """Copy the pipeline (code, dvc.yaml) into `destination` with overridden params.
 
     A fresh destination becomes its own git and DVC repository; an existing one (a workspace this
-    command made) keeps its data, cache, history and the user's other files, so the next `dvc repro`
-    reruns only what the update changed. Anything else is refused before a byte is written.
+    command made, with `update`) keeps its data, cache, history and the user's other files, so the next
+    `dvc repro` reruns only what the update changed. Anything else is refused before a byte is written.
     """
     destination = destination.expanduser()
-    check_destination(destination, source_root)
+    check_destination(destination, source_root, update)
     params = merged_params(source_root, overrides)  # fails on a bad override before anything is copied
     destination.mkdir(parents=True, exist_ok=True)
     (destination / WORKSPACE_MARKER).write_text(
@@ -297,7 +305,13 @@ def main(argv: list[str] | None = None) -> int:
             "--set data.archive=~/Downloads/fer2013.zip"
         ),
     )
-    parser.add_argument("destination", type=Path, help="folder of the copy (created if missing, updated if present)")
+    parser.add_argument("destination", type=Path, help="folder of the copy: a new or empty one, or (--update) its own")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="refresh a workspace this command made: its code and params.yaml are replaced, its data, DVC cache, "
+        "git history and your other files are kept (`make demo` and `make real` pass it)",
+    )
     parser.add_argument(
         "--overrides",
         type=Path,
@@ -317,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = args.overrides or [PROJECT_ROOT / "params-demo.yaml"]
     try:
-        workspace = create_workspace(args.destination, collect_overrides(files, args.assignments))
+        workspace = create_workspace(args.destination, collect_overrides(files, args.assignments), update=args.update)
     except FerbenchError as exc:
         print(f"workspace: error: {exc}", file=sys.stderr)
         return 2

@@ -58,14 +58,17 @@ def test_a_destination_it_did_not_make_is_refused_and_nothing_changes(case, tmp_
     assert not (PROJECT_ROOT / "stages" / "sub").exists() and not (PROJECT_ROOT / ".git" / "ws").exists()
 
 
-def test_its_own_workspace_updates_in_place_and_keeps_the_users_files(tmp_path):
+def test_its_own_workspace_updates_in_place_only_when_asked_and_keeps_the_users_files(tmp_path, capsys):
     destination = tmp_path / "ws"
     assert workspace.main([str(destination), "--no-repro"]) == 0
     assert (destination / WORKSPACE_MARKER).is_file() and (destination / "ferbench" / "workspace.py").is_file()
     (destination / "my-notes.md").write_text("keep me")
     (destination / ".gitignore").write_text((destination / ".gitignore").read_text() + "secret.env\n")
     (destination / "secret.env").write_text("TOKEN=1")
-    assert workspace.main([str(destination), "--no-repro", "--set", "train.epochs=2"]) == 0
+    params = (destination / "params.yaml").read_text()
+    assert workspace.main([str(destination), "--no-repro", "--set", "train.epochs=2"]) == 2  # not without --update
+    assert "pass --update" in capsys.readouterr().err and (destination / "params.yaml").read_text() == params
+    assert workspace.main([str(destination), "--update", "--no-repro", "--set", "train.epochs=2"]) == 0
     assert (destination / "my-notes.md").read_text() == "keep me"
     ignored = (destination / ".gitignore").read_text().splitlines()
     assert "secret.env" in ignored and "/.resume/" in ignored
