@@ -150,3 +150,65 @@ def match_faces(placed: tuple[PlacedFace, ...], found: list[Face]) -> tuple[dict
             matched[i] = j
             used.add(j)
     return matched, len(found) - len(used)
+
+
+@dataclass(frozen=True)
+class MovingFace:
+    """A face that moves in a straight line from `start` to `end` (centres, pixels) over the video,
+    showing `expressions[k]` (a label and its 48x48 crop) from frame `changes[k]` on, and hidden
+    during `hidden` (a range of frames). Faces later in a video's list are drawn over earlier ones."""
+
+    start: tuple[float, float]
+    end: tuple[float, float]
+    side: int
+    expressions: tuple[tuple[int, np.ndarray], ...]
+    changes: tuple[int, ...] = (0,)
+    hidden: range = range(0)
+
+    def box(self, frame: int, frames: int) -> tuple[int, int, int, int]:
+        share = frame / max(1, frames - 1)
+        x = self.start[0] + share * (self.end[0] - self.start[0])
+        y = self.start[1] + share * (self.end[1] - self.start[1])
+        return round(x - self.side / 2), round(y - self.side / 2), self.side, self.side
+
+    def expression(self, frame: int) -> tuple[int, np.ndarray]:
+        return self.expressions[max(k for k, first in enumerate(self.changes) if first <= frame)]
+
+
+def write_moving_faces_video(
+    path: str, faces: list[MovingFace], frames: int, fps: float = 30.0, seed: int = 0
+) -> list[list[tuple[int, tuple[int, int, int, int], int]]]:
+    """Write the video (MJPG in .avi, mp4v otherwise) and return, per frame, the faces a detector
+    could see: (index in `faces`, box, label), leaving out a hidden face and one more than half
+    covered by a face drawn over it."""
+    import cv2
+
+    from ferbench.faces import box_iou
+
+    background = _background(np.random.default_rng(seed))
+    height, width = background.shape[:2]
+    codec = "MJPG" if str(path).endswith(".avi") else "mp4v"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (width, height))
+    truth = []
+    try:
+        for frame in range(frames):
+            canvas = background.copy()
+            drawn: list[tuple[int, tuple[int, int, int, int], int]] = []
+            for index, face in enumerate(faces):
+                if frame in face.hidden:
+                    continue
+                box = face.box(frame, frames)
+                label, crop = face.expression(frame)
+                x, y, side, _ = box
+                patch = cv2.resize(crop, (side, side), interpolation=cv2.INTER_CUBIC)
+                top, left = max(0, y), max(0, x)
+                bottom, right = min(height, y + side), min(width, x + side)
+                if bottom > top and right > left:
+                    canvas[top:bottom, left:right] = patch[top - y : bottom - y, left - x : right - x, None]
+                drawn = [(i, b, lab) for i, b, lab in drawn if box_iou(b, box) < 1 / 3]  # covered over half
+                drawn.append((index, box, label))
+            writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+            truth.append(drawn)
+    finally:
+        writer.release()
+    return truth

@@ -23,8 +23,9 @@ import numpy as np
 
 from ferbench.constants import IMAGE_SIZE
 from ferbench.errors import FerbenchError
-from ferbench.faces import Box, Face, FaceDetector, box_iou, crop_window
+from ferbench.faces import Box, Face, FaceDetector, crop_window
 from ferbench.model_folder import CARD_FILE, read_card, verified_file
+from ferbench.tracking import FaceTracker
 
 SELECTED_MODEL_DIR = Path("models/selected")  # the user's own, written by `dvc repro` in this folder
 RELEASED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "released"  # trained on FER-2013, in git
@@ -121,9 +122,11 @@ class FaceResult:
     label: str
     probabilities: dict[str, float]
     crop: np.ndarray = field(repr=False)  # the 48x48 sample the model saw
+    track: int | None = None  # in a video: the id the face keeps while it is in view
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {} if self.track is None else {"track": self.track}
+        return record | {
             "box": list(self.box),
             "label": self.label,
             "probabilities": {name: round(float(p), 6) for name, p in self.probabilities.items()},
@@ -132,10 +135,11 @@ class FaceResult:
 
 class EmotionRecognizer:
     """Faces in a frame -> FaceResults. `analyze` treats every image on its own; `process_frame`
-    is for video: it re-detects every `detect_every` frames (reusing faces in between) and blends
-    each face's probabilities with the same face's in the previous frame (`smoothing` is the weight
-    of the past, 0 = none). `align` levels the eyes (detectors with landmarks); `margin` adds
-    context around FER-2013's framing, as a share of its side (0: exactly FER's framing)."""
+    is for video: it re-detects every `detect_every` frames (moving the tracked faces on in between),
+    follows each face with a `FaceTracker` and blends its probabilities with its own track's past
+    (`smoothing` is the weight of the past, 0 = none). `align` levels the eyes (detectors with
+    landmarks); `margin` adds context around FER-2013's framing, as a share of its side (0: exactly
+    FER's framing); a face unseen for `max_missing` frames loses its track."""
 
     def __init__(
         self,
@@ -145,6 +149,7 @@ class EmotionRecognizer:
         margin: float = 0.0,
         smoothing: float = 0.5,
         detect_every: int = 1,
+        max_missing: int = 15,
     ) -> None:
         if not 0 <= smoothing < 1:
             raise FerbenchError(f"smoothing is {smoothing}; use a weight in [0, 1)")
@@ -152,18 +157,21 @@ class EmotionRecognizer:
             raise FerbenchError(f"detect_every is {detect_every}; use 1 or more")
         if not -0.25 <= margin <= 1:
             raise FerbenchError(f"margin is {margin}; use a share of the face's side between -0.25 and 1")
+        if max_missing < 0:
+            raise FerbenchError(f"max_missing is {max_missing}; use 0 or more frames")
         self.model = model
         self.detector = detector
         self.align = align
         self.margin = margin
         self.smoothing = smoothing
         self.detect_every = detect_every
+        self.max_missing = max_missing
         self.reset()
 
     def reset(self) -> None:
+        """Forget every track (a new video)."""
         self._frame_index = 0
-        self._faces: list[Face] = []
-        self._previous: list[tuple[Box, np.ndarray]] = []
+        self.tracker = FaceTracker(self.max_missing, self.smoothing)
 
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """The 48x48 sample of one face, framed (and aligned) as FER-2013 frames its faces."""
@@ -178,11 +186,14 @@ class EmotionRecognizer:
         )
         return crops, self.model.probabilities(crops)
 
-    def _results(self, faces: Sequence[Face], crops: np.ndarray, probabilities: np.ndarray) -> list[FaceResult]:
+    def _results(
+        self, faces: Sequence[Face], crops: np.ndarray, probabilities: np.ndarray, tracks: Sequence[int | None] = ()
+    ) -> list[FaceResult]:
         classes = self.model.classes
+        tracks = list(tracks) or [None] * len(faces)
         return [
-            FaceResult(face.box, classes[int(p.argmax())], dict(zip(classes, p.tolist(), strict=True)), crop)
-            for face, crop, p in zip(faces, crops, probabilities, strict=True)
+            FaceResult(face.box, classes[int(p.argmax())], dict(zip(classes, p.tolist(), strict=True)), crop, track)
+            for face, crop, p, track in zip(faces, crops, probabilities, tracks, strict=True)
         ]
 
     def analyze(self, rgb: np.ndarray) -> list[FaceResult]:
@@ -192,19 +203,20 @@ class EmotionRecognizer:
         return self._results(faces, *self.classify(rgb, faces))
 
     def process_frame(self, rgb: np.ndarray) -> list[FaceResult]:
-        """Every face in the next video frame, with temporal smoothing."""
+        """Every face in the next video frame, each with its track id and its track's smoothing."""
         rgb = as_rgb(rgb)
-        if self._frame_index % self.detect_every == 0:
-            self._faces = self.detector(rgb)
+        frame = self._frame_index
         self._frame_index += 1
-        crops, probabilities = self.classify(rgb, self._faces)
-        if self.smoothing > 0:
-            for index, face in enumerate(self._faces):
-                match = max(self._previous, key=lambda past: box_iou(face.box, past[0]), default=None)
-                if match is not None and box_iou(face.box, match[0]) > 0.3:
-                    probabilities[index] = self.smoothing * match[1] + (1 - self.smoothing) * probabilities[index]
-        self._previous = [(face.box, p) for face, p in zip(self._faces, probabilities, strict=True)]
-        return self._results(self._faces, crops, probabilities)
+        if frame % self.detect_every == 0:
+            faces = self.detector(rgb)
+            tracks = self.tracker.update(frame, faces)
+        else:
+            moved = self.tracker.predicted(frame)
+            tracks, faces = [track for track, _ in moved], [face for _, face in moved]
+        crops, probabilities = self.classify(rgb, faces)
+        for index, track in enumerate(tracks):
+            probabilities[index] = self.tracker.smooth(track, probabilities[index])
+        return self._results(faces, crops, probabilities, [track.track_id for track in tracks])
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

@@ -1,9 +1,19 @@
-"""Recognise emotions in photos: one JSON line per image on stdout.
+"""Recognise emotions in photos and videos: one JSON line per file on stdout.
 
-Each line: {"file": ..., "faces": [{"box": [x, y, w, h], "label": ..., "probabilities": {...}}]}.
+A photo's line: {"file": ..., "faces": [{"box": [x, y, w, h], "label": ..., "probabilities": {...}}]}.
 An image without a face gets "faces": [] and a note; a file that cannot be read gets an
-"error" line (and a message on stderr) and the run goes on. Exit status: 0 when every file was
-read, 1 when some could not be, 2 on a usage or model error.
+"error" line (and a message on stderr) and the run goes on.
+
+A video (.mp4 .mov .avi .mkv .webm .m4v .gif) is followed face by face: each face keeps a track
+id while it is in view (one that leaves for longer than --missing-seconds comes back with a new
+id). Its results go to a folder (--out, default NAME-emotions/): faces.csv (a row per face and
+analysed frame: time, frame, track, box, the 7 calibrated probabilities, label), tracks.csv
+(per track: seconds in view, share of each emotion, dominant emotion, mean confidence),
+timeline-track-N.png, and on request faces.jsonl and annotated.mp4; its stdout line sums it up.
+
+Exit status: 0 when every file was read, 1 when some photo could not be read or a video broke off
+part-way (its rows up to there are written), 2 on a usage or model error or a video that cannot
+be analysed.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from ferbench.inference import (
     choose_model_folder,
 )
 from ferbench.model_folder import model_summary
+from ferbench.video import MAX_FRAME_PIXELS, VideoOptions, analyse_video, is_video
 
 
 def image_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -73,6 +84,42 @@ def predict_file(recognizer: EmotionRecognizer, path: Path, max_pixels: int) -> 
     if not faces:
         record["note"] = "no face found"
     return record, faces
+
+
+def predict_video(recognizer: EmotionRecognizer, path: Path, out: Path, options: VideoOptions) -> int:
+    """Analyse one video into `out` with a progress bar; its exit code (0 done, 1 broke off, 2 refused)."""
+    from tqdm import tqdm
+
+    bars: list[tqdm] = []  # made at the first frame: a refused video prints its one line alone
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc=shown(path), total=total or None, unit="frame", file=sys.stderr, leave=False))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        result = analyse_video(path, recognizer, out, options, progress)
+    except FerbenchError as exc:
+        print(f"predict: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for bar in bars:
+            bar.close()
+    print(json.dumps({"file": str(path), "video": result.to_dict()}), flush=True)
+    seconds = result.frames_analysed * options.every / result.info.fps
+    print(
+        f"predict: {shown(path)}: {len(result.tracks)} track(s) over {seconds:.1f} s of video, "
+        f"{result.frames_analysed} frames analysed; results in {shown(out)}",
+        file=sys.stderr,
+    )
+    if result.stopped_at is not None:
+        print(
+            f"predict: {shown(path)}: the video breaks off at {result.stopped_at:.2f} s "
+            f"(of {result.info.duration:.2f} s); the rows up to there are written",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def write_csv(path: Path, rows: list[tuple[dict[str, Any], list[FaceResult]]], classes: Sequence[str]) -> None:
@@ -156,6 +203,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="skip face detection: each image is one face (for already-cropped faces such as FER-2013)",
     )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: all cores)")
+    video = parser.add_argument_group("videos")
+    video.add_argument(
+        "--out", type=Path, metavar="DIR", help="a new folder for a video's results (several videos: one inside each)"
+    )
+    video.add_argument("--every", type=int, default=1, metavar="N", help="classify every Nth frame (default 1)")
+    video.add_argument(
+        "--detect-every",
+        type=int,
+        default=2,
+        metavar="N",
+        help="detect faces every Nth classified frame; tracks carry them in between (default 2)",
+    )
+    video.add_argument("--start", type=float, default=0.0, metavar="S", help="start at S seconds")
+    video.add_argument("--end", type=float, default=None, metavar="S", help="stop at S seconds (default: the end)")
+    video.add_argument(
+        "--smoothing", type=float, default=0.5, help="weight of a track's past in its probabilities (0: none)"
+    )
+    video.add_argument(
+        "--missing-seconds",
+        type=float,
+        default=1.0,
+        help="a face unseen for longer gets a new track id when it comes back (default 1)",
+    )
+    video.add_argument("--jsonl", action="store_true", help="also write faces.jsonl, a JSON line per face and frame")
+    video.add_argument("--annotate", action="store_true", help="also write annotated.mp4 (boxes, track ids, labels)")
+    video.add_argument(
+        "--max-frame-pixels", type=int, default=MAX_FRAME_PIXELS, help="refuse videos with larger frames"
+    )
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse images larger than this")
     args = parser.parse_args(argv)
     try:
@@ -168,6 +243,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{detector.name}{', aligned' if args.align and detector.can_align else ''}",
             file=sys.stderr,
         )
+        options = VideoOptions(
+            every=args.every,
+            detect_every=args.detect_every,
+            start=args.start,
+            end=args.end,
+            smoothing=args.smoothing,
+            missing_seconds=args.missing_seconds,
+            jsonl=args.jsonl,
+            annotate=args.annotate,
+            max_frame_pixels=args.max_frame_pixels,
+        )
     except FerbenchError as exc:
         print(f"predict: error: {exc}", file=sys.stderr)
         return 2
@@ -176,27 +262,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rows = []
     failed = 0
+    paths = list(image_files(args.paths))
+    videos = [path for path in paths if is_video(path)]
     try:
-        for path in image_files(args.paths):
+        for path in paths:
+            if path in videos:
+                out = (args.out / path.stem if len(videos) > 1 else args.out) if args.out else None
+                code = predict_video(recognizer, path, out or Path(f"{path.stem}-emotions"), options)
+                failed = max(failed, code)
+                continue
             record, faces = predict_file(recognizer, path, args.max_pixels)
             if "error" in record:
-                failed += 1
+                failed = max(failed, 1)
                 print(f"predict: cannot read {shown(path)}: {record['error']}", file=sys.stderr)
             print(json.dumps(record), flush=True)
             rows.append((record, faces))
     except BrokenPipeError:  # `predict folder | head -1`: the reader has gone; stop quietly, as `cat` would
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    if not rows:
+    if not paths:
         print("predict: error: no files found under the given paths", file=sys.stderr)
         return 2
-    if args.csv:
+    if args.csv and rows:
         try:
             write_csv(args.csv, rows, model.classes)
         except OSError as exc:
             print(f"predict: error: cannot write --csv {shown(args.csv)} ({exc.strerror or exc})", file=sys.stderr)
             return 2
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":
