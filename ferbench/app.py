@@ -1,4 +1,5 @@
-"""The Streamlit app: emotions of every face, live from a webcam or from a snapshot/upload.
+"""The Streamlit app: emotions of every face, live from a webcam, from a snapshot or photo, or
+through an uploaded video (every face tracked, a timeline each).
 
 Run it with `make app` (or `streamlit run streamlit_app.py -- --model DIR`). The model folder
 is `--model`, else $FERBENCH_MODEL, else models/selected (after `dvc repro`), else the released
@@ -11,6 +12,7 @@ OpenCV's Haar cascade.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,10 +33,12 @@ from ferbench.inference import (
     draw_results,
 )
 from ferbench.model_folder import SYNTHETIC_WARNING, model_summary, trained_on_synthetic_data
+from ferbench.video import TABLE_FILE, TRACKS_FILE, VIDEO_SUFFIXES, VideoOptions, analyse_video
 
-MAX_UPLOAD_MB = 10  # also the server's cap (.streamlit/config.toml: server.maxUploadSize)
+MAX_UPLOAD_MB = 10  # photos; videos up to the server's cap (.streamlit/config.toml: server.maxUploadSize)
+MAX_VIDEO_MB = 200
 MAX_PIXELS = 40_000_000
-MODES = ("Live webcam", "Snapshot", "Upload a photo")
+MODES = ("Live webcam", "Snapshot", "Upload a photo", "Upload a video")
 LOG_EVERY_FRAMES = 90
 
 
@@ -157,6 +161,46 @@ def analyze_bytes(data: bytes | None, name: str, recognizer: EmotionRecognizer, 
     show_results(rgb, faces, classes)
 
 
+def analyze_video_upload(data: bytes | None, name: str, recognizer: EmotionRecognizer, classes: list[str]) -> None:
+    """The predict CLI's video analysis with a progress bar: a timeline per track, the summary, the table."""
+    if data is None:
+        return
+    if len(data) > MAX_VIDEO_MB * 1024 * 1024:
+        st.error(f"{name} is {len(data) / 2**20:.0f} MB; the limit is {MAX_VIDEO_MB} MB.")
+        return
+    bar = st.progress(0.0, text=f"Analysing {name}")
+
+    def progress(done: int, total: int) -> None:
+        if total and done % 10 == 0:
+            bar.progress(min(1.0, done / total), text=f"Analysing {name}: frame {done} of {total}")
+
+    with tempfile.TemporaryDirectory(prefix="ferbench-video-") as scratch:
+        path = Path(scratch) / f"upload{Path(name).suffix.lower()}"
+        path.write_bytes(data)
+        try:
+            result = analyse_video(path, recognizer, Path(scratch) / "out", VideoOptions(), progress)
+        except FerbenchError as exc:
+            bar.empty()
+            st.error(f"Cannot analyse {name}: {str(exc).removeprefix(f'{path}: ')}")
+            return
+        table = pd.read_csv(result.out / TABLE_FILE)
+        table_csv = (result.out / TABLE_FILE).read_bytes()
+        summary = pd.read_csv(result.out / TRACKS_FILE)
+    bar.empty()
+    if result.stopped_at is not None:
+        st.warning(f"{name} breaks off at {result.stopped_at:.1f} s; the results cover the video up to there.")
+    if table.empty:
+        st.warning(f"No face found in {name}. Try a video with frontal, well-lit faces that are not too small.")
+        return
+    st.subheader(f"{len(summary)} face track(s) over {result.frames_analysed / result.info.fps:.1f} s")
+    st.dataframe(summary, hide_index=True)
+    for track, rows in table.groupby("track"):
+        st.markdown(f"**Track {track}**")
+        timeline = rows.set_index("time_s")[[f"p_{name}" for name in classes]]
+        st.line_chart(timeline.rename(columns=lambda column: column.removeprefix("p_")))
+    st.download_button("Download the table (CSV)", table_csv, file_name=f"{Path(name).stem}-faces.csv")
+
+
 def live(model: EmotionModel, detector: FaceDetector, settings: dict[str, float | str | bool]) -> None:
     import av
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
@@ -221,7 +265,7 @@ def main() -> None:
     )
     model_file = str(args.detector_model) if args.detector_model else None
     try:
-        detector = build_detector(str(settings["detector"]), video=mode == MODES[0], model_file=model_file)
+        detector = build_detector(str(settings["detector"]), video=mode in (MODES[0], MODES[3]), model_file=model_file)
     except FerbenchError as exc:
         st.error(f"{exc}")
         st.info("Choose the haar detector in the sidebar, or start the app with `-- --detector-model FILE`.")
@@ -240,6 +284,12 @@ def main() -> None:
     elif mode == MODES[1]:
         shot = st.camera_input("Take a snapshot")
         analyze_bytes(shot.getvalue() if shot else None, "the snapshot", recognizer, model.classes)
-    else:
+    elif mode == MODES[2]:
         upload = st.file_uploader(f"A photo (up to {MAX_UPLOAD_MB} MB)", type=["jpg", "jpeg", "png", "bmp", "webp"])
         analyze_bytes(upload.getvalue() if upload else None, upload.name if upload else "", recognizer, model.classes)
+    else:
+        upload = st.file_uploader(
+            f"A video (up to {MAX_VIDEO_MB} MB)", type=[suffix.removeprefix(".") for suffix in VIDEO_SUFFIXES]
+        )
+        data, name = (upload.getvalue(), upload.name) if upload else (None, "")
+        analyze_video_upload(data, name, recognizer, model.classes)

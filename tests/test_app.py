@@ -149,3 +149,34 @@ def test_a_missing_model_is_explained(monkeypatch, tmp_path):
     test.run()
     assert not test.exception
     assert "no model card" in test.error[0].value and "MODEL=DIR" in test.info[0].value
+
+
+def astronaut_video(path, frames: int = 24) -> bytes:
+    """A short clip of a real face (scikit-image's astronaut photo) drifting to the right."""
+    import cv2
+    from skimage import data
+
+    photo = cv2.resize(data.astronaut(), (360, 360))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (640, 480))
+    for frame in range(frames):
+        canvas = np.full((480, 640, 3), 120, np.uint8)
+        canvas[60:420, 40 + 8 * frame : 400 + 8 * frame] = photo
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path.read_bytes()
+
+
+def test_an_uploaded_video_shows_a_timeline_per_track_and_the_table_to_download(app, tmp_path):
+    app.radio[0].set_value("Upload a video").run()
+    upload(app, "talk.mp4", astronaut_video(tmp_path / "talk.mp4"), "video/mp4")
+    assert not app.error, [error.value for error in app.error]
+    summary = app.dataframe[0].value
+    assert len(summary) == 1 and summary.iloc[0]["frames_analysed"] == 24  # one face, followed throughout
+    assert summary.iloc[0]["dominant"] in FER2013_CLASSES
+    assert len(app.get("vega_lite_chart")) == 1 and len(app.get("download_button")) == 1  # a chart per track
+
+
+def test_a_bad_video_upload_is_a_message(app):
+    app.radio[0].set_value("Upload a video").run()
+    upload(app, "notes.mp4", b"not a video" * 100, "video/mp4")
+    assert any("Cannot analyse notes.mp4: not a video OpenCV can read" in error.value for error in app.error)
