@@ -14,6 +14,7 @@ import json
 import math
 import os
 import stat
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +136,8 @@ class VideoReader:
 
 @dataclass
 class TrackSummary:
-    """Running sums of one track: enough for its summary row and its timeline, never its frames."""
+    """Running sums of one track: enough for its summary row and its timeline (32 bytes a frame), never
+    its frames."""
 
     track: int
     classes: list[str]
@@ -144,7 +146,7 @@ class TrackSummary:
     rows: int = 0
     label_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
     confidence_sum: float = 0.0
-    timeline: list[tuple[float, ...]] = field(default_factory=list)
+    timeline: array = field(default_factory=lambda: array("f"))  # time and probabilities, 4 bytes each
 
     def __post_init__(self) -> None:
         self.label_counts = np.zeros(len(self.classes), np.int64)
@@ -155,7 +157,7 @@ class TrackSummary:
         self.rows += 1
         self.label_counts[self.classes.index(face.label)] += 1
         self.confidence_sum += max(probabilities)
-        self.timeline.append((seconds, *probabilities))
+        self.timeline.extend((seconds, *probabilities))
 
     def row(self, frame_seconds: float) -> dict[str, Any]:
         shares = self.label_counts / max(1, self.rows)
@@ -340,7 +342,7 @@ def plot_timeline(path: Path, summary: TrackSummary) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timeline = np.array(summary.timeline, dtype=np.float64)
+    timeline = np.frombuffer(summary.timeline, dtype=np.float32).reshape(-1, 1 + len(summary.classes))
     figure, axis = plt.subplots(figsize=(9, 3.2), constrained_layout=True)
     for column, name in enumerate(summary.classes, start=1):
         axis.plot(timeline[:, 0], timeline[:, column], label=name, linewidth=1.4)
