@@ -4,7 +4,7 @@ A photo's line: {"file": ..., "faces": [{"box": [x, y, w, h], "label": ..., "pro
 An image without a face gets "faces": [] and a note; a file that cannot be read gets an
 "error" line (and a message on stderr) and the run goes on.
 
-A video (.mp4 .mov .avi .mkv .webm .m4v .gif) is followed face by face: each face keeps a track
+A video (.mp4 .mov .avi .mkv .webm .m4v, an animated .gif) is followed face by face: each face keeps a track
 id while it is in view (one that leaves for longer than --missing-seconds comes back with a new
 id). Its results go to a folder (--out, default NAME-emotions/): faces.csv (a row per face and
 analysed frame: time, frame, track, box, the 7 calibrated probabilities, label), tracks.csv

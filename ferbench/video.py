@@ -32,7 +32,20 @@ TABLE_FILE, JSONL_FILE, TRACKS_FILE, ANNOTATED_FILE = "faces.csv", "faces.jsonl"
 
 
 def is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES
+    """A file to analyse as a video: by its suffix, and for a GIF only when it is animated (a still GIF
+    is a photo)."""
+    suffix = path.suffix.lower()
+    if suffix != ".gif":
+        return suffix in VIDEO_SUFFIXES
+    from PIL import Image
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # a FIFO would wait for ever: the photo path reports it
+        with Image.open(path) as image:
+            return bool(getattr(image, "is_animated", False))
+    except (OSError, ValueError, SyntaxError):
+        return False  # not readable as a GIF: the photo path says why
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,9 @@ def test_an_animated_gif_is_a_video(model_folder, tmp_path, capsys):
     frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     assert run_predict([tmp_path / "clip.gif"], model_folder, "--out", tmp_path / "out", "--whole-image") == 0
     assert json.loads(capsys.readouterr().out)["video"]["frames_analysed"] == 6
+    frames[0].save(tmp_path / "still.gif")  # a still GIF is a photo: one line of faces, no results folder
+    assert run_predict([tmp_path / "still.gif"], model_folder, "--out", tmp_path / "still", "--whole-image") == 0
+    assert "faces" in json.loads(capsys.readouterr().out) and not (tmp_path / "still").exists()
 
 
 @pytest.mark.skipif(
