@@ -102,6 +102,12 @@ def predict_video(recognizer: EmotionRecognizer, path: Path, out: Path, options:
     except FerbenchError as exc:
         print(f"predict: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the results folder: not writable, a path under a file, the disk full
+        print(
+            f"predict: error: cannot write the results of {shown(path)} to {shown(out)} ({exc.strerror or exc})",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         for bar in bars:
             bar.close()

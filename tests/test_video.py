@@ -312,3 +312,10 @@ def test_real_faces_crossing_are_two_timelines_with_the_released_model(tmp_path)
 
     assert happy_share(left, before) > 0.8 and happy_share(left, after) < 0.2
     assert happy_share(right, before) < 0.2 and happy_share(right, after) > 0.8
+
+
+def test_a_results_folder_that_cannot_be_written_is_one_line(model_folder, tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    assert run_predict([write_video(tmp_path)], model_folder, "--out", tmp_path / "file" / "out", "--whole-image") == 2
+    err = capsys.readouterr().err
+    assert "predict: error: cannot write the results of" in err and "Traceback" not in err
