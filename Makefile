@@ -9,19 +9,20 @@ INSTALLED := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(INSTALLED): requirements.txt requirements-dev.txt
+$(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $(INSTALLED)
 
-install: $(INSTALLED)  ## create .venv and install the pinned requirements
+install: $(INSTALLED)  ## create .venv, install the pinned requirements and ferbench itself (editable, with its commands)
 
 demo: $(INSTALLED)  ## run the whole pipeline offline on synthetic data, in demo/ (params-demo.yaml)
-	$(PY) -m ferbench.workspace demo --update
+	$(PY) -m ferbench.workflow.workspace demo --update
 
 real: $(INSTALLED)  ## the CPU preset on real FER-2013 in runs/real-cpu/ (Kaggle credentials; offline: params-local.yaml or ARCHIVE=zip)
-	$(PY) -m ferbench.workspace runs/real-cpu --update --overrides params-cpu.yaml \
+	$(PY) -m ferbench.workflow.workspace runs/real-cpu --update --overrides params-cpu.yaml \
 		$(if $(wildcard params-local.yaml),--overrides params-local.yaml) \
 		$(if $(ARCHIVE),--set data.source=archive --set data.archive=$(ARCHIVE))
 

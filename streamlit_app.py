@@ -1,5 +1,5 @@
-"""Entry point for `streamlit run streamlit_app.py` (what `make app` runs); the app is ferbench/app.py."""
+"""Entry point for `streamlit run streamlit_app.py` (what `make app` runs); the app is ferbench/serving/app.py."""
 
-from ferbench.app import main
+from ferbench.serving.app import main
 
 main()

@@ -29,7 +29,7 @@ LIMITATIONS = [
 ]
 
 
-SOURCE_REVISION_FILE = "SOURCE_REVISION"  # written into a workspace's copy of the package (ferbench.workspace)
+SOURCE_REVISION_FILE = "SOURCE_REVISION"  # written into a workspace's copy of the package (ferbench.workflow.workspace)
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 

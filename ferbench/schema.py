@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -30,35 +30,25 @@ from pydantic import (
     model_validator,
 )
 
+from ferbench.constants import (
+    BACKBONE_SOURCES,
+    BATCH_MODES,
+    CALIBRATION_METHODS,
+    CLASS_WEIGHTING,
+    CRITERIA,
+    DATA_SOURCES,
+    INPUT_SIZE_RANGE,
+    KEEP_OR_DROP,
+    LR_SCALING,
+    OPTIMIZERS,
+    PRECISIONS,
+    SAMPLERS,
+    SCHEDULERS,
+    TTA_MODES,
+    TTA_SHIFT_PIXELS_RANGE,
+    TTA_SHIFTS,
+)
 from ferbench.errors import FerbenchError
-
-DataSource = Literal["kaggle", "archive", "synthetic"]
-BackboneSource = Literal["torchvision", "timm", "transformers", "ferbench"]
-Optimizer = Literal["adam", "adamw", "sgd"]
-Scheduler = Literal["none", "cosine", "step", "onecycle", "plateau"]
-ClassWeighting = Literal["none", "balanced"]
-Sampler = Literal["shuffle", "balanced"]
-Precision = Literal["auto", "bf16", "fp32"]
-CalibrationMethod = Literal["percentile", "minmax", "entropy"]
-CriterionName = Literal["accuracy", "generalization"]
-TtaMode = Literal["auto", "always", "never"]
-KeepOrDrop = Literal["keep", "drop"]
-BatchMode = Literal["global", "per_process"]
-LrScaling = Literal["none", "linear", "sqrt"]
-
-DATA_SOURCES: tuple[str, ...] = get_args(DataSource)
-BACKBONE_SOURCES: tuple[str, ...] = get_args(BackboneSource)
-OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
-SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
-CLASS_WEIGHTING: tuple[str, ...] = get_args(ClassWeighting)
-SAMPLERS: tuple[str, ...] = get_args(Sampler)
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
-CRITERIA: tuple[str, ...] = get_args(CriterionName)
-TTA_MODES: tuple[str, ...] = get_args(TtaMode)
-TTA_SHIFTS: tuple[int, ...] = (0, 4, 8)
-BATCH_MODES: tuple[str, ...] = get_args(BatchMode)
-LR_SCALING: tuple[str, ...] = get_args(LrScaling)
 
 # Every number has a finite range a real run could use: YAML happily reads .inf, 1e29 epochs or a seed of 2**70.
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
@@ -82,35 +72,58 @@ class Augment(Section):
     mixup: Annotated[float, Field(ge=0, le=10)]
     cutmix: Annotated[float, Field(ge=0, le=10)]
 
+    @property
+    def geometric(self) -> bool:
+        return bool(self.shift or self.rotate or self.scale)
+
+    @property
+    def mixing(self) -> bool:
+        return bool(self.mixup or self.cutmix)
+
+
+# What a head on cached features trains with: features cannot be shifted, turned or erased.
+NO_AUGMENT = Augment(shift=0.0, rotate=0.0, scale=0.0, erase=0.0, mixup=0.0, cutmix=0.0)
+
 
 class Training(Section):
     """The hyperparameters every training section has."""
 
     epochs: Epochs
     batch_size: BatchSize
-    optimizer: Optimizer
+    optimizer: Literal[OPTIMIZERS]
     lr: Annotated[float, Field(gt=0, le=10)]
     weight_decay: NonNegative
-    scheduler: Scheduler
+    scheduler: Literal[SCHEDULERS]
     warmup_epochs: NonNegative
     plateau_factor: Annotated[float, Field(gt=0, lt=1)]
     plateau_patience: NonNegativeInt
     label_smoothing: Share
-    class_weighting: ClassWeighting
-    sampler: Sampler
+    class_weighting: Literal[CLASS_WEIGHTING]
+    sampler: Literal[SAMPLERS]
     ema_decay: Share
-    precision: Precision
+    precision: Literal[PRECISIONS]
     flip: bool
     eval_batch_size: BatchSize
+
+
+class Recipe(Training):
+    """One run's hyperparameters, what the training engine takes: a training section with the backbone's
+    or candidate's overrides merged in (`Params.feature_extract_for`, `finetune_for`, `train_for`)."""
+
+    augment: Augment
 
 
 class FeatureExtract(Training):
     hidden: list[Annotated[int, Field(ge=1, le=65_536)]]
     dropout: Share
 
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(**self.model_dump(exclude={"hidden", "dropout"}), augment=NO_AUGMENT)
 
-class Finetune(Training):
-    augment: Augment
+
+class Finetune(Recipe):
+    pass
 
 
 def check_trainable(value: Any) -> Any:
@@ -121,6 +134,16 @@ def check_trainable(value: Any) -> Any:
 
 
 Trainable = Annotated[str | int, AfterValidator(check_trainable)]
+
+
+class CandidateTraining(Recipe):
+    """The final training of one candidate: the recipe and which part of the network learns."""
+
+    trainable: Trainable
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(**self.model_dump(exclude={"trainable"}))
 
 
 def _partial(model: type[Section], name: str, drop: tuple[str, ...] = (), **replace: Any) -> type[Section]:
@@ -142,20 +165,30 @@ AugmentOverride = _partial(Augment, "AugmentOverride")
 FinetuneOverride = _partial(Finetune, "FinetuneOverride", augment=AugmentOverride)
 # flip cannot differ per backbone: the embed stage computes mirrored features from feature_extract.flip
 FeatureExtractOverride = _partial(FeatureExtract, "FeatureExtractOverride", drop=("flip",))
-TrainOverride = _partial(Finetune, "TrainOverride", augment=AugmentOverride, trainable=Trainable)
+TrainOverride = _partial(CandidateTraining, "TrainOverride", augment=AugmentOverride)
 
 
-class Train(Finetune):
+class Train(CandidateTraining):
     candidates: dict[str, TrainOverride | None]  # type: ignore[valid-type]
-    trainable: Trainable
+
+
+S = TypeVar("S", bound=Section)
+
+
+def merged(section: Section, override: Section | None, model: type[S], exclude: set[str] | None = None) -> S:
+    """`section` with the keys `override` sets replaced (augmentation strengths one by one), as `model`."""
+    values = section.model_dump(exclude=exclude)
+    for key, value in (override.model_dump(exclude_none=True) if override is not None else {}).items():
+        values[key] = {**values[key], **value} if key == "augment" else value
+    return model.model_validate(values)
 
 
 class Backbone(Section):
-    source: BackboneSource
+    source: Literal[BACKBONE_SOURCES]
     model: Annotated[str, Field(min_length=1)]
     pretrained: bool
     weights: str | None
-    input_size: Annotated[int, Field(ge=8, le=1024)] | None
+    input_size: Annotated[int, Field(ge=INPUT_SIZE_RANGE[0], le=INPUT_SIZE_RANGE[1])] | None
     # Required ({} for none): a stage's DVC params dependency on its override needs the key to exist.
     feature_extract: FeatureExtractOverride | None  # type: ignore[valid-type]
     finetune: FinetuneOverride | None  # type: ignore[valid-type]
@@ -167,17 +200,17 @@ class Synthetic(Section):
 
 
 class Data(Section):
-    source: DataSource
+    source: Literal[DATA_SOURCES]
     archive: str | None
     kaggle_dataset: str
     max_uncompressed_mb: Annotated[float, Field(gt=0, le=1_048_576)]
     classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)]
     val_fraction: Annotated[float, Field(gt=0, lt=1)]
-    duplicates: KeepOrDrop
-    label_conflicts: KeepOrDrop
-    blanks: KeepOrDrop
+    duplicates: Literal[KEEP_OR_DROP]
+    label_conflicts: Literal[KEEP_OR_DROP]
+    blanks: Literal[KEEP_OR_DROP]
     blank_std: Annotated[float, Field(ge=0, le=255)]
-    test_leakage: KeepOrDrop
+    test_leakage: Literal[KEEP_OR_DROP]
     synthetic: Synthetic
 
     @field_validator("classes")
@@ -195,8 +228,8 @@ class Embed(Section):
 
 class Tta(Section):
     flip: bool
-    shifts: Literal[0, 4, 8]
-    shift_pixels: Annotated[int, Field(ge=1, le=8)]
+    shifts: Literal[TTA_SHIFTS]
+    shift_pixels: Annotated[int, Field(ge=TTA_SHIFT_PIXELS_RANGE[0], le=TTA_SHIFT_PIXELS_RANGE[1])]
 
 
 class Latency(Section):
@@ -205,16 +238,16 @@ class Latency(Section):
     runs: Count
     min_agreement: Annotated[float, Field(gt=0, le=1)]
     calibration_images: Count
-    calibration_method: CalibrationMethod
+    calibration_method: Literal[CALIBRATION_METHODS]
 
 
 class Select(Section):
-    criterion: CriterionName
+    criterion: Literal[CRITERIA]
     gap_tolerance: Gap
     gap_penalty: NonNegative
     max_gap: Gap | None
     latency_budget_ms: Annotated[float, Field(gt=0, le=1_000_000)] | None
-    tta: TtaMode
+    tta: Literal[TTA_MODES]
     tta_min_gain: Share
 
 
@@ -222,8 +255,8 @@ class Distributed(Section):
     nproc_per_node: Annotated[int, Field(ge=1, le=1024)]
     nnodes: Annotated[int, Field(ge=1, le=4096)]
     rdzv_endpoint: str
-    batch: BatchMode
-    lr_scaling: LrScaling
+    batch: Literal[BATCH_MODES]
+    lr_scaling: Literal[LR_SCALING]
     sync_batchnorm: bool
     timeout_s: Annotated[int, Field(ge=1, le=86_400)]  # a day
 
@@ -266,20 +299,40 @@ class Params(Section):
                 f"train.candidates names {', '.join(unknown)}, which is not under backbones "
                 f"(have: {', '.join(self.backbones)})"
             )
-        runs = [(name, self.feature_extract, None) for name in ("feature_extract",)]
-        runs += [
-            (f"backbones.{name}.feature_extract", self.feature_extract, spec.feature_extract)
-            for name, spec in self.backbones.items()
-        ]
-        runs += [("finetune", self.finetune, None)]
-        runs += [(f"backbones.{name}.finetune", self.finetune, spec.finetune) for name, spec in self.backbones.items()]
-        runs += [(f"train.candidates.{name}", self.train, override) for name, override in self.train.candidates.items()]
-        for where, section, override in runs:
-            merged = {**section.model_dump(), **(override.model_dump(exclude_none=True) if override else {})}
-            epochs, warmup = merged["epochs"], merged["warmup_epochs"]
-            if warmup and warmup >= epochs:
-                raise ValueError(f"{where}: warmup_epochs ({warmup:g}) must be fewer than epochs ({epochs})")
+        runs: list[tuple[str, Training]] = [("feature_extract", self.feature_extract), ("finetune", self.finetune)]
+        runs += [(f"backbones.{name}.feature_extract", self.feature_extract_for(name)) for name in self.backbones]
+        runs += [(f"backbones.{name}.finetune", self.finetune_for(name)) for name in self.backbones]
+        runs += [(f"train.candidates.{name}", self.train_for(name)) for name in self.train.candidates]
+        for where, run in runs:
+            if run.warmup_epochs and run.warmup_epochs >= run.epochs:
+                raise ValueError(
+                    f"{where}: warmup_epochs ({run.warmup_epochs:g}) must be fewer than epochs ({run.epochs})"
+                )
         return self
+
+    def backbone(self, name: str) -> Backbone:
+        """`backbones.<name>`, or one line naming the backbones there are."""
+        if name not in self.backbones:
+            raise FerbenchError(
+                f"params.yaml: no backbone '{name}' under 'backbones' (have: {', '.join(self.backbones)})"
+            )
+        return self.backbones[name]
+
+    def feature_extract_for(self, name: str) -> FeatureExtract:
+        """The `feature_extract` section with `backbones.<name>.feature_extract` merged in."""
+        return merged(self.feature_extract, self.backbone(name).feature_extract, FeatureExtract)
+
+    def finetune_for(self, name: str) -> Finetune:
+        """The `finetune` section with `backbones.<name>.finetune` merged in."""
+        return merged(self.finetune, self.backbone(name).finetune, Finetune)
+
+    def train_for(self, name: str) -> CandidateTraining:
+        """The `train` section with `train.candidates.<name>` merged in."""
+        if name not in self.train.candidates:
+            raise FerbenchError(
+                f"params.yaml: '{name}' is not under train.candidates (have: {', '.join(self.train.candidates)})"
+            )
+        return merged(self.train, self.train.candidates[name], CandidateTraining, exclude={"candidates"})
 
 
 EXPECTED_TYPES = {

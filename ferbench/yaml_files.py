@@ -4,14 +4,13 @@ and no duplicate keys (YAML would silently keep the last), and every problem one
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ferbench.errors import FerbenchError
+from ferbench.files import regular_file
 
 MAX_YAML_BYTES = 1 << 20  # params files are a few KB; anything near a MiB is not a params file
 MAX_YAML_DEPTH = 32  # params nest 4-5 levels deep
@@ -73,12 +72,7 @@ def parse_yaml(text: str, source: str) -> Any:
 def read_yaml(path: Path, what: str = "YAML file") -> Any:
     """Read a YAML file a person wrote: a regular file (never a FIFO or a device, which would hang or
     never end), at most MAX_YAML_BYTES, UTF-8, then `parse_yaml`."""
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise FerbenchError(f"{path}: {what} not found ({exc.strerror})") from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise FerbenchError(f"{path}: not a regular file; name a {what}")
+    info = regular_file(path, what)
     if info.st_size > MAX_YAML_BYTES:
         raise FerbenchError(f"{path}: too large for a {what} ({info.st_size:,} bytes; at most {MAX_YAML_BYTES:,})")
     with open(path, "rb") as handle:

@@ -16,26 +16,24 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from ferbench.constants import FER2013_CLASSES
 from ferbench.data.synthetic import render_face
-from ferbench.deploy import write_model_folder
-from ferbench.faces import build_detector
-from ferbench.inference import EmotionModel, EmotionRecognizer, draw_results
-from ferbench.latency import Calibration, timing
-from ferbench.models.backbones import BackboneSpec, build_backbone
+from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, build_head
+from ferbench.models.folder import EmotionModel
 from ferbench.params import load_params
+from ferbench.serving.faces import build_detector
+from ferbench.serving.inference import EmotionRecognizer, draw_results
+from ferbench.shipping.deploy import write_model_folder
+from ferbench.shipping.latency import Calibration, timing
+from ferbench.training.settings import backbone_spec
 
 DEPLOYMENTS = (("resnet18", "onnx_int8_static"), ("resnet18", "onnx_fp32"), ("clip_vit_b32", "onnx_int8"))
 
@@ -55,14 +53,15 @@ def main() -> None:
     args = parser.parse_args()
     detectors = {name: build_detector(name, video=True, model_file=args.detector_model) for name in ("yunet", "haar")}
     torch.set_num_threads(args.threads)
-    specs = load_params()["backbones"]
+    params = load_params()
     frame = face_frame()
     rng = np.random.default_rng(0)
-    calibration = Calibration(np.stack([render_face(FER2013_CLASSES[index % 7], rng) for index in range(64)]))
+    faces = np.stack([render_face(FER2013_CLASSES[index % 7], rng) for index in range(64)])
+    calibration = Calibration(faces, params.latency.calibration_method)
     print(f"640x480 frame, one face, {args.threads} threads, {args.frames} frames after 20 warm-up frames")
     print(f"{'model':<30} {'faces':<15} {'detect every':>12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8} {'FPS':>6}")
     for name, variant in DEPLOYMENTS:
-        spec = replace(BackboneSpec.from_params(name, specs[name]), pretrained=False, weights=None)
+        spec = backbone_spec(params, name).model_copy(update={"pretrained": False, "weights": None})
         torch.manual_seed(0)
         backbone = build_backbone(spec)
         model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval()

@@ -1,6 +1,6 @@
 """Data-parallel scaling of `finetune`: training images per second at 1, 2, ... processes.
 
-Runs the finetune stage as dvc.yaml does (`python -m ferbench.launch --nproc-per-node K
+Runs the finetune stage as dvc.yaml does (`python -m ferbench.training.launch --nproc-per-node K
 stages.finetune BACKBONE`) in a scratch folder holding this project's params.yaml (with the
 backbone, epochs and process count set) and a link to a prepared data folder, then reads the
 throughput the stage recorded in its details file. Meant for a GPU machine (one process per GPU);
@@ -43,7 +43,7 @@ def run(
         (root / "data").mkdir()
         (root / "data" / "prepared").symlink_to(prepared.resolve())
         (root / "params.yaml").write_text(yaml.safe_dump(params))
-        command = [sys.executable, "-m", "ferbench.launch", "--nproc-per-node", str(processes)]
+        command = [sys.executable, "-m", "ferbench.training.launch", "--nproc-per-node", str(processes)]
         command += ["stages.finetune", backbone]
         start = time.perf_counter()
         done = subprocess.run(

@@ -2,7 +2,7 @@
 per detector and with/without alignment, on frames built from real FER-2013 test faces (results and
 command in the README, "Faces in the wild").
 
-Frames (`ferbench.face_scenes`, seeded): an upright set (1-3 faces per 640x480 frame, 90-220 px,
+Frames (`scripts/face_scenes.py`, seeded): an upright set (1-3 faces per 640x480 frame, 90-220 px,
 half mirrored), a rotated set (the same, each face turned by up to +-30 degrees) and face-free
 frames. For every detector setting each frame is detected once; every found face is then framed,
 aligned or not, and classified by the model folder's deployed model. "crop acc" is the same model
@@ -16,18 +16,16 @@ Usage: .venv/bin/python scripts/bench_faces.py --prepared DIR --model DIR [--det
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from face_scenes import Scene, build_scenes, face_free_scenes, match_faces
 
 from ferbench.data.prepared import load_split
-from ferbench.face_scenes import Scene, build_scenes, face_free_scenes, match_faces
-from ferbench.faces import HaarFaceDetector, YuNetFaceDetector, yunet_model_file
-from ferbench.inference import EmotionModel, EmotionRecognizer
+from ferbench.models.folder import EmotionModel
+from ferbench.serving.faces import HaarFaceDetector, YuNetFaceDetector, yunet_model_file
+from ferbench.serving.inference import EmotionRecognizer
 
 
 def evaluate(recognizer: EmotionRecognizer, scenes: list[Scene], align_both: bool) -> dict[str, dict[str, float]]:

@@ -2,7 +2,7 @@
 
 It needs TensorFlow, which ferbench does not, so it runs in an environment of its own:
 
-    python -m venv .fer-venv && .fer-venv/bin/pip install fer tensorflow-cpu
+    python -m venv .fer-venv && .fer-venv/bin/pip install fer tensorflow-cpu && .fer-venv/bin/pip install --no-deps -e .
     .fer-venv/bin/python scripts/bench_fer_package.py runs/real-cpu/data/prepared/test.npz
 
 Two ways, both on every test image (48x48 grayscale faces, ferbench's class order):
@@ -17,16 +17,13 @@ Prints accuracy with a 95% Wilson interval and macro-F1 for each.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from ferbench.constants import FER2013_CLASSES  # numpy-only modules: no torch needed
-from ferbench.metrics import classification_metrics, wilson_interval
+from ferbench.evaluation.metrics import classification_metrics, wilson_interval
 
 
 def package_predictions(images: np.ndarray) -> np.ndarray:

@@ -18,32 +18,28 @@ Usage: .venv/bin/python scripts/bench_latency.py [--backbones clip_vit_b32 resne
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from ferbench.data.prepared import load_split
-from ferbench.latency import (
-    VARIANTS,
-    Calibration,
+from ferbench.models.backbones import build_backbone
+from ferbench.models.classifier import ImageClassifier, build_head, load_classifier
+from ferbench.models.variants import REFERENCE
+from ferbench.params import load_params
+from ferbench.paths import PREPARED_DIR
+from ferbench.schema import Params
+from ferbench.shipping.latency import (
     agreement,
     batched_predictions,
     build_runtimes,
-    calibration_sample,
+    calibration_from_params,
     count_flops,
     fastest_faithful,
-    set_threads,
     timing,
 )
-from ferbench.models.backbones import BackboneSpec, build_backbone
-from ferbench.models.classifier import ImageClassifier, build_head, load_classifier
-from ferbench.params import load_params
-from ferbench.paths import PREPARED_DIR
+from ferbench.training.settings import backbone_spec
 
 
 def prepared_folder(path: Path | None, scratch: Path) -> tuple[Path, str]:
@@ -53,23 +49,22 @@ def prepared_folder(path: Path | None, scratch: Path) -> tuple[Path, str]:
     if (PREPARED_DIR / "val.npz").is_file():
         return PREPARED_DIR, str(PREPARED_DIR)
     from ferbench.constants import FER2013_CLASSES
-    from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
+    from ferbench.data.prepare import prepare_dataset, write_prepared
     from ferbench.data.synthetic import write_synthetic_archive
 
     counts = {"train": dict.fromkeys(FER2013_CLASSES, 60), "test": dict.fromkeys(FER2013_CLASSES, 10)}
     write_synthetic_archive(scratch / "faces.zip", counts, seed=0)
-    write_prepared(
-        prepare_dataset(scratch / "faces.zip", list(FER2013_CLASSES), 0.5, 0, QualityPolicy(), 64), scratch / "prepared"
-    )
+    data = load_params().data.model_copy(update={"val_fraction": 0.5})
+    write_prepared(prepare_dataset(scratch / "faces.zip", data, 0), scratch / "prepared")
     return scratch / "prepared", "synthetic faces"
 
 
-def model_for(name: str, specs: dict, checkpoints: dict[str, Path]) -> tuple[torch.nn.Module, str]:
-    spec = BackboneSpec.from_params(name, specs[name])
+def model_for(name: str, params: Params, checkpoints: dict[str, Path]) -> tuple[torch.nn.Module, str]:
+    spec = backbone_spec(params, name)
     if name in checkpoints:
         return load_classifier(spec, checkpoints[name], 7), f"trained ({checkpoints[name]})"
     torch.manual_seed(0)
-    backbone = build_backbone(replace(spec, pretrained=False, weights=None))
+    backbone = build_backbone(spec.model_copy(update={"pretrained": False, "weights": None}))
     return ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval(), "random weights"
 
 
@@ -106,15 +101,11 @@ def main() -> None:
         if not separator or not Path(path).is_file():
             parser.error(f"--checkpoint {item!r}: use NAME=PATH with an existing checkpoint file")
         checkpoints[name] = Path(path)
-    set_threads(args.threads)
+    torch.set_num_threads(args.threads)
     params = load_params()
-    latency = params["latency"]
     with tempfile.TemporaryDirectory() as scratch:
         prepared, source = prepared_folder(args.prepared, Path(scratch))
-        calibration = Calibration(
-            calibration_sample(load_split(prepared / "train.npz"), latency["calibration_images"], params["seed"]),
-            latency["calibration_method"],
-        )
+        calibration = calibration_from_params(params, load_split(prepared / "train.npz"))
         val = load_split(prepared / "val.npz")
         judged = val.images[: args.agreement_images]
         print(
@@ -127,28 +118,29 @@ def main() -> None:
             f" {'speed-up':>9} {'agreement':>9}  weights"
         )
         for name in args.backbones:
-            model, weights = model_for(name, params["backbones"], checkpoints)
+            model, weights = model_for(name, params, checkpoints)
             gflops = count_flops(model) / 1e9
             folder = Path(scratch) / name
             runtimes = build_runtimes(model, folder, args.threads, calibration)
-            reference = batched_predictions(runtimes["torch_fp32"], judged)
+            reference = batched_predictions(runtimes[REFERENCE], judged)
             agreements = {
-                variant: agreement(reference, batched_predictions(runtimes[variant], judged)) for variant in VARIANTS
+                variant: agreement(reference, batched_predictions(runtime, judged))
+                for variant, runtime in runtimes.items()
             }
             image = judged[:1]
-            rounds: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
+            rounds: dict[str, list[dict[str, float]]] = {variant: [] for variant in runtimes}
             for _ in range(args.rounds):
-                for variant in VARIANTS:
+                for variant in runtimes:
                     call = runtimes[variant].logits
                     rounds[variant].append(timing(lambda call=call, image=image: call(image), 10, args.runs))
             results = {
                 variant: sorted(rows, key=lambda row: row["p50_ms"])[len(rows) // 2] for variant, rows in rounds.items()
             }
             ships = fastest_faithful(
-                {variant: {**results[variant], "agreement": agreements[variant]} for variant in VARIANTS},
-                float(latency["min_agreement"]),
+                {variant: {**results[variant], "agreement": agreements[variant]} for variant in runtimes},
+                params.latency.min_agreement,
             )
-            eager = results["torch_fp32"]["p50_ms"]
+            eager = results[REFERENCE]["p50_ms"]
             for variant, result in results.items():
                 print(
                     f"{name:<14} {gflops:>7.2f} {variant:<17} {result['p50_ms']:>8.2f} {result['p90_ms']:>8.2f} "

@@ -6,16 +6,14 @@ Usage: .venv/bin/python scripts/bench_prepare.py [ARCHIVE] [--repeat N]
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ferbench.constants import FER2013_CLASSES
-from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
-from ferbench.workspace import local_path
+from ferbench.data.prepare import prepare_dataset, write_prepared
+from ferbench.params import load_params
+from ferbench.paths import PROJECT_ROOT
+from ferbench.workflow.workspace import local_path
 
 
 def main() -> None:
@@ -31,11 +29,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.archive is None:
         parser.error("name the FER-2013 zip, or set data.archive in params-local.yaml")
+    params = load_params(PROJECT_ROOT / "params.yaml")  # the project's data section: classes, quality rules, split
     times = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            result = prepare_dataset(args.archive, FER2013_CLASSES, 0.125, 42, QualityPolicy(), 1024)
+            result = prepare_dataset(args.archive, params.data, params.seed)
             write_prepared(result, Path(out))
             times.append(time.perf_counter() - start)
     files = sum(result.summary["archive_files"].values())

@@ -14,7 +14,7 @@ Usage: .venv/bin/python scripts/bench_training.py {feature-cost,overhead,through
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,22 +22,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ferbench.augment import AugmentConfig, augment_images, random_hflip
 from ferbench.constants import FER2013_CLASSES
 from ferbench.data.synthetic import render_face
-from ferbench.embeddings import compute_embeddings, load_device_splits
-from ferbench.engine import Batches, fit, mixed_precision
-from ferbench.models.backbones import BackboneSpec, build_backbone
+from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, Standardize, build_head, frozen_extractor
+from ferbench.models.specs import BackboneSpec
 from ferbench.params import load_params
-from ferbench.run_settings import TrainConfig, resolve_device
-from ferbench.workspace import load_overrides
+from ferbench.paths import PROJECT_ROOT
+from ferbench.schema import Augment, Params, validate_params
+from ferbench.training.augment import augment_images, random_hflip
+from ferbench.training.embeddings import compute_embeddings, load_device_splits
+from ferbench.training.engine import Batches, Checkpointing, TrainingData, fit, mixed_precision
+from ferbench.training.settings import backbone_spec, resolve_device
+from ferbench.workflow.workspace import load_overrides, merged_params
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="ferbench-bench-"))  # checkpoints the timed runs write and nobody reads
 
 SEED_BACKBONES = ("resnet18", "vgg16", "densenet121", "vit_b_16", "clip_vit_b32")
+
+
+def project_params() -> Params:
+    return load_params(PROJECT_ROOT / "params.yaml")
+
+
+def bench_spec(source: str, model: str, input_size: int | None) -> BackboneSpec:
+    return BackboneSpec(name="bench", source=source, model=model, pretrained=False, weights=None, input_size=input_size)
 
 
 def synthetic_splits(per_class: int, device: torch.device) -> dict[str, Batches]:
@@ -62,8 +71,7 @@ def sync(device: torch.device) -> None:
 def feature_cost(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     splits = get_splits(args, device)
-    spec = BackboneSpec("bench", "torchvision", args.backbone, False, None, args.input_size)
-    backbone = build_backbone(spec)
+    backbone = build_backbone(bench_spec("torchvision", args.backbone, args.input_size))
     extractor = frozen_extractor(backbone).to(device)
     images = sum(len(s) for s in splits.values()) + len(splits["train"])
     start = time.perf_counter()
@@ -78,9 +86,10 @@ def feature_cost(args: argparse.Namespace) -> None:
     head = torch.nn.Sequential(
         Standardize(train_features.mean(0), train_features.std(0)), build_head(backbone.feature_dim, 7)
     ).to(device)
-    config = TrainConfig(epochs=20, batch_size=256, lr=1e-3, flip=True)
+    config = project_params().feature_extract.recipe.model_copy(update={"epochs": 20, "batch_size": 256, "lr": 1e-3})
     start = time.perf_counter()
-    fit(head, features["train"], features["val"], config, 7, SCRATCH / "head.pt", description="head")
+    data = TrainingData(features["train"], features["val"], 7)
+    fit(head, data, config, Checkpointing(SCRATCH / "head.pt"), description="head")
     sync(device)
     head_seconds = time.perf_counter() - start
     # The naive way: every epoch runs the frozen trunk on every (randomly mirrored) train batch.
@@ -113,12 +122,12 @@ def feature_cost(args: argparse.Namespace) -> None:
     )
 
 
-def recipe_augmentation(path: Path | None) -> tuple[bool, AugmentConfig]:
-    """The flip and augment settings of the train section of an overrides file (None: flip only)."""
-    if path is None:
-        return True, AugmentConfig()
-    train = load_overrides(path).get("train", {})
-    return bool(train.get("flip", True)), AugmentConfig.from_params(train.get("augment"), f"{path}: train")
+def recipe_augmentation(path: Path | None) -> tuple[bool, Augment]:
+    """The flip and augment settings of the train section, with an overrides file merged in (None: params.yaml's,
+    the original study's flip only)."""
+    overrides = load_overrides(path) if path is not None else {}
+    params = validate_params(json.loads(json.dumps(merged_params(PROJECT_ROOT, overrides))))
+    return params.train.flip, params.train.augment
 
 
 def overhead(args: argparse.Namespace) -> None:
@@ -127,7 +136,7 @@ def overhead(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     flip, augment = recipe_augmentation(args.recipe)
     bf16 = mixed_precision(args.precision, device)
-    backbone = build_backbone(BackboneSpec("bench", args.source, args.backbone, False, None, args.input_size))
+    backbone = build_backbone(bench_spec(args.source, args.backbone, args.input_size))
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     train = splits["train"]
@@ -171,26 +180,20 @@ def overhead(args: argparse.Namespace) -> None:
 def throughput(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     splits = get_splits(args, device)
-    params = load_params(Path(__file__).resolve().parent.parent / "params.yaml")
+    params = project_params()
     for name in args.backbones:
-        spec = BackboneSpec.from_params(name, {**params["backbones"][name], "pretrained": False})
+        spec = backbone_spec(params, name).model_copy(update={"pretrained": False, "weights": None})
         torch.manual_seed(0)
         backbone = build_backbone(spec)
         model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).to(device)
-        config = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-4)
+        config = params.finetune.model_copy(update={"epochs": 1, "batch_size": args.batch_size, "lr": 1e-4})
         train = splits["train"]
         subset = Batches(train.inputs[: args.steps * args.batch_size], train.labels[: args.steps * args.batch_size])
         tiny_val = Batches(splits["val"].inputs[:64], splits["val"].labels[:64])
-        fit(
-            model,
-            Batches(subset.inputs[: args.batch_size * 2], subset.labels[: args.batch_size * 2]),
-            tiny_val,
-            config,
-            7,
-            SCRATCH / "model.pt",
-            description=f"{name} warm-up",
-        )
-        result = fit(model, subset, tiny_val, config, 7, SCRATCH / "model.pt", description=name)
+        warm_up = Batches(subset.inputs[: args.batch_size * 2], subset.labels[: args.batch_size * 2])
+        checkpointing = Checkpointing(SCRATCH / "model.pt")
+        fit(model, TrainingData(warm_up, tiny_val, 7), config, checkpointing, description=f"{name} warm-up")
+        result = fit(model, TrainingData(subset, tiny_val, 7), config, checkpointing, description=name)
         print(
             f"{name} @ {backbone.input_size}px, batch {args.batch_size}, on {device}: "
             f"{result.train_images_per_second:.0f} training images/s"

@@ -2,7 +2,7 @@
 
 A 640x480 video at 30 frames/s with 1 or 4 real faces (the astronaut photo shipped with
 scikit-image, ~150 px faces, each drifting slowly) is written to a scratch folder, then analysed
-by `ferbench.video.analyse_video` exactly as `python -m ferbench.predict VIDEO` does: YuNet every
+by `ferbench.serving.video.analyse_video` exactly as `ferbench-predict VIDEO` does: YuNet every
 `--detect-every` frames, tracks in between, the released model (or `--model`), the table written
 row by row. Resident memory (VmRSS) is sampled every 300 frames, so a long `--seconds` shows
 whether it stays flat.
@@ -13,20 +13,18 @@ Usage: .venv/bin/python scripts/bench_video.py [--faces 1 4] [--seconds 60] [--d
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from face_scenes import MovingFace, write_moving_faces_video
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ferbench.face_scenes import MovingFace, write_moving_faces_video
-from ferbench.faces import build_detector
-from ferbench.inference import EmotionModel, EmotionRecognizer, choose_model_folder
-from ferbench.video import VideoOptions, analyse_video
+from ferbench.models.folder import EmotionModel
+from ferbench.serving.faces import build_detector
+from ferbench.serving.inference import EmotionRecognizer, choose_model_folder
+from ferbench.serving.video import VideoOptions, analyse_video
 
 FPS = 30.0
 

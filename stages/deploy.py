@@ -10,47 +10,41 @@ candidates on what these folders will actually ship and copies the chosen one.
 from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.data.prepared import leakage_free_test_mask, load_split, read_provenance
-from ferbench.deploy import deploy_candidate
 from ferbench.errors import FerbenchError
-from ferbench.latency import calibration_from_params
-from ferbench.metrics import read_metrics, write_json
+from ferbench.evaluation.metrics import read_metrics, write_json
 from ferbench.models.checkpoint import load_checkpoint
-from ferbench.paths import (
-    DEPLOY_METRICS,
-    DEPLOY_MODELS,
-    DEPLOY_PLOTS,
-    DETAILS_DIR,
-    PREPARED_DIR,
-    TRAIN_METRICS,
-    TRAIN_MODELS,
-)
+from ferbench.paths import DEPLOY_METRICS, DEPLOY_MODELS, DEPLOY_PLOTS, PREPARED_DIR, RunOutputs, stage_details
 from ferbench.provenance import limitations, model_provenance
-from ferbench.selection import TTAPolicy
-from ferbench.stage_params import backbone_spec, tta_config
+from ferbench.shipping.deploy import JudgingData, ShippingRules, TrainedCandidate, deploy_candidate
+from ferbench.shipping.latency import calibration_from_params
+from ferbench.shipping.selection import ships_with_tta
+from ferbench.training.settings import backbone_spec, tta_config
+
+HEADLINE = ("variant", "tta_views", "latency_p50_ms", "agreement_with_fp32_on_val", "val_accuracy", "test_accuracy")
+HEADLINE += ("test_macro_f1", "test_leakage_free_accuracy")  # what dvc exp show shows; the card holds the rest
 
 
 def main() -> None:
     name = backbone_argument("deploy", __doc__, where="train.candidates")
     params = P.load_params()
-    if name not in P.get(params, "train.candidates", dict):
-        raise FerbenchError(f"params.yaml: '{name}' is not under train.candidates")
-    trained = read_metrics(TRAIN_METRICS / f"{name}.json")
-    latency_path = DETAILS_DIR / "latency" / f"{name}.json"
+    params.train_for(name)  # a candidate, or one line saying which names are
+    trained_run = RunOutputs("train", name)
+    trained = read_metrics(trained_run.metrics)
+    latency_path = stage_details("latency", name)
     if not latency_path.is_file():
         raise FerbenchError(f"{latency_path}: not found; every candidate must also be under backbones (latency@{name})")
     with_tta = trained.get("tta", {}).get("val", {}).get("accuracy")
-    select = P.get(params, "select", dict)
-    use_tta = TTAPolicy.from_params(select).use(name, trained["val"]["accuracy"], with_tta)
+    use_tta = ships_with_tta(params.select, name, trained["val"]["accuracy"], with_tta)
     data = read_provenance(PREPARED_DIR)
-    _, weights = load_checkpoint(TRAIN_MODELS / f"{name}.pt")
+    _, weights = load_checkpoint(trained_run.checkpoint)
     training = {
-        "seed": P.get(params, "seed", int),
+        "seed": params.seed,
         **{key: weights[key] for key in ("training", "trainable", "code_revision") if key in weights},
     }
     shipping = {
-        "select.tta": select["tta"],
-        "select.tta_min_gain": select["tta_min_gain"],
-        "latency.min_agreement": P.get(params, "latency.min_agreement"),
+        "select.tta": params.select.tta,
+        "select.tta_min_gain": params.select.tta_min_gain,
+        "latency.min_agreement": params.latency.min_agreement,
     }
     test = load_split(PREPARED_DIR / "test.npz")
     val = load_split(PREPARED_DIR / "val.npz")
@@ -58,36 +52,22 @@ def main() -> None:
     data["images"] = {"train": len(train), "val": len(val), "test": len(test)}
     deployment = deploy_candidate(
         DEPLOY_MODELS / name,
-        backbone_spec(params, name),
-        TRAIN_MODELS / f"{name}.pt",
-        P.get(params, "data.classes", list),
-        val,
-        test,
-        leakage_free_test_mask(PREPARED_DIR, len(test)),
-        read_metrics(latency_path),
-        trained,
-        threads=P.get(params, "latency.threads", int),
-        min_agreement=float(P.get(params, "latency.min_agreement")),
-        tta=tta_config(params) if use_tta else None,
-        int8_calibration=calibration_from_params(params, train),
+        TrainedCandidate(
+            backbone_spec(params, name),
+            trained_run.checkpoint,
+            list(params.data.classes),
+            trained,
+            read_metrics(latency_path),
+        ),
+        JudgingData(val, test, leakage_free_test_mask(PREPARED_DIR, len(test)), calibration_from_params(params, train)),
+        ShippingRules(params.latency.threads, params.latency.min_agreement, tta_config(params) if use_tta else None),
         card_fields={
             "provenance": model_provenance(data, training, shipping),
             "limitations": limitations(data["source"]),
         },
     )
-    card = deployment.card
-    metrics = card["metrics"]
-    summary = {  # headline numbers only (dvc exp show); the card holds the rest
-        "backbone": name,
-        "variant": card["variant"],
-        "tta_views": card["tta"]["views"],
-        "latency_p50_ms": card["latency"]["p50_ms"],
-        "agreement_with_fp32_on_val": card["agreement_with_fp32_on_val"][card["variant"]],
-        "val_accuracy": metrics["val_accuracy"],
-        "test_accuracy": metrics["test_accuracy"],
-        "test_macro_f1": metrics["test_macro_f1"],
-        "test_leakage_free_accuracy": metrics["test_leakage_free_accuracy"],
-    }
+    shipped = deployment.card.deployment_summary()
+    summary = {"backbone": name, **{key: shipped[key] for key in HEADLINE}}
     write_json(DEPLOY_METRICS / f"{name}.json", summary)
     (DEPLOY_PLOTS / name).mkdir(parents=True, exist_ok=True)
     deployment.reliability.to_csv(DEPLOY_PLOTS / name / "reliability.csv", index=False)

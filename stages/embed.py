@@ -5,28 +5,27 @@ import torch
 
 from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
-from ferbench.distributed import start, stop
-from ferbench.embeddings import compute_embeddings, load_device_splits, save_embeddings
 from ferbench.models.backbones import build_backbone
-from ferbench.paths import FEATURES_DIR, PREPARED_DIR
-from ferbench.stage_params import backbone_spec, device, distributed_config
+from ferbench.paths import PREPARED_DIR, features_file
+from ferbench.training.distributed import join_group, leave_group
+from ferbench.training.embeddings import compute_embeddings, load_device_splits, save_embeddings
+from ferbench.training.settings import backbone_spec, resolve_device
 
 
 def main() -> None:
     name = backbone_argument("embed", __doc__)
     params = P.load_params()
     spec = backbone_spec(params, name)
-    group, target = start(device(params), distributed_config(params).timeout_s)
-    torch.manual_seed(P.get(params, "seed", int))
+    group, device = join_group(resolve_device(params.device), params.distributed.timeout_s)
+    torch.manual_seed(params.seed)
     backbone = build_backbone(spec)
-    flip = bool(P.get(params, "feature_extract.flip"))
-    splits = load_device_splits(PREPARED_DIR, target)
-    arrays = compute_embeddings(backbone, splits, flip, P.get(params, "embed.batch_size", int), target, group)
-    stop(group)
+    splits = load_device_splits(PREPARED_DIR, device)
+    arrays = compute_embeddings(backbone, splits, params.feature_extract.flip, params.embed.batch_size, device, group)
+    leave_group(group)
     if not group.is_main:
         return
     metadata = {"backbone": spec.name, "feature_dim": backbone.feature_dim, "input_size": backbone.input_size}
-    save_embeddings(FEATURES_DIR / f"{spec.name}.npz", arrays, metadata)
+    save_embeddings(features_file(spec.name), arrays, metadata)
     print(f"embed@{spec.name}: {backbone.feature_dim}-d features, train views {arrays['train'].shape[0]}")
 
 

@@ -15,7 +15,7 @@ from ferbench.paths import (
     SELECTED_PREDICTIONS,
     SUMMARY_METRICS,
 )
-from ferbench.report import ReportInputs, ReportOutputs, write_report
+from ferbench.shipping.report import ReportInputs, ReportOutputs, write_report
 
 
 def main() -> None:
@@ -30,10 +30,10 @@ def main() -> None:
             provenance=PREPARED_DIR / PROVENANCE_FILE,
         ),
         ReportOutputs(plots=REPORT_PLOTS, summary=SUMMARY_METRICS, markdown=RESULTS_TABLE),
-        list(P.get(params, "backbones", dict)),
-        list(P.get(params, "train.candidates", dict)),
-        P.get(params, "data.classes", list),
-        P.get(params, "select.latency_budget_ms"),
+        list(params.backbones),
+        list(params.train.candidates),
+        params.data.classes,
+        params.select.latency_budget_ms,
     )
     best = summary["best_on_val"]
     print(

@@ -10,8 +10,7 @@ import shutil
 from ferbench import params as P
 from ferbench.cli import run_stage
 from ferbench.errors import FerbenchError
-from ferbench.metrics import read_metrics, write_json
-from ferbench.model_folder import deployment_summary, ship_selected
+from ferbench.evaluation.metrics import read_metrics, write_json
 from ferbench.paths import (
     DEPLOY_METRICS,
     DEPLOY_MODELS,
@@ -21,18 +20,18 @@ from ferbench.paths import (
     SELECTED_PREDICTIONS,
     SELECTION_DETAILS,
     SELECTION_METRICS,
-    TRAIN_METRICS,
+    RunOutputs,
 )
-from ferbench.selection import Candidate, Criterion, select, selection_headline
+from ferbench.shipping.deploy import ship_selected
+from ferbench.shipping.selection import Candidate, select, selection_headline
 
 
 def main() -> None:
     params = P.load_params()
-    names = list(P.get(params, "train.candidates", dict))
-    criterion = Criterion.from_params(P.get(params, "select", dict))
+    names = list(params.train.candidates)
     candidates, deployed = [], {}
     for name in names:
-        trained = read_metrics(TRAIN_METRICS / f"{name}.json")
+        trained = read_metrics(RunOutputs("train", name).metrics)
         path = DEPLOY_METRICS / f"{name}.json"
         if not path.is_file():
             raise FerbenchError(f"{path}: not found; run `dvc repro deploy@{name}` (or the whole pipeline)")
@@ -42,10 +41,10 @@ def main() -> None:
         candidates.append(
             Candidate(name, val_accuracy, trained["overfitting"]["accuracy_gap"], deployed[name]["latency_p50_ms"], tta)
         )
-    selection = select(candidates, criterion)
+    selection = select(candidates, params.select)
     chosen = selection["selected"]
     card = ship_selected(DEPLOY_MODELS / chosen, SELECTED_DIR, selection)
-    selection["deployment"] = deployment_summary(card)
+    selection["deployment"] = card.deployment_summary()
     write_json(SELECTION_DETAILS, selection)
     write_json(SELECTION_METRICS, selection_headline(selection))
     RELIABILITY_PLOT.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +53,7 @@ def main() -> None:
     print(f"select: {selection['reason']}")
     shipped = selection["deployment"]
     print(
-        f"select: shipped {card['variant']}{' with TTA' if shipped['tta_views'] > 1 else ''} to {SELECTED_DIR}/ "
+        f"select: shipped {card.variant}{' with TTA' if shipped['tta_views'] > 1 else ''} to {SELECTED_DIR}/ "
         f"(test accuracy {shipped['test_accuracy']:.4f}, leakage-free {shipped['test_leakage_free_accuracy']:.4f}; "
         f"temperature {shipped['temperature']:.2f}, test ECE {shipped['test_ece']:.3f} -> "
         f"{shipped['test_ece_scaled']:.3f})"

@@ -2,27 +2,20 @@
 data-parallel over several processes when `distributed` asks for them; rank 0 writes)."""
 
 from ferbench import params as P
-from ferbench.benchmark import run_train
 from ferbench.cli import backbone_argument, run_stage
-from ferbench.distributed import stop
-from ferbench.errors import FerbenchError
-from ferbench.stage_params import backbone_spec, run_settings
+from ferbench.training.benchmark import run_train
+from ferbench.training.distributed import join_group, leave_group
+from ferbench.training.settings import RunSettings, backbone_spec, resolve_device
 
 
 def main() -> None:
     name = backbone_argument("train", __doc__, where="train.candidates")
     params = P.load_params()
-    candidates = P.get(params, "train.candidates", dict)
-    if name not in candidates:
-        raise FerbenchError(f"params.yaml: '{name}' is not under train.candidates (have: {', '.join(candidates)})")
-    overrides = candidates[name] or {}
-    if not isinstance(overrides, dict):
-        raise FerbenchError(f"params.yaml: 'train.candidates.{name}' must be a mapping of overrides (or {{}})")
-    spec = backbone_spec(params, name)
-    settings = run_settings(params)
-    summary = run_train(spec, P.get(params, "train", dict), overrides, settings)
-    stop(settings.group)
-    if not settings.group.is_main:
+    training, spec = params.train_for(name), backbone_spec(params, name)
+    group, device = join_group(resolve_device(params.device), params.distributed.timeout_s)
+    summary = run_train(spec, training, RunSettings.from_params(params, device, group))
+    leave_group(group)
+    if not group.is_main:
         return
     gap = summary["overfitting"]["accuracy_gap"]
     print(

@@ -9,13 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ferbench.constants import FER2013_CLASSES
 from ferbench.data.synthetic import write_synthetic_archive
-from ferbench.faces import YUNET_FILE as YUNET_CACHE_NAME
-from ferbench.faces import cache_folder
-from ferbench.workspace import local_path
+from ferbench.models.specs import BackboneSpec, TTAConfig
+from ferbench.params import load_params
+from ferbench.schema import NO_AUGMENT, Augment, CandidateTraining, Data, FeatureExtract, Recipe
+from ferbench.serving.faces import YUNET_FILE as YUNET_CACHE_NAME
+from ferbench.serving.faces import cache_folder
+from ferbench.training.settings import RunSettings
+from ferbench.workflow.workspace import local_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # This machine's real files, where it has them: the FER-2013 zip named by the git-ignored params-local.yaml
@@ -26,7 +31,7 @@ needs_yunet = pytest.mark.skipif(not YUNET_FILE.is_file(), reason=f"{YUNET_FILE}
 
 
 def cache_yunet(cache: Path) -> bool:
-    """Put the local YuNet file where `ferbench.faces` caches its download (point $FERBENCH_CACHE at
+    """Put the local YuNet file where `ferbench.serving.faces` caches its download (point $FERBENCH_CACHE at
     `cache`); False when there is no local file."""
     if not YUNET_FILE.is_file():
         return False
@@ -53,14 +58,14 @@ class FixedFaces:
         self.calls = 0
 
     def __call__(self, rgb: np.ndarray) -> list:
-        from ferbench.faces import Face
+        from ferbench.serving.faces import Face
 
         boxes = self.frames[min(self.calls, len(self.frames) - 1)]
         self.calls += 1
         return [Face(tuple(box)) for box in boxes]
 
     def window(self, face, align: bool):
-        from ferbench.faces import box_window
+        from ferbench.serving.faces import box_window
 
         return box_window(face.box)
 
@@ -126,14 +131,14 @@ def synthetic_prepared(
     root: Path, train_per_class: int, test_per_class: int, seed: int, val_fraction: float = 0.15
 ) -> Path:
     """`root/prepared`: the prepare stage's output for a synthetic archive of that many faces per class."""
-    from ferbench.data.prepare import QualityPolicy, prepare_dataset, write_prepared
+    from ferbench.data.prepare import prepare_dataset, write_prepared
 
     counts = {
         "train": dict.fromkeys(FER2013_CLASSES, train_per_class),
         "test": dict.fromkeys(FER2013_CLASSES, test_per_class),
     }
     write_synthetic_archive(root / "fer.zip", counts, seed=seed)
-    result = prepare_dataset(root / "fer.zip", list(FER2013_CLASSES), val_fraction, 0, QualityPolicy(), 64)
+    result = prepare_dataset(root / "fer.zip", data_section(val_fraction=val_fraction, max_uncompressed_mb=64.0), 0)
     write_prepared(result, root / "prepared")
     return root / "prepared"
 
@@ -157,12 +162,12 @@ def untrained_model_folder(
     with test-time augmentation (a TTAConfig) inside and a calibration temperature on the card."""
     import torch
 
-    from ferbench.deploy import write_model_folder
-    from ferbench.models.backbones import BackboneSpec, build_backbone
+    from ferbench.models.backbones import build_backbone
     from ferbench.models.classifier import ImageClassifier, build_head, with_tta
+    from ferbench.shipping.deploy import write_model_folder
 
     torch.manual_seed(0)
-    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
+    spec = backbone_spec("resnet18", "torchvision", "resnet18", input_size=48)
     backbone = build_backbone(spec)
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(FER2013_CLASSES))).eval()
     write_model_folder(
@@ -176,3 +181,129 @@ def untrained_model_folder(
         **card_fields,
     )
     return folder
+
+
+# The project's params.yaml, read once through the real loader: tests build their settings from it, so no
+# test repeats a default that params.yaml holds.
+PROJECT_PARAMS = load_params(PROJECT_ROOT / "params.yaml")
+
+
+def data_section(**changes: object) -> Data:
+    """params.yaml's `data` section with `changes` (e.g. val_fraction=0.5)."""
+    return PROJECT_PARAMS.data.model_copy(update=changes)
+
+
+def recipe(**changes: object) -> Recipe:
+    """A training recipe: params.yaml's `finetune` section (the original study's) with `changes`; augment
+    takes a mapping of the strengths that differ from none."""
+    if isinstance(changes.get("augment"), Mapping):
+        changes["augment"] = augment(**changes["augment"])
+    return Recipe(**{**PROJECT_PARAMS.finetune.model_dump(), "augment": NO_AUGMENT}).model_copy(update=changes)
+
+
+def augment(**strengths: float) -> Augment:
+    """No augmentation but the given strengths."""
+    return NO_AUGMENT.model_copy(update={name: float(value) for name, value in strengths.items()})
+
+
+def backbone_spec(
+    name: str,
+    source: str,
+    model: str,
+    pretrained: bool = False,
+    weights: str | None = None,
+    input_size: int | None = None,
+) -> BackboneSpec:
+    return BackboneSpec(
+        name=name, source=source, model=model, pretrained=pretrained, weights=weights, input_size=input_size
+    )
+
+
+def tta(flip: bool = False, shifts: int = 0, shift_pixels: int = 2) -> TTAConfig:
+    return TTAConfig(flip=flip, shifts=shifts, shift_pixels=shift_pixels)
+
+
+def card_metrics(**changes: object) -> dict:
+    """A deployed card's metrics, every field set (for hand-made model folders)."""
+    per_class = {name: {"images": 10, "recall": 0.6, "recall_ci95": [0.3, 0.85], "f1": 0.6} for name in FER2013_CLASSES}
+    metrics = {
+        "val_accuracy": 0.63,
+        "train_accuracy": 0.7,
+        "accuracy_gap": 0.07,
+        "test_accuracy_fp32": 0.625,
+        "test_images": 7178,
+        "test_accuracy": 0.6244,
+        "test_accuracy_ci95": [0.613, 0.636],
+        "test_macro_f1": 0.6,
+        "test_macro_f1_ci95": [0.58, 0.62],
+        "test_leakage_free_accuracy": 0.6131,
+        "test_leakage_free_accuracy_ci95": [0.601, 0.625],
+        "test_leakage_free_macro_f1": 0.58,
+        "test_leakage_free_macro_f1_ci95": [0.56, 0.6],
+        "test_leakage_free_images": 6610,
+        "test_per_class": per_class,
+    }
+    return {**metrics, **changes}
+
+
+def card_latency(**changes: object) -> dict:
+    """A deployed card's latency record."""
+    return {
+        "threads": 2,
+        "batch_size": 1,
+        "p50_ms": 12.5,
+        "p90_ms": 13.0,
+        "p99_ms": 14.0,
+        "mean_ms": 12.7,
+        "fps": 80.0,
+        **changes,
+    }
+
+
+def card_calibration() -> dict:
+    """A deployed card's calibration record."""
+    split = {"ece": 0.1, "nll": 1.2, "ece_scaled": 0.05, "nll_scaled": 1.1}
+    return {"temperature": 1.0, "fitted_on": "val", "ece_bins": 15, "val": split, "test": split}
+
+
+def card_provenance(source: str = "archive", **changes: object) -> dict:
+    """A card's provenance: where the data came from, the code revision, the params of the weights."""
+    data = {"source": source, "archive_sha256": "0" * 64, "archive_bytes": 1000, "images": {"train": 10, "test": 5}}
+    training = {"seed": 42, "training": {"epochs": 3}, "trainable": "all", "code_revision": "abc1234"}
+    return {
+        "data": data,
+        "git_revision": "abc1234",
+        "created": "2026-12-01T00:00:00+00:00",
+        "training": training,
+        "shipping": {},
+        **changes,
+    }
+
+
+def train(model, train_data, val_data, recipe, num_classes: int, checkpoint: Path, **options):
+    """`ferbench.training.engine.fit` on two splits, keeping the best weights in `checkpoint`; `resume`
+    (a ResumeFile) and the parallel settings go to their bundles, the rest (log_epoch, description) as is."""
+    from ferbench.training.engine import Checkpointing, Parallel, TrainingData, fit
+
+    parallel = {key: options.pop(key) for key in ("group", "seed", "sync_batchnorm") if key in options}
+    checkpointing = Checkpointing(checkpoint, options.pop("checkpoint_metadata", {}), options.pop("resume", None))
+    data = TrainingData(train_data, val_data, num_classes)
+    return fit(model, data, recipe, checkpointing, Parallel(**parallel), **options)
+
+
+def run_settings(prepared: Path, views: TTAConfig | None = None, seed: int = 0) -> RunSettings:
+    """What a training stage shares, on the CPU, one process, for a prepared folder."""
+    return RunSettings(list(FER2013_CLASSES), torch.device("cpu"), seed, prepared, False, views or tta())
+
+
+def feature_extract_section(**changes: object) -> FeatureExtract:
+    """params.yaml's feature_extract section with `changes`."""
+    return PROJECT_PARAMS.feature_extract.model_copy(update=changes)
+
+
+def candidate_training(**changes: object) -> CandidateTraining:
+    """params.yaml's train section (no candidate's overrides) with `changes`; augment as in `recipe`."""
+    if isinstance(changes.get("augment"), Mapping):
+        changes["augment"] = augment(**changes["augment"])
+    section = CandidateTraining(**PROJECT_PARAMS.train.model_dump(exclude={"candidates"}))
+    return section.model_copy(update=changes)

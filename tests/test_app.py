@@ -8,7 +8,14 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ferbench.constants import FER2013_CLASSES
-from tests.conftest import PROJECT_ROOT, cache_yunet, untrained_model_folder
+from tests.conftest import (
+    PROJECT_ROOT,
+    cache_yunet,
+    card_latency,
+    card_metrics,
+    card_provenance,
+    untrained_model_folder,
+)
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 
@@ -16,24 +23,12 @@ APP = str(PROJECT_ROOT / "streamlit_app.py")
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("selected")
-    metrics = {
-        "val_accuracy": 0.63,
-        "train_accuracy": 0.7,
-        "accuracy_gap": 0.07,
-        "test_accuracy_fp32": 0.625,
-        "test_accuracy": 0.6244,
-        "test_macro_f1": 0.6,
-        "test_leakage_free_accuracy": 0.6131,
-        "test_leakage_free_macro_f1": 0.58,
-        "test_leakage_free_images": 6610,
-    }
-    latency = {"threads": 2, "p50_ms": 12.5, "p99_ms": 14.0, "fps": 80.0}
     selection = {"criterion": {"name": "generalization"}, "reason": "resnet18 ranks first"}
     return untrained_model_folder(
         folder,
         "onnx_int8",
-        metrics=metrics,
-        latency=latency,
+        metrics=card_metrics(),
+        latency=card_latency(),
         temperature=1.25,
         agreement_with_fp32_on_val={"onnx_int8": 0.995},
         selection=selection,
@@ -107,7 +102,7 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_running(app, name, content,
 def test_the_detector_is_a_setting_and_a_missing_yunet_file_is_explained(model_folder, monkeypatch, tmp_path):
     monkeypatch.setenv("FERBENCH_MODEL", str(model_folder))
     monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr("ferbench.faces.YUNET_URL", "http://127.0.0.1:9/face_detection_yunet_2023mar.onnx")
+    monkeypatch.setattr("ferbench.serving.faces.YUNET_URL", "http://127.0.0.1:9/face_detection_yunet_2023mar.onnx")
     test = AppTest.from_file(APP, default_timeout=60)
     test.run()
     assert not test.exception
@@ -125,9 +120,9 @@ def test_the_detector_is_a_setting_and_a_missing_yunet_file_is_explained(model_f
 
 
 def test_a_model_trained_on_synthetic_faces_carries_a_banner(monkeypatch, tmp_path, capsys):
-    from ferbench import predict
+    from ferbench.serving import predict
 
-    provenance = {"data": {"source": "synthetic", "archive_sha256": "0" * 64}, "git_revision": "abc1234"}
+    provenance = card_provenance("synthetic")
     folder = untrained_model_folder(tmp_path / "synthetic", provenance=provenance, limitations=["drawn faces"])
     monkeypatch.setenv("FERBENCH_MODEL", str(folder))
     monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
@@ -152,15 +147,16 @@ def test_a_missing_model_is_explained(monkeypatch, tmp_path):
 
 
 def astronaut_video(path, frames: int = 24) -> bytes:
-    """A short clip of a real face (scikit-image's astronaut photo) drifting to the right."""
+    """A short clip of a real face (scikit-image's astronaut photo) drifting to the right, large enough for
+    both detectors' video settings (Haar's wants a face of at least 15% of the frame height)."""
     import cv2
     from skimage import data
 
-    photo = cv2.resize(data.astronaut(), (360, 360))
+    photo = cv2.resize(data.astronaut(), (420, 420))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (640, 480))
     for frame in range(frames):
         canvas = np.full((480, 640, 3), 120, np.uint8)
-        canvas[60:420, 40 + 8 * frame : 400 + 8 * frame] = photo
+        canvas[30:450, 20 + 8 * frame : 440 + 8 * frame] = photo
         writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     writer.release()
     return path.read_bytes()

@@ -7,7 +7,7 @@ import pytest
 from ferbench.data.archive import check_archive, classify_entry, pack_folder
 from ferbench.data.download import acquire_dataset
 from ferbench.errors import FerbenchError
-from tests.conftest import minimal_members, write_zip
+from tests.conftest import data_section, minimal_members, write_zip
 
 
 def _with_member(path, info_or_name, data=b"x"):
@@ -52,7 +52,7 @@ def test_unsafe_archive_leaves_no_output(tmp_path):
     source = _with_member(write_zip(tmp_path / "src.zip", minimal_members(1)), "../evil.jpg")
     destination = tmp_path / "data" / "raw" / "fer2013.zip"
     with pytest.raises(FerbenchError):
-        acquire_dataset("archive", destination, archive=str(source))
+        acquire_dataset(data_section(source="archive", archive=str(source)), destination, 0)
     assert not destination.exists()
     assert list(destination.parent.iterdir()) == []
     assert not (tmp_path / "evil.jpg").exists()
@@ -64,7 +64,7 @@ def test_folder_source_is_packed_and_symlinks_refused(tmp_path):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
     destination = tmp_path / "out" / "fer2013.zip"
-    acquire_dataset("archive", destination, archive=str(folder))
+    acquire_dataset(data_section(source="archive", archive=str(folder)), destination, 0)
     with zipfile.ZipFile(destination) as archive:
         assert sorted(archive.namelist()) == sorted(minimal_members(1))
     os.symlink("/etc/passwd", folder / "train" / "happy" / "link.png")
@@ -74,7 +74,7 @@ def test_folder_source_is_packed_and_symlinks_refused(tmp_path):
 
 def test_missing_archive_names_the_param(tmp_path):
     with pytest.raises(FerbenchError, match="data.archive: .* does not exist"):
-        acquire_dataset("archive", tmp_path / "x.zip", archive=str(tmp_path / "nope.zip"))
+        acquire_dataset(data_section(source="archive", archive=str(tmp_path / "nope.zip")), tmp_path / "x.zip", 0)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Data-parallel training on the CPU with gloo: the stages as `dvc.yaml` launches them
-(`python -m ferbench.launch ... stages.<stage> <backbone>`), on synthetic faces, 2 processes
+(`python -m ferbench.training.launch ... stages.<stage> <backbone>`), on synthetic faces, 2 processes
 against 1. The killed-and-resumed 2-process `train` and the DVC queue run in the e2e workspace
 (tests/test_pipeline.py)."""
 
@@ -18,12 +18,11 @@ import pytest
 import torch
 import yaml
 
-from ferbench.benchmark import run_finetune
 from ferbench.constants import FER2013_CLASSES
-from ferbench.distributed import SINGLE, Group, global_batches, rank_share, rank_slice
-from ferbench.models.backbones import BackboneSpec
-from ferbench.run_settings import DistributedConfig, RunSettings, TrainConfig, scaled_config
-from tests.conftest import PROJECT_ROOT, synthetic_prepared
+from ferbench.training.benchmark import run_finetune
+from ferbench.training.distributed import SINGLE, Group, global_batches, rank_share, rank_slice
+from ferbench.training.settings import RunSettings, scaled_recipe
+from tests.conftest import PROJECT_PARAMS, PROJECT_ROOT, backbone_spec, recipe, synthetic_prepared, tta
 
 EPOCHS = 4
 FINETUNE = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.001, "precision": "fp32", "eval_batch_size": 256}
@@ -78,7 +77,7 @@ def launch_command(stage: str, nproc: int, nnodes: int = 1, endpoint: str = "loc
     return [
         sys.executable,
         "-m",
-        "ferbench.launch",
+        "ferbench.training.launch",
         "--nproc-per-node",
         str(nproc),
         "--nnodes",
@@ -123,19 +122,19 @@ def test_a_global_batch_is_shared_by_the_ranks_without_overlap():
     assert [(block.start, block.stop) for block in blocks] == [(0, 4), (4, 8), (8, 10)]
 
 
-def distributed(batch: str, lr_scaling: str = "none") -> DistributedConfig:
-    return DistributedConfig(4, 1, "localhost:29400", batch, lr_scaling, True, 60)
+def distributed(batch: str, lr_scaling: str = "none"):
+    return PROJECT_PARAMS.distributed.model_copy(update={"nproc_per_node": 4, "batch": batch, "lr_scaling": lr_scaling})
 
 
 def test_the_global_batch_and_learning_rate_rule():
-    config = TrainConfig(epochs=1, batch_size=64, lr=0.001)
-    assert scaled_config(config, distributed("global"), 4) == config
-    per_process = scaled_config(config, distributed("per_process", "linear"), 4)
+    config = recipe(epochs=1, batch_size=64, lr=0.001)
+    assert scaled_recipe(config, distributed("global"), 4) == config
+    per_process = scaled_recipe(config, distributed("per_process", "linear"), 4)
     assert per_process.batch_size == 256 and per_process.lr == pytest.approx(0.004)
-    root = scaled_config(config, distributed("per_process", "sqrt"), 4)
+    root = scaled_recipe(config, distributed("per_process", "sqrt"), 4)
     assert root.batch_size == 256 and root.lr == pytest.approx(0.002)
-    assert scaled_config(config, distributed("per_process", "linear"), 1) == config
-    assert scaled_config(config, None, 1) == config
+    assert scaled_recipe(config, distributed("per_process", "linear"), 1) == config
+    assert scaled_recipe(config, None, 1) == config
 
 
 def test_two_process_finetune_learns_like_one_and_writes_each_output_once(prepared, tmp_path, monkeypatch):
@@ -149,8 +148,9 @@ def test_two_process_finetune_learns_like_one_and_writes_each_output_once(prepar
     assert done.stdout.count("finetune@resnet18: val") == 1  # one summary line, from rank 0
     assert (root / "models/finetune/resnet18.pt").is_file()
     monkeypatch.chdir(project(tmp_path / "one", prepared))
-    spec = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
-    single = run_finetune(spec, FINETUNE, None, RunSettings(list(FER2013_CLASSES), torch.device("cpu"), 42, prepared))
+    spec = backbone_spec("resnet18", "torchvision", "resnet18", input_size=48)
+    settings = RunSettings(list(FER2013_CLASSES), torch.device("cpu"), 42, prepared, False, tta())
+    single = run_finetune(spec, recipe(**FINETUNE), settings)
     assert single["processes"] == 1
     chance = 1 / 7
     assert details["test"]["accuracy"] > 2 * chance and single["test"]["accuracy"] > 2 * chance
@@ -183,7 +183,7 @@ def test_two_nodes_on_localhost_embed_the_features_of_one_process_in_the_same_or
         time.sleep(2)
     outputs = [node.communicate(timeout=300) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
-    assert all("run:\n  python -m ferbench.launch --nproc-per-node 1 --nnodes 2" in err for _, err in outputs)
+    assert all("run:\n  python -m ferbench.training.launch --nproc-per-node 1 --nnodes 2" in err for _, err in outputs)
     assert sum(out.count("embed@resnet18:") for out, _ in outputs) == 1  # one summary, from rank 0
     features = {}
     for name, folder in (("one", single), ("two", root)):
@@ -258,7 +258,7 @@ def test_a_process_that_dies_fails_the_stage_with_one_line_and_no_hang(few_faces
 
 
 def test_a_sweep_is_a_grid_of_queued_dvc_experiments_with_devices_in_turn(capsys):
-    from ferbench.sweep import main as sweep
+    from ferbench.workflow.sweep import main as sweep
 
     assert sweep(["--devices", "cuda:0,cuda:1", "-S", "train.lr=0.001,0.0003", "-S", "seed=1,2,3", "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -272,11 +272,11 @@ def test_a_sweep_is_a_grid_of_queued_dvc_experiments_with_devices_in_turn(capsys
 
 
 def test_the_launcher_explains_itself_and_refuses_zero_processes(capsys):
-    from ferbench.launch import main as launch_main
+    from ferbench.training.launch import main as launch_main
 
     with pytest.raises(SystemExit) as exit_info:
         launch_main(["--help"])
-    assert exit_info.value.code == 0 and "usage: python -m ferbench.launch" in capsys.readouterr().out
+    assert exit_info.value.code == 0 and "usage: python -m ferbench.training.launch" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         launch_main(["--nproc-per-node", "0", "stages.finetune", "resnet18"])
     assert exit_info.value.code == 2 and "at least 1" in capsys.readouterr().err
@@ -293,7 +293,7 @@ def test_the_launcher_explains_itself_and_refuses_zero_processes(capsys):
     ],
 )
 def test_a_sweep_that_would_queue_nothing_or_too_much_is_one_line(settings, message, capsys):
-    from ferbench.sweep import main as sweep
+    from ferbench.workflow.sweep import main as sweep
 
     assert sweep([*settings, "--dry-run"]) == 2
     out, err = capsys.readouterr()

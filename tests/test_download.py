@@ -11,8 +11,8 @@ import pytest
 from ferbench.data import kaggle
 from ferbench.data.download import acquire_dataset
 from ferbench.errors import FerbenchError
-from ferbench.workspace import create_workspace, python_env
-from tests.conftest import PROJECT_ROOT, minimal_members, write_zip
+from ferbench.workflow.workspace import create_workspace, python_env
+from tests.conftest import PROJECT_ROOT, data_section, minimal_members, write_zip
 
 
 class FakeKaggleApi:
@@ -31,7 +31,7 @@ def test_kaggle_source_uses_the_client_and_checks_the_zip(tmp_path, monkeypatch)
     fake = FakeKaggleApi(write_zip(tmp_path / "served.zip", minimal_members(1)))
     monkeypatch.setattr(kaggle, "make_client", lambda: fake)
     destination = tmp_path / "data" / "raw" / "fer2013.zip"
-    acquire_dataset("kaggle", destination, kaggle_dataset="msambare/fer2013")
+    acquire_dataset(data_section(source="kaggle", kaggle_dataset="msambare/fer2013"), destination, 0)
     assert fake.calls == [{"dataset": "msambare/fer2013", "unzip": False, "quiet": False}]
     with zipfile.ZipFile(destination) as archive:
         assert sorted(archive.namelist()) == sorted(minimal_members(1))
@@ -45,9 +45,9 @@ def test_kaggle_download_failure_names_the_offline_option(tmp_path, monkeypatch)
 
     monkeypatch.setattr(kaggle, "make_client", lambda: Failing(None))
     with pytest.raises(FerbenchError, match="network unreachable.*data.source: archive"):
-        acquire_dataset("kaggle", tmp_path / "fer2013.zip", kaggle_dataset="msambare/fer2013")
+        acquire_dataset(data_section(source="kaggle", kaggle_dataset="msambare/fer2013"), tmp_path / "fer2013.zip", 0)
     with pytest.raises(FerbenchError, match="owner/name"):
-        acquire_dataset("kaggle", tmp_path / "fer2013.zip", kaggle_dataset="fer2013")
+        acquire_dataset(data_section(source="kaggle", kaggle_dataset="fer2013"), tmp_path / "fer2013.zip", 0)
 
 
 def _without_credentials(home):
@@ -92,6 +92,6 @@ def test_project_params_default_to_the_seed_protocol():
     from ferbench.params import load_params
 
     params = load_params(PROJECT_ROOT / "params.yaml")
-    assert params["data"]["source"] == "kaggle"
-    assert params["data"]["kaggle_dataset"] == "msambare/fer2013"
-    assert params["data"]["val_fraction"] == 0.125
+    assert params.data.source == "kaggle"
+    assert params.data.kaggle_dataset == "msambare/fer2013"
+    assert params.data.val_fraction == 0.125

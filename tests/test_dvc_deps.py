@@ -59,7 +59,7 @@ def has_code(path: Path) -> bool:
 
 
 def stage_scripts(cmd: str) -> list[Path]:
-    """The files a stage's command runs: its `-m` module and, under `ferbench.launch`, the stage module."""
+    """The files a stage's command runs: its `-m` module and, under `ferbench.training.launch`, the stage module."""
     words = cmd.split()
     modules = [words[words.index("-m") + 1]] + [word for word in words if word.startswith("stages.")]
     return [ROOT / (module.replace(".", "/") + ".py") for module in dict.fromkeys(modules)]

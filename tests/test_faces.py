@@ -7,12 +7,12 @@ import zipfile
 
 import numpy as np
 import pytest
+from face_scenes import build_scenes, face_free_scenes, match_faces
 from PIL import Image
 
-from ferbench import predict
 from ferbench.errors import FerbenchError
-from ferbench.face_scenes import build_scenes, face_free_scenes, match_faces
-from ferbench.faces import (
+from ferbench.serving import predict
+from ferbench.serving.faces import (
     HaarFaceDetector,
     Window,
     YuNetFaceDetector,
@@ -161,7 +161,7 @@ def model_folder(tmp_path_factory):
 
 def test_predict_uses_the_detector_it_is_given_and_never_falls_back(model_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr("ferbench.faces.YUNET_URL", "http://127.0.0.1:9/face_detection_yunet_2023mar.onnx")
+    monkeypatch.setattr("ferbench.serving.faces.YUNET_URL", "http://127.0.0.1:9/face_detection_yunet_2023mar.onnx")
     Image.fromarray(astronaut()).save(tmp_path / "astronaut.jpg")
     photo = str(tmp_path / "astronaut.jpg")
     assert predict.main([photo, "--model", str(model_folder), "--detector", "haar"]) == 0

@@ -4,26 +4,24 @@ import numpy as np
 import pytest
 import torch
 
-from ferbench.benchmark import run_train
 from ferbench.constants import FER2013_CLASSES
 from ferbench.errors import FerbenchError
-from ferbench.models.backbones import BackboneSpec, build_backbone
-from ferbench.models.classifier import ImageClassifier, TTAConfig, build_head, load_classifier, trunk_blocks, with_tta
+from ferbench.models.backbones import build_backbone
+from ferbench.models.classifier import ImageClassifier, build_head, load_classifier, trunk_blocks, with_tta
 from ferbench.models.export import export_onnx, onnx_logits, onnx_session
 from ferbench.models.fernets import NETWORKS
-from ferbench.run_settings import RunSettings
-from ferbench.runtimes import torch_runtime
-from tests.conftest import synthetic_prepared
+from ferbench.models.runtimes import torch_runtime
+from ferbench.models.specs import BackboneSpec
+from ferbench.training.benchmark import run_train
+from tests.conftest import candidate_training, run_settings, synthetic_prepared, tta
 
 CLASSES = list(FER2013_CLASSES)
 CPU = torch.device("cpu")
 
 
 def fer_spec(model: str, **changes) -> BackboneSpec:
-    return BackboneSpec.from_params(
-        model,
-        {"source": "ferbench", "model": model, "pretrained": False, "weights": None, "input_size": None, **changes},
-    )
+    fields = {"source": "ferbench", "model": model, "pretrained": False, "weights": None, "input_size": None}
+    return BackboneSpec(name=model, **{**fields, **changes})
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
@@ -38,9 +36,10 @@ def test_fer_networks_build_and_export_to_onnx_with_identical_outputs(name, tmp_
     np.testing.assert_allclose(onnx_logits(session, images), expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(onnx_logits(session, images[:1]), expected[:1], rtol=1e-4, atol=1e-4)
     # with test-time augmentation inside the graph too
-    tta = with_tta(model, TTAConfig(flip=True, shifts=4))
-    session = onnx_session(export_onnx(tta, tmp_path / "tta.onnx"), threads=1)
-    np.testing.assert_allclose(onnx_logits(session, images), torch_runtime(tta).logits(images), rtol=1e-4, atol=1e-4)
+    averaged = with_tta(model, tta(flip=True, shifts=4))
+    session = onnx_session(export_onnx(averaged, tmp_path / "tta.onnx"), threads=1)
+    expected = torch_runtime(averaged).logits(images)
+    np.testing.assert_allclose(onnx_logits(session, images), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_trainable_last_blocks_of_a_fer_network_are_its_last_conv_units():
@@ -76,9 +75,8 @@ def test_the_shipped_fer_network_learns_synthetic_faces_from_scratch(prepared, t
     for ~3 epochs of 35 batches, then reaches 0.46 after 5."""
     name = "vgg8_w32"
     monkeypatch.chdir(tmp_path)
-    section = {"epochs": 6, "batch_size": 16, "lr": 0.001, "augment": {"shift": 0.05}, "eval_batch_size": 128}
-    settings = RunSettings(CLASSES, CPU, 0, prepared, tta=TTAConfig(flip=True))
-    summary = run_train(fer_spec(name), section, None, settings)
+    section = candidate_training(epochs=6, batch_size=16, lr=0.001, augment={"shift": 0.05}, eval_batch_size=128)
+    summary = run_train(fer_spec(name), section, run_settings(prepared, tta(flip=True)))
     assert summary["test"]["accuracy"] >= 2 / 7 and summary["tta"]["test"]["accuracy"] >= 2 / 7
     reloaded = load_classifier(fer_spec(name), tmp_path / f"models/train/{name}.pt", 7)
     assert sum(p.numel() for p in reloaded.parameters()) > 1e6

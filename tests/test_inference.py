@@ -8,14 +8,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ferbench import predict
 from ferbench.constants import FER2013_CLASSES
 from ferbench.data.decode import image_to_fer
 from ferbench.data.synthetic import render_face
 from ferbench.errors import FerbenchError
-from ferbench.faces import HaarFaceDetector
-from ferbench.inference import EmotionModel, EmotionRecognizer, draw_results
-from tests.conftest import FixedFaces, detector_args, untrained_model_folder
+from ferbench.models.folder import EmotionModel
+from ferbench.serving import predict
+from ferbench.serving.faces import HaarFaceDetector
+from ferbench.serving.inference import EmotionRecognizer, draw_results
+from tests.conftest import FixedFaces, detector_args, tta, untrained_model_folder
 
 CLASSES = list(FER2013_CLASSES)
 
@@ -172,30 +173,30 @@ def test_predict_cli_whole_image_mode_and_errors(model_folder, tmp_path, capsys)
 def test_the_card_temperature_and_tta_are_applied(variant, tmp_path):
     import torch
 
-    from ferbench.models.backbones import BackboneSpec
-    from ferbench.models.classifier import TTAConfig, load_classifier, with_tta
+    from ferbench.models.classifier import load_classifier, with_tta
 
-    tta = TTAConfig(flip=True, shifts=4)
-    folder = untrained_model_folder(tmp_path / variant, variant, tta=tta, temperature=2.5)
+    views = tta(flip=True, shifts=4)
+    folder = untrained_model_folder(tmp_path / variant, variant, tta=views, temperature=2.5)
     deployed = EmotionModel(folder, threads=1)
-    assert deployed.card["tta"]["views"] == 6 and deployed.card["temperature"] == 2.5
+    assert deployed.card.tta.views == 6 and deployed.card.temperature == 2.5
     crops = np.stack([render_face(name, np.random.default_rng(1)) for name in CLASSES])
-    reference = with_tta(load_classifier(BackboneSpec(**deployed.card["spec"]), folder / "model.pt", 7), tta)
+    reference = with_tta(load_classifier(deployed.card.spec, folder / "model.pt", 7), views)
     with torch.no_grad():
         expected = torch.softmax(reference(torch.from_numpy(crops)) / 2.5, dim=1).numpy()
     np.testing.assert_allclose(deployed.probabilities(crops), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_a_static_int8_model_folder_loads_in_the_inference_core_and_the_cli(tmp_path, capsys):
-    from ferbench.latency import Calibration
+    from ferbench.shipping.latency import Calibration
 
     calibration = Calibration(
-        np.stack([render_face(name, np.random.default_rng(seed)) for seed in range(4) for name in CLASSES])
+        np.stack([render_face(name, np.random.default_rng(seed)) for seed in range(4) for name in CLASSES]),
+        "percentile",
     )
     folder = untrained_model_folder(tmp_path / "static", "onnx_int8_static", int8_calibration=calibration)
     deployed = EmotionModel(folder, threads=1)
-    assert deployed.card["files"]["model"] == "model.int8-static.onnx" and deployed.card["runtime"] == "onnxruntime"
-    assert deployed.card["int8_calibration"] == {"split": "train", "images": 28, "method": "percentile"}
+    assert deployed.card.files.model == "model.int8-static.onnx" and deployed.card.runtime == "onnxruntime"
+    assert deployed.card.int8_calibration.model_dump() == {"split": "train", "images": 28, "method": "percentile"}
     assert "Static int8: activation ranges calibrated on 28 train images" in (folder / "MODEL_CARD.md").read_text()
     crops = np.stack([render_face(name, np.random.default_rng(9)) for name in CLASSES])
     probabilities = deployed.probabilities(crops)
@@ -253,11 +254,11 @@ DAMAGE = {
     "foreign model": "its SHA-256 differs from the card's",
     "truncated model, card without checksums": "cannot load the model",
     "foreign model, card without checksums": "cannot load the model",
-    "bad checksum field": "sha256 must map file names to SHA-256 hex digests",
+    "bad checksum field": "the card's 'sha256.model.onnx' is 42; input should be a valid string",
     "mismatched classes": "outputs 7 scores but the card lists 6",
-    "unknown runtime": "unknown runtime 'tensorflow'",
+    "unknown runtime": "the card's 'runtime' is 'tensorflow'; use one of: torch, onnxruntime",
     "missing model file": "the model file the card names",
-    "classes not a list": "'classes' is missing or not a list",
+    "classes not a list": "the card's 'classes' is 'angry'; input should be a valid array",
 }
 
 
@@ -285,8 +286,8 @@ TORCH_CARD_DAMAGE = {
     # spec field -> value, and what loading says (None: it loads, from the folder's checkpoint alone)
     "weights outside the folder": ({"pretrained": True, "weights": "/nonexistent/weights.pt"}, None),
     "a hub model name": ({"source": "transformers", "model": "some-org/some-model"}, "cannot load the model"),
-    "a huge input size": ({"input_size": 3000}, "input size 8..1024"),
-    "bad tta": (None, "model card: 'tta.flip'"),
+    "a huge input size": ({"input_size": 3000}, "'spec.input_size' is 3000; input should be less than or equal"),
+    "bad tta": (None, "the card's 'tta.flip' is 'yes'; input should be a valid boolean"),
 }
 
 

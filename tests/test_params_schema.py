@@ -11,7 +11,7 @@ import yaml
 from ferbench.errors import FerbenchError
 from ferbench.params import load_params
 from ferbench.schema import validate_params
-from ferbench.workspace import create_workspace, python_env
+from ferbench.workflow.workspace import create_workspace, python_env
 from tests.conftest import PROJECT_ROOT
 
 BASE = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
@@ -121,7 +121,7 @@ def test_a_bad_param_is_one_line_naming_the_key_the_value_and_what_is_allowed(ke
 
 
 def test_the_project_params_and_every_preset_are_valid():
-    from ferbench.workspace import load_overrides, merge_overrides
+    from ferbench.workflow.workspace import load_overrides, merge_overrides
 
     validate_params(BASE)
     for preset in ("params-demo.yaml", "params-cpu.yaml", "params-gpu.yaml"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferbench import predict
+from ferbench.serving import predict
 from tests.conftest import PROJECT_ROOT, untrained_model_folder
 
 
@@ -90,7 +90,9 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(model, face, tmp_path):
     folder.mkdir()
     for index in range(40):
         (folder / f"{index:02d}.png").write_bytes(face.read_bytes())
-    command = f"{sys.executable} -m ferbench.predict {folder} --model {model} --whole-image --threads 1 | head -1"
+    command = (
+        f"{sys.executable} -m ferbench.serving.predict {folder} --model {model} --whole-image --threads 1 | head -1"
+    )
     result = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert len(result.stdout.splitlines()) == 1
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr[-400:]
@@ -108,7 +110,7 @@ def test_a_strip_of_pixels_is_one_line_and_the_good_face_after_it_still_runs(sha
 
 
 def test_a_detector_that_fails_on_one_image_fails_that_image_only(model, face, tmp_path, capsys, monkeypatch):
-    from ferbench.inference import EmotionRecognizer
+    from ferbench.serving.inference import EmotionRecognizer
 
     calls = []
 

@@ -2,15 +2,14 @@
 
 import pytest
 
-from ferbench.constants import FER2013_CLASSES
-from ferbench.data.prepare import QualityPolicy, prepare_dataset
-from tests.conftest import REAL_ARCHIVE
+from ferbench.data.prepare import prepare_dataset
+from tests.conftest import PROJECT_PARAMS, REAL_ARCHIVE
 
 pytestmark = pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"real FER-2013 not found at {REAL_ARCHIVE}")
 
 
 def test_real_archive_counts_and_known_quirks():
-    result = prepare_dataset(REAL_ARCHIVE, FER2013_CLASSES, 0.125, 42, QualityPolicy(), max_uncompressed_mb=1024)
+    result = prepare_dataset(REAL_ARCHIVE, PROJECT_PARAMS.data, 42)
     summary = result.summary
     assert summary["archive_files"] == {"train": 28709, "test": 7178}
     assert summary["counts"]["test"]["total"] == 7178

@@ -6,7 +6,16 @@ import sys
 import pytest
 
 from ferbench.errors import FerbenchError
-from ferbench.selection import Candidate, Criterion, TTAPolicy, score, select
+from ferbench.shipping.selection import Candidate, score, select, ships_with_tta
+from tests.conftest import PROJECT_PARAMS, card_calibration, card_latency, card_metrics
+
+
+def rules(name, gap_tolerance=0.0, gap_penalty=1.0, max_gap=None, latency_budget_ms=None, **tta):
+    """params.yaml's select section with the criterion's settings (no tolerance unless given)."""
+    settings = {"gap_tolerance": gap_tolerance, "gap_penalty": gap_penalty, "max_gap": max_gap}
+    settings |= {"criterion": name, "latency_budget_ms": latency_budget_ms, **tta}
+    return PROJECT_PARAMS.select.model_copy(update=settings)
+
 
 ACCURATE_BUT_OVERFIT = Candidate("resnet18", val_accuracy=0.70, accuracy_gap=0.25, latency_ms=8.0)
 MODEST_AND_STABLE = Candidate("clip_vit_b32", val_accuracy=0.64, accuracy_gap=0.02, latency_ms=25.0)
@@ -16,16 +25,16 @@ SLOW_AND_GOOD = Candidate("vgg16", val_accuracy=0.66, accuracy_gap=0.04, latency
 @pytest.mark.parametrize(
     ("criterion", "candidates", "expected"),
     [
-        (Criterion("accuracy"), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "resnet18"),
+        (rules("accuracy"), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "resnet18"),
         # 0.70 - (0.25 - 0.05) = 0.50 < 0.64: the gap costs resnet18 the win
-        (Criterion("generalization", gap_tolerance=0.05), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "clip_vit_b32"),
+        (rules("generalization", gap_tolerance=0.05), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "clip_vit_b32"),
         # a tolerance above the gap makes generalization equal to accuracy
-        (Criterion("generalization", gap_tolerance=0.3), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "resnet18"),
+        (rules("generalization", gap_tolerance=0.3), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "resnet18"),
         # a weak penalty: 0.70 - 0.1 x 0.20 = 0.68 > 0.64
-        (Criterion("generalization", 0.05, 0.1), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "resnet18"),
-        (Criterion("accuracy", max_gap=0.1), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "clip_vit_b32"),
-        (Criterion("accuracy", latency_budget_ms=50), [SLOW_AND_GOOD, MODEST_AND_STABLE], "clip_vit_b32"),
-        (Criterion("accuracy"), [SLOW_AND_GOOD, MODEST_AND_STABLE], "vgg16"),
+        (rules("generalization", 0.05, 0.1), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "resnet18"),
+        (rules("accuracy", max_gap=0.1), [ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], "clip_vit_b32"),
+        (rules("accuracy", latency_budget_ms=50), [SLOW_AND_GOOD, MODEST_AND_STABLE], "clip_vit_b32"),
+        (rules("accuracy"), [SLOW_AND_GOOD, MODEST_AND_STABLE], "vgg16"),
     ],
 )
 def test_criteria_pick_the_expected_candidate(criterion, candidates, expected):
@@ -39,7 +48,7 @@ def test_criteria_pick_the_expected_candidate(criterion, candidates, expected):
 
 
 def test_generalization_score_is_val_accuracy_minus_the_excess_gap():
-    criterion = Criterion("generalization", gap_tolerance=0.05, gap_penalty=2.0)
+    criterion = rules("generalization", gap_tolerance=0.05, gap_penalty=2.0)
     assert score(ACCURATE_BUT_OVERFIT, criterion) == pytest.approx(0.70 - 2.0 * 0.20)
     assert score(MODEST_AND_STABLE, criterion) == pytest.approx(0.64)  # gap under tolerance: no penalty
 
@@ -47,16 +56,16 @@ def test_generalization_score_is_val_accuracy_minus_the_excess_gap():
 def test_ties_go_to_the_smaller_gap_then_latency_then_name():
     tight = Candidate("b", 0.6, 0.01, 30.0)
     loose = Candidate("a", 0.6, 0.08, 10.0)
-    assert select([loose, tight], Criterion("accuracy"))["selected"] == "b"
+    assert select([loose, tight], rules("accuracy"))["selected"] == "b"
     fast = Candidate("z", 0.6, 0.01, 5.0)
-    assert select([tight, fast], Criterion("accuracy"))["selected"] == "z"
+    assert select([tight, fast], rules("accuracy"))["selected"] == "z"
     twin = Candidate("a", 0.6, 0.01, 30.0)
-    result = select([tight, twin], Criterion("accuracy"))
+    result = select([tight, twin], rules("accuracy"))
     assert result["selected"] == "a" and "tie" in result["reason"]
 
 
 def test_excluded_candidates_are_listed_with_the_reason():
-    result = select([ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], Criterion("accuracy", max_gap=0.1))
+    result = select([ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], rules("accuracy", max_gap=0.1))
     excluded = [entry for entry in result["ranking"] if entry["excluded"]]
     assert [entry["name"] for entry in excluded] == ["resnet18"]
     assert "max_gap" in excluded[0]["excluded"] and "excluded: resnet18" in result["reason"]
@@ -65,9 +74,9 @@ def test_excluded_candidates_are_listed_with_the_reason():
 @pytest.mark.parametrize(
     "criterion",
     [
-        Criterion("accuracy", max_gap=0.01),
-        Criterion("generalization", latency_budget_ms=1.0),
-        Criterion("accuracy", max_gap=0.5, latency_budget_ms=2.0),
+        rules("accuracy", max_gap=0.01),
+        rules("generalization", latency_budget_ms=1.0),
+        rules("accuracy", max_gap=0.5, latency_budget_ms=2.0),
     ],
 )
 def test_limits_that_exclude_everyone_are_a_clear_error(criterion):
@@ -78,38 +87,27 @@ def test_limits_that_exclude_everyone_are_a_clear_error(criterion):
 def test_a_latency_budget_needs_a_measurement():
     unmeasured = Candidate("x", 0.9, 0.0, None)
     with pytest.raises(FerbenchError, match="no latency measurement"):
-        select([unmeasured], Criterion("accuracy", latency_budget_ms=100))
-
-
-@pytest.mark.parametrize(
-    ("settings", "message"),
-    [({"name": "f1"}, "use one of: accuracy, generalization"), ({"name": "generalization", "gap_penalty": -1}, ">= 0")],
-)
-def test_bad_criteria_name_the_key(settings, message):
-    """Programmatic use; params.yaml's select section is checked by the schema (tests/test_params_schema.py)."""
-    with pytest.raises(FerbenchError, match=message):
-        Criterion(**settings)
+        select([unmeasured], rules("accuracy", latency_budget_ms=100))
 
 
 def test_no_candidates_is_an_error():
     with pytest.raises(FerbenchError, match="train.candidates is empty"):
-        select([], Criterion("accuracy"))
+        select([], rules("accuracy"))
 
 
 def test_tta_is_shipped_when_it_pays_on_val():
-    auto = TTAPolicy("auto", min_gain=0.005)
-    assert auto.use("a", 0.650, 0.656) and not auto.use("a", 0.650, 0.654)
-    assert not auto.use("a", 0.650, None)  # not evaluated with TTA
-    assert TTAPolicy("always").use("a", 0.66, 0.65) and not TTAPolicy("never").use("a", 0.60, 0.70)
+    auto = rules("accuracy", tta="auto", tta_min_gain=0.005)
+    assert ships_with_tta(auto, "a", 0.650, 0.656) and not ships_with_tta(auto, "a", 0.650, 0.654)
+    assert not ships_with_tta(auto, "a", 0.650, None)  # not evaluated with TTA
+    always, never = rules("accuracy", tta="always"), rules("accuracy", tta="never")
+    assert ships_with_tta(always, "a", 0.66, 0.65) and not ships_with_tta(never, "a", 0.60, 0.70)
     with pytest.raises(FerbenchError, match="select.tta is always, but a was evaluated without TTA"):
-        TTAPolicy("always").use("a", 0.6, None)
-    with pytest.raises(FerbenchError, match="'select.tta' is 'sometimes'"):
-        TTAPolicy("sometimes")
+        ships_with_tta(always, "a", 0.6, None)
 
 
 def test_a_candidate_shipped_with_tta_says_so_in_the_reason():
     with_tta = Candidate("vgg8", val_accuracy=0.67, accuracy_gap=0.02, latency_ms=1.5, tta=True)
-    result = select([with_tta, MODEST_AND_STABLE], Criterion("accuracy"))
+    result = select([with_tta, MODEST_AND_STABLE], rules("accuracy"))
     assert result["selected"] == "vgg8" and "val accuracy 0.6700 (with TTA)" in result["reason"]
 
 
@@ -136,21 +134,9 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
         }
         (tmp_path / "metrics/train").mkdir(parents=True, exist_ok=True)
         (tmp_path / f"metrics/train/{name}.json").write_text(json.dumps(trained))
-        metrics = {
-            "val_accuracy": val_accuracy,
-            "accuracy_gap": 0.02,
-            "test_accuracy": 0.6,
-            "test_accuracy_ci95": [0.5, 0.7],
-            "test_accuracy_fp32": 0.6,
-            "test_macro_f1": 0.5,
-            "test_macro_f1_ci95": [0.4, 0.6],
-            "test_leakage_free_accuracy": 0.6,
-            "test_leakage_free_accuracy_ci95": [0.5, 0.7],
-            "test_leakage_free_macro_f1": 0.5,
-            "test_leakage_free_images": 80,
-        }
-        calibration = {"test": {"ece": 0.1, "ece_scaled": 0.05, "nll": 1.2, "nll_scaled": 1.1}}
-        latency = {"threads": 2, "p50_ms": p50, "p99_ms": p50 + 1, "fps": 1000 / p50}
+        metrics = card_metrics(val_accuracy=val_accuracy, accuracy_gap=0.02)
+        calibration = card_calibration()
+        latency = card_latency(p50_ms=p50, p90_ms=p50, p99_ms=p50 + 1, mean_ms=p50, fps=1000 / p50)
         untrained_model_folder(
             tmp_path / f"models/deploy/{name}",
             variant,

@@ -9,29 +9,34 @@ import pandas as pd
 import pytest
 import torch
 
-from ferbench.augment import random_hflip
-from ferbench.benchmark import run_feature_extract, run_finetune
 from ferbench.constants import FER2013_CLASSES
-from ferbench.embeddings import compute_embeddings, load_device_splits, save_embeddings
-from ferbench.engine import Batches, ResumeFile, class_weights, fit
-from ferbench.models.backbones import BackboneSpec, build_backbone
+from ferbench.models.backbones import build_backbone
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.classifier import (
     ImageClassifier,
-    TTAConfig,
     build_head,
     frozen_extractor,
-    parse_trainable,
     set_trainable,
     trunk_blocks,
 )
 from ferbench.models.preprocess import Preprocess
-from ferbench.run_settings import RunSettings, TrainConfig
-from tests.conftest import synthetic_prepared
+from ferbench.training.augment import random_hflip
+from ferbench.training.benchmark import run_feature_extract, run_finetune
+from ferbench.training.embeddings import compute_embeddings, load_device_splits, save_embeddings
+from ferbench.training.engine import Batches, ResumeFile, class_weights
+from tests.conftest import (
+    backbone_spec,
+    feature_extract_section,
+    recipe,
+    run_settings,
+    synthetic_prepared,
+    train,
+    tta,
+)
 
 CLASSES = list(FER2013_CLASSES)
 CPU = torch.device("cpu")
-SPEC = BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 48)
+SPEC = backbone_spec("resnet18", "torchvision", "resnet18", input_size=48)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +46,8 @@ def prepared(tmp_path_factory):
 
 def test_finetune_learns_and_writes_its_outputs(prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    section = {"epochs": 4, "batch_size": 32, "lr": 0.001, "flip": True, "precision": "fp32", "eval_batch_size": 128}
-    settings = RunSettings(CLASSES, CPU, 0, prepared, tta=TTAConfig(flip=True, shifts=4))
-    summary = run_finetune(SPEC, section, None, settings)
+    section = recipe(epochs=4, batch_size=32, lr=0.001, flip=True, precision="fp32", eval_batch_size=128)
+    summary = run_finetune(SPEC, section, run_settings(prepared, tta(flip=True, shifts=4)))
     assert summary["test"]["accuracy"] >= 2 / 7
     written = json.loads((tmp_path / "reports/details/finetune/resnet18.json").read_text())
     assert {"accuracy", "macro_f1", "per_class_recall", "per_class_f1", "confusion_matrix"} <= set(written["test"])
@@ -68,13 +72,13 @@ def test_finetune_learns_and_writes_its_outputs(prepared, tmp_path, monkeypatch)
 
 def test_feature_extract_learns_from_cached_features(prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    backbone = build_backbone(BackboneSpec("resnet18", "torchvision", "resnet18", False, None, 64))
+    backbone = build_backbone(backbone_spec("resnet18", "torchvision", "resnet18", input_size=64))
     splits = load_device_splits(prepared, CPU)
     arrays = compute_embeddings(backbone, splits, flip=True, batch_size=128, device=CPU)
     assert arrays["train"].shape == (2, len(splits["train"]), 512) and arrays["test"].shape[0] == 1
     save_embeddings(tmp_path / "f.npz", arrays, {"feature_dim": 512})
-    section = {"epochs": 20, "batch_size": 64, "lr": 0.001, "flip": True, "hidden": [], "dropout": 0.0}
-    summary = run_feature_extract("resnet18", tmp_path / "f.npz", section, None, RunSettings(CLASSES, CPU, 0, prepared))
+    section = feature_extract_section(epochs=20, batch_size=64, lr=0.001, flip=True, hidden=[], dropout=0.0)
+    summary = run_feature_extract("resnet18", tmp_path / "f.npz", section, run_settings(prepared))
     assert summary["test"]["accuracy"] >= 2 / 7
     assert (tmp_path / "metrics/feature_extract/resnet18.json").is_file()
 
@@ -109,7 +113,7 @@ def test_best_checkpoint_is_the_best_val_epoch(tmp_path):
     y = (x[:, 0] > 0).long()
     data = Batches(x.unsqueeze(0), y, features=True)
     model = torch.nn.Linear(5, 2)
-    result = fit(model, data, data, TrainConfig(epochs=5, batch_size=20, lr=0.05, flip=False), 2, tmp_path / "m.pt")
+    result = train(model, data, data, recipe(epochs=5, batch_size=20, lr=0.05, flip=False), 2, tmp_path / "m.pt")
     accuracies = [row["val_accuracy"] for row in result.history]
     assert result.best_epoch == int(np.argmax(accuracies)) + 1
     assert result.best_val_accuracy > 0.9
@@ -122,7 +126,7 @@ def test_balanced_class_weights():
 
 
 def test_long_cpu_runs_warn_up_front_and_point_to_the_demo(capsys):
-    from ferbench.engine import warn_if_slow
+    from ferbench.training.engine import warn_if_slow
 
     warn_if_slow(3 * 3600, CPU, "finetune@vgg16")
     printed = capsys.readouterr().out
@@ -144,7 +148,7 @@ def _subset(data: Batches, count: int) -> Batches:
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, capsys):
     splits = {name: _subset(data, 96) for name, data in load_device_splits(prepared, CPU).items()}
-    config = TrainConfig(epochs=4, batch_size=32, lr=0.001)
+    config = recipe(epochs=4, batch_size=32, lr=0.001)
     resume = ResumeFile(tmp_path / "state.resume.pt", "fingerprint-a")
     interrupted: list[dict] = []
 
@@ -154,7 +158,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, caps
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(
+        train(
             _small_resnet(),
             splits["train"],
             splits["val"],
@@ -168,7 +172,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, caps
     (tmp_path / "best.pt").unlink()  # DVC removes a stage's regular outputs before rerunning it
 
     logged: list[dict] = []
-    result = fit(
+    result = train(
         _small_resnet(),
         splits["train"],
         splits["val"],
@@ -187,11 +191,11 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, caps
 
     # another fingerprint (changed params or data), or a finished state, starts over
     fresh: list[dict] = []
-    fit(
+    train(
         _small_resnet(),
         splits["train"],
         splits["val"],
-        TrainConfig(epochs=1, batch_size=32, lr=0.001),
+        recipe(epochs=1, batch_size=32, lr=0.001),
         7,
         tmp_path / "best.pt",
         log_epoch=fresh.append,
@@ -205,7 +209,7 @@ def test_trainable_head_keeps_the_backbone_and_its_batchnorm_statistics(prepared
     model = _small_resnet()
     assert set_trainable(model, "head") == 512 * 7 + 7
     before = {name: tensor.clone() for name, tensor in model.trunk.state_dict().items()}
-    fit(model, splits["train"], splits["val"], TrainConfig(epochs=1, batch_size=64, lr=0.01), 7, Path(os.devnull))
+    train(model, splits["train"], splits["val"], recipe(epochs=1, batch_size=64, lr=0.01), 7, Path(os.devnull))
     for name, tensor in model.trunk.state_dict().items():
         assert torch.equal(tensor, before[name]), name
 
@@ -218,5 +222,3 @@ def test_trainable_last_blocks_are_the_last_residual_stage(prepared):
     assert trainable == {"layer4"}
     model.train()
     assert not model.trunk.layer3.training and model.trunk.layer4.training
-    with pytest.raises(ValueError, match="use all, head, or a number"):
-        parse_trainable("last")

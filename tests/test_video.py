@@ -17,15 +17,16 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import pytest
+from face_scenes import MovingFace, write_moving_faces_video
 from PIL import Image
 
-from ferbench import predict
 from ferbench.constants import FER2013_CLASSES
-from ferbench.face_scenes import MovingFace, write_moving_faces_video
-from ferbench.faces import Face, box_window
-from ferbench.inference import EmotionModel, EmotionRecognizer
-from ferbench.tracking import FaceTracker
-from ferbench.video import TABLE_FILE, TRACKS_FILE, VideoOptions, analyse_video
+from ferbench.models.folder import EmotionModel
+from ferbench.serving import predict
+from ferbench.serving.faces import Face, box_window
+from ferbench.serving.inference import EmotionRecognizer
+from ferbench.serving.tracking import FaceTracker
+from ferbench.serving.video import TABLE_FILE, TRACKS_FILE, VideoOptions, analyse_video
 from tests.conftest import REAL_ARCHIVE, YUNET_FILE, untrained_model_folder
 
 HAPPY, SAD = FER2013_CLASSES.index("happy"), FER2013_CLASSES.index("sad")
@@ -281,8 +282,8 @@ def test_an_animated_gif_is_a_video(model_folder, tmp_path, capsys):
 def test_real_faces_crossing_are_two_timelines_with_the_released_model(tmp_path):
     """Two FER-2013 test faces the released model reads confidently (happy, surprise) cross and
     swap expressions; YuNet finds them, the tracker keeps them apart."""
-    from ferbench.faces import build_detector
-    from ferbench.inference import RELEASED_MODEL_DIR
+    from ferbench.serving.faces import build_detector
+    from ferbench.serving.inference import RELEASED_MODEL_DIR
 
     with zipfile.ZipFile(REAL_ARCHIVE) as archive:
 

@@ -1,4 +1,4 @@
-"""`python -m ferbench.workspace` never destroys what it did not create: destinations that are the
+"""`ferbench-workspace` never destroys what it did not create: destinations that are the
 project, above it, inside what it copies, a file, or someone else's folder are refused with one line
 and exit 2 before anything is written; its own workspaces update in place and keep the user's files."""
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ferbench import workspace
-from ferbench.workspace import PROJECT_ROOT, WORKSPACE_MARKER, parse_assignment
+from ferbench.workflow import workspace
+from ferbench.workflow.workspace import PROJECT_ROOT, WORKSPACE_MARKER, parse_assignment
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -39,7 +39,7 @@ REFUSED = {
     "inside the copied package": (lambda tmp: PROJECT_ROOT / "stages" / "sub", "inside the project's stages"),
     "inside .git": (lambda tmp: PROJECT_ROOT / ".git" / "ws", "inside the project's .git"),
     "a file": (lambda tmp: (tmp / "file.txt", (tmp / "file.txt").write_text("x"))[0], "is a file"),
-    "someone else's folder": (foreign_folder, "was not made by `python -m ferbench.workspace`"),
+    "someone else's folder": (foreign_folder, "was not made by `ferbench-workspace`"),
 }
 
 
@@ -61,7 +61,9 @@ def test_a_destination_it_did_not_make_is_refused_and_nothing_changes(case, tmp_
 def test_its_own_workspace_updates_in_place_only_when_asked_and_keeps_the_users_files(tmp_path, capsys):
     destination = tmp_path / "ws"
     assert workspace.main([str(destination), "--no-repro"]) == 0
-    assert (destination / WORKSPACE_MARKER).is_file() and (destination / "ferbench" / "workspace.py").is_file()
+    assert (destination / WORKSPACE_MARKER).is_file() and (
+        destination / "ferbench" / "workflow" / "workspace.py"
+    ).is_file()
     (destination / "my-notes.md").write_text("keep me")
     (destination / ".gitignore").write_text((destination / ".gitignore").read_text() + "secret.env\n")
     (destination / "secret.env").write_text("TOKEN=1")

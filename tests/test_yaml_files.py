@@ -55,7 +55,9 @@ def assert_one_line(result, expected, name):
 def test_a_hostile_overrides_file_is_one_line(case, tmp_path):
     content, expected = CASES[case]
     (tmp_path / "bad.yaml").write_bytes(content)
-    result = run(["-m", "ferbench.workspace", str(tmp_path / "ws"), "--overrides", "bad.yaml", "--no-repro"], tmp_path)
+    result = run(
+        ["-m", "ferbench.workflow.workspace", str(tmp_path / "ws"), "--overrides", "bad.yaml", "--no-repro"], tmp_path
+    )
     assert_one_line(result, expected, "bad.yaml")
     assert not (tmp_path / "ws").exists()
 
@@ -76,7 +78,9 @@ def test_a_hostile_params_yaml_stops_a_stage_with_one_line(case, tmp_path):
 def test_special_files_are_refused_before_they_are_opened(special, expected, tmp_path):
     if special == "fifo":
         os.mkfifo(tmp_path / "fifo")  # opening it for reading would wait for a writer forever
-    result = run(["-m", "ferbench.workspace", str(tmp_path / "ws"), "--overrides", special, "--no-repro"], tmp_path)
+    result = run(
+        ["-m", "ferbench.workflow.workspace", str(tmp_path / "ws"), "--overrides", special, "--no-repro"], tmp_path
+    )
     assert_one_line(result, expected, special)
 
 
@@ -85,5 +89,5 @@ def test_special_files_are_refused_before_they_are_opened(special, expected, tmp
     [("train.augment=&a [*a]", "anchors and aliases are not allowed"), ("train.epochs={a: 1, a: 2}", "duplicate")],
 )
 def test_a_hostile_set_value_is_one_line(value, expected, tmp_path):
-    result = run(["-m", "ferbench.workspace", str(tmp_path / "ws"), "--set", value, "--no-repro"], tmp_path)
+    result = run(["-m", "ferbench.workflow.workspace", str(tmp_path / "ws"), "--set", value, "--no-repro"], tmp_path)
     assert_one_line(result, expected, "--set")

@@ -4,43 +4,32 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 from ferbench.data import kaggle
 from ferbench.data.archive import check_archive, pack_folder
 from ferbench.data.synthetic import write_synthetic_archive
 from ferbench.errors import FerbenchError
-from ferbench.schema import DATA_SOURCES
+from ferbench.schema import Data
 
 
-def acquire_dataset(
-    source: str,
-    destination: Path,
-    *,
-    archive: str | None = None,
-    kaggle_dataset: str | None = None,
-    synthetic_counts: Mapping[str, Mapping[str, int]] | None = None,
-    seed: int = 0,
-    max_uncompressed_mb: float = 1024,
-) -> Path:
-    """Fetch, copy, pack or generate the dataset as one checked zip at `destination`.
+def acquire_dataset(data: Data, destination: Path, seed: int) -> Path:
+    """Fetch, copy, pack or generate the dataset (`data.source`) as one checked zip at `destination`.
 
     Work happens in a temporary folder next to `destination`, and the zip is checked for
     unsafe entries before it is moved into place, so a failure leaves no partial output.
     """
-    if source not in DATA_SOURCES:
-        raise FerbenchError(f"params.yaml: 'data.source' is {source!r}; use one of: {', '.join(DATA_SOURCES)}")
+    max_uncompressed_mb = data.max_uncompressed_mb
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".download-") as scratch:
         work = Path(scratch)
-        if source == "kaggle":
-            fetched = kaggle.download_dataset(kaggle_dataset or "", work / "kaggle")
-        elif source == "archive":
-            fetched = _local_copy(archive, work, max_uncompressed_mb)
+        if data.source == "kaggle":
+            fetched = kaggle.download_dataset(data.kaggle_dataset, work / "kaggle")
+        elif data.source == "archive":
+            fetched = _local_copy(data.archive, work, max_uncompressed_mb)
         else:
             fetched = work / "synthetic.zip"
-            counts = write_synthetic_archive(fetched, synthetic_counts or {}, seed)
+            counts = write_synthetic_archive(fetched, data.synthetic.model_dump(), seed)
             print(f"download: generated {counts['train']} train and {counts['test']} test synthetic faces")
         check_archive(fetched, max_uncompressed_mb)
         destination.unlink(missing_ok=True)

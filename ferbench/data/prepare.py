@@ -18,28 +18,7 @@ from ferbench.data.decode import UndecodableImage, decode_fer
 from ferbench.data.prepared import MANIFEST_FILE, PREPARED_SPLITS, Split, save_split
 from ferbench.data.split import group_stratified_split
 from ferbench.errors import FerbenchError
-
-QUALITY_ACTIONS: tuple[str, ...] = ("keep", "drop")
-
-
-@dataclass(frozen=True)
-class QualityPolicy:
-    """What to do with each kind of problem image of the Kaggle train folder (keep or drop).
-
-    The test folder is never altered, so test accuracy stays comparable with published
-    FER-2013 figures; its problems are reported all the same.
-    """
-
-    duplicates: str = "drop"  # extra copies of identical pixels with the same label
-    label_conflicts: str = "drop"  # every copy of identical pixels that carry different labels
-    blanks: str = "drop"  # near-blank images (pixel standard deviation below blank_std)
-    test_leakage: str = "drop"  # train-folder images whose pixels also appear in the test folder
-    blank_std: float = 2.0
-
-    def __post_init__(self) -> None:
-        for name in ("duplicates", "label_conflicts", "blanks", "test_leakage"):
-            if getattr(self, name) not in QUALITY_ACTIONS:
-                raise FerbenchError(f"params.yaml: 'data.{name}' must be keep or drop, got {getattr(self, name)!r}")
+from ferbench.schema import Data
 
 
 @dataclass
@@ -121,7 +100,7 @@ def _decode_all(
     return frame, stacked
 
 
-def _flag_quality(frame: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
+def _flag_quality(frame: pd.DataFrame, policy: Data) -> pd.DataFrame:
     """Add the quality flags and the drop reason (train folder only) to every decoded row."""
     decoded = frame["problem"] == ""
     frame["blank"] = decoded & (frame["pixel_std"] < policy.blank_std)
@@ -150,24 +129,15 @@ def _flag_quality(frame: pd.DataFrame, policy: QualityPolicy) -> pd.DataFrame:
     return frame
 
 
-def prepare_dataset(
-    archive: Path,
-    classes: Sequence[str],
-    val_fraction: float,
-    seed: int,
-    policy: QualityPolicy,
-    max_uncompressed_mb: float,
-) -> PreparedData:
-    """Decode, check, split: the whole of `prepare` except writing files."""
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1:
-        raise FerbenchError(
-            f"params.yaml: data.val_fraction is {val_fraction!r}; use a share of the train folder "
-            "strictly between 0 and 1 (e.g. 0.1)"
-        )
-    classes = list(classes)
-    files = _check_layout(archive, classes, max_uncompressed_mb)
-    frame, pixels = _decode_all(archive, classes, max_uncompressed_mb, files)
-    frame = _flag_quality(frame, policy)
+def prepare_dataset(archive: Path, data: Data, seed: int) -> PreparedData:
+    """Decode, check, split: the whole of `prepare` except writing files. `data` is the params' data
+    section: the class folders, the val share, the archive bound and what to do with each kind of problem
+    image of the Kaggle train folder (the test folder is never altered, so test accuracy stays comparable
+    with published FER-2013 figures; its problems are reported all the same)."""
+    classes = list(data.classes)
+    files = _check_layout(archive, classes, data.max_uncompressed_mb)
+    frame, pixels = _decode_all(archive, classes, data.max_uncompressed_mb, files)
+    frame = _flag_quality(frame, data)
 
     decoded = frame["problem"] == ""
     for folder in SPLIT_FOLDERS:
@@ -183,7 +153,10 @@ def prepare_dataset(
     kept_train = (frame["split"] == "") & (frame["folder"] == "train")
     frame.loc[(frame["split"] == "") & (frame["folder"] == "test"), "split"] = "test"
     in_val = group_stratified_split(
-        frame.loc[kept_train, "label"].to_numpy(), frame.loc[kept_train, "pixel_hash"].to_numpy(), val_fraction, seed
+        frame.loc[kept_train, "label"].to_numpy(),
+        frame.loc[kept_train, "pixel_hash"].to_numpy(),
+        data.val_fraction,
+        seed,
     )
     frame.loc[kept_train, "split"] = np.where(in_val, "val", "train")
 

@@ -13,45 +13,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ferbench.errors import FerbenchError
-from ferbench.schema import BACKBONE_SOURCES
-
-SPEC_KEYS: tuple[str, ...] = ("source", "model", "pretrained", "weights", "input_size")
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """A backbone as `params.yaml: backbones.<name>` describes it."""
-
-    name: str
-    source: str
-    model: str
-    pretrained: bool = True
-    weights: str | None = None  # local file/folder of weights; None: the library's own (cached) download
-    input_size: int | None = None  # None: the size the weights were trained at
-
-    @classmethod
-    def from_params(cls, name: str, spec: Any) -> BackboneSpec:
-        if not isinstance(spec, dict):
-            raise FerbenchError(f"params.yaml: 'backbones.{name}' must be a mapping with {', '.join(SPEC_KEYS)}")
-        missing = [key for key in SPEC_KEYS if key not in spec]
-        if missing:
-            raise FerbenchError(
-                f"params.yaml: 'backbones.{name}' lacks {', '.join(missing)} (use null for the library default)"
-            )
-        if spec["source"] not in BACKBONE_SOURCES:
-            raise FerbenchError(
-                f"params.yaml: 'backbones.{name}.source' is {spec['source']!r}; "
-                f"use one of: {', '.join(BACKBONE_SOURCES)}"
-            )
-        return cls(
-            name, spec["source"], str(spec["model"]), bool(spec["pretrained"]), spec["weights"], spec["input_size"]
-        )
+from ferbench.models.specs import BackboneSpec
 
 
 @dataclass
@@ -187,8 +154,8 @@ def _transformers(spec: BackboneSpec) -> Backbone:
     if spec.pretrained:
         try:
             with contextlib.ExitStack() as stack:
+                stack.callback(hf_logging.set_verbosity, hf_logging.get_verbosity())  # the caller's, restored
                 hf_logging.set_verbosity_error()
-                stack.callback(hf_logging.set_verbosity_warning)
                 model = CLIPVisionModel.from_pretrained(source)
                 processor = CLIPImageProcessor.from_pretrained(source)
         except Exception as exc:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ferbench.errors import FerbenchError
-from ferbench.models.backbones import Backbone, BackboneSpec, build_backbone
+from ferbench.models.backbones import Backbone, build_backbone
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.preprocess import Preprocess
-from ferbench.schema import TTA_SHIFTS
+from ferbench.models.specs import BackboneSpec, TTAConfig
 
 
 class Standardize(nn.Module):
@@ -110,15 +107,6 @@ def trunk_blocks(trunk: nn.Module) -> list[str]:
     ]
 
 
-def parse_trainable(value: object) -> str | int:
-    """`all`, `head`, or a positive int N (the last N trunk blocks and what follows them, plus the head)."""
-    if value in ("all", "head"):
-        return str(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    raise ValueError(f"trainable is {value!r}; use all, head, or a number of last blocks (e.g. 2)")
-
-
 def set_trainable(model: ImageClassifier, trainable: str | int) -> int:
     """Freeze everything but the chosen part; return the number of trainable parameters.
 
@@ -159,69 +147,11 @@ def load_classifier(
     """
     state, _ = load_checkpoint(checkpoint)
     if folder_only:
-        spec = replace(spec, pretrained=False, weights=None)
-    backbone = build_backbone(spec if spec.source == "transformers" else replace(spec, pretrained=False))
+        spec = spec.model_copy(update={"pretrained": False, "weights": None})
+    backbone = build_backbone(spec if spec.source == "transformers" else spec.model_copy(update={"pretrained": False}))
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, num_classes))
     model.load_state_dict(state)
     return model.eval()
-
-
-@dataclass(frozen=True)
-class TTAConfig:
-    """Test-time augmentation: the views whose logits are averaged (`params.yaml: tta`)."""
-
-    flip: bool = False  # the mirrored image
-    shifts: int = 0  # 4: shifted left, right, up, down; 8: and diagonally
-    shift_pixels: int = 2  # by this many pixels (edges replicated)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.flip, bool):
-            raise FerbenchError(f"params.yaml: 'tta.flip' is {self.flip!r}; use true or false")
-        if self.shifts not in TTA_SHIFTS:
-            raise FerbenchError(f"params.yaml: 'tta.shifts' is {self.shifts!r}; use one of 0, 4, 8")
-        pixels = self.shift_pixels
-        if isinstance(pixels, bool) or not isinstance(pixels, int) or not 1 <= pixels <= 8:
-            raise FerbenchError(f"params.yaml: 'tta.shift_pixels' is {self.shift_pixels!r}; use a whole number 1-8")
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any] | None) -> TTAConfig:
-        section = dict(section or {})
-        known = {"flip", "shifts", "shift_pixels"}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise FerbenchError(
-                f"params.yaml: unknown key(s) {', '.join(unknown)} in tta; known: {', '.join(sorted(known))}"
-            )
-        return cls(**section)
-
-    @property
-    def offsets(self) -> list[tuple[int, int]]:
-        """(dy, dx) of each shifted view."""
-        step = self.shift_pixels
-        sides = [(0, -step), (0, step), (-step, 0), (step, 0)]
-        corners = [(-step, -step), (-step, step), (step, -step), (step, step)]
-        return (sides + corners)[: self.shifts]
-
-    @property
-    def views(self) -> int:
-        return 1 + int(self.flip) + self.shifts
-
-    @property
-    def enabled(self) -> bool:
-        return self.views > 1
-
-    def to_card(self) -> dict[str, Any]:
-        return {**asdict(self), "views": self.views}
-
-    @classmethod
-    def from_card(cls, entry: Mapping[str, Any] | None) -> TTAConfig:
-        """The settings a model card records (no entry: no TTA)."""
-        if not isinstance(entry, Mapping):
-            return cls()
-        try:
-            return cls(**{key: entry[key] for key in ("flip", "shifts", "shift_pixels") if key in entry})
-        except FerbenchError as exc:
-            raise FerbenchError(str(exc).replace("params.yaml: 'tta.", "model card: 'tta.")) from None
 
 
 class TTAClassifier(nn.Module):

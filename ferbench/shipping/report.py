@@ -19,8 +19,9 @@ import seaborn as sns
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
 from ferbench.errors import FerbenchError
-from ferbench.metrics import confusion_matrix, read_metrics, write_json
-from ferbench.plots import save_confusion_matrix
+from ferbench.evaluation.metrics import confusion_matrix, read_metrics, write_json
+from ferbench.evaluation.plots import save_confusion_matrix
+from ferbench.paths import stage_curves, stage_details
 
 BENCHMARK_STAGES = ("feature_extract", "finetune")
 CURVE_STAGES = (*BENCHMARK_STAGES, "train")
@@ -54,11 +55,11 @@ def collect(details: Path, backbones: Sequence[str], candidates: Sequence[str]) 
     return {
         "data": read_metrics(details / "data.json"),
         "benchmark": {
-            stage: {name: read_metrics(details / stage / f"{name}.json") for name in backbones}
+            stage: {name: read_metrics(stage_details(stage, name, details)) for name in backbones}
             for stage in BENCHMARK_STAGES
         },
-        "train": {name: read_metrics(details / "train" / f"{name}.json") for name in candidates},
-        "latency": {name: read_metrics(details / "latency" / f"{name}.json") for name in backbones},
+        "train": {name: read_metrics(stage_details("train", name, details)) for name in candidates},
+        "latency": {name: read_metrics(stage_details("latency", name, details)) for name in backbones},
         "selection": read_metrics(details / "selection.json"),
     }
 
@@ -80,7 +81,7 @@ def learning_curves(live: Path, runs: Mapping[str, Mapping[str, Mapping[str, Any
             for split in ("train", "val"):
                 columns = {}
                 for metric in ("accuracy", "loss"):
-                    path = live / stage / name / "plots" / "metrics" / split / f"{metric}.tsv"
+                    path = stage_curves(stage, name, live) / "plots" / "metrics" / split / f"{metric}.tsv"
                     if not path.is_file():
                         raise FerbenchError(f"{path}: not found; run `dvc repro {stage}@{name}`")
                     curve = pd.read_csv(path, sep="\t")
@@ -444,21 +445,17 @@ def plot_reliability(reliability: pd.DataFrame, temperature: float, png_path: Pa
 
 
 def _markdown(frame: pd.DataFrame, formats: Mapping[str, str]) -> str:
-    header = "| " + " | ".join(str(column) for column in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    lines = [header, rule]
-    for _, row in frame.iterrows():
-        cells = []
-        for column in frame.columns:
-            value = row[column]
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                cells.append("")
-            elif column in formats:
-                cells.append(format(value, formats[column]))
-            else:
-                cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """A pipe table (pandas' `to_markdown`), each column of `formats` formatted with its spec, missing cells empty."""
+
+    def cell(value: Any, spec: str | None) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        return format(value, spec) if spec else str(value)
+
+    text = pd.DataFrame(
+        {column: [cell(value, formats.get(column)) for value in frame[column]] for column in frame.columns}
+    )
+    return text.to_markdown(index=False, disable_numparse=True)
 
 
 # Published FER-2013 results on the same Kaggle test folder (public + private test, 7,178 images), and the

@@ -1,6 +1,6 @@
 """Queue a grid of DVC experiments, one per grid point, each pinned to a device in turn.
 
-    python -m ferbench.sweep --devices cuda:0,cuda:1 -S train.lr=0.001,0.0003 -S train.epochs=20,40 --start
+    ferbench-sweep --devices cuda:0,cuda:1 -S train.lr=0.001,0.0003 -S train.epochs=20,40 --start
 
 queues 4 experiments (`dvc exp run --queue -S device=cuda:K -S ...`) and starts them 2 at a time
 (`dvc queue start -j 2`, one worker per device). This only calls DVC: compare the results with
@@ -11,7 +11,6 @@ temporary copy of the workspace and reruns only the stages its params change.
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import re
 import shlex
@@ -25,38 +24,44 @@ MAX_EXPERIMENTS = 1000  # a grid is a handful of runs; more is a typo, and DVC k
 PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")  # dotted params.yaml path
 
 
-def parse_setting(text: str) -> tuple[str, list[str]]:
-    """`key=v1,v2,...` as the key and its values (a value is passed to DVC as written)."""
+def check_setting(text: str) -> str:
+    """`key=v1,v2,...` checked for what DVC would misread or we assign ourselves; returns the key."""
     key, sep, values = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise FerbenchError(f"-S {text!r}: write KEY=VALUE[,VALUE...], e.g. -S train.lr=0.001,0.0003")
     if not PARAM_KEY.fullmatch(key):
         raise FerbenchError(f"-S {text!r}: {key!r} is not a params.yaml key (dotted names, e.g. train.lr)")
-    values = [value.strip() for value in values.split(",")]
-    if not all(values):
+    if not all(value.strip() for value in values.split(",")):
         raise FerbenchError(f"-S {text!r}: an empty value; give each value, e.g. -S {key}=0.001,0.0003")
-    return key, values
+    if key == "device":
+        raise FerbenchError("-S device=...: use --devices; the sweep assigns them in turn")
+    return key
 
 
-def grid(settings: Sequence[str]) -> list[list[tuple[str, str]]]:
-    """Every combination of the settings' values, in order (the last key varies fastest)."""
-    parsed = [parse_setting(text) for text in settings]
-    keys = [key for key, _ in parsed]
+def grid(settings: Sequence[str]) -> list[list[str]]:
+    """Every combination of the settings' values, each as its KEY=VALUE list, expanded by DVC's own code for
+    `dvc exp run --queue -S` (Hydra's sweep syntax: `a=1,2`, `range(1,5)`, `choice(...)`, quoted values)."""
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import get_hydra_sweeps, to_hydra_overrides
+    from hydra.errors import HydraException
+
+    keys = [check_setting(text) for text in settings]
     if len(set(keys)) != len(keys):
         raise FerbenchError("-S: each key once (give all its values comma-separated)")
-    if "device" in keys:
-        raise FerbenchError("-S device=...: use --devices; the sweep assigns them in turn")
-    size = math.prod(len(values) for _, values in parsed)
+    settings = [text.strip() for text in settings]
+    try:
+        parsed = to_hydra_overrides(settings)
+    except HydraException as exc:
+        raise FerbenchError(f"-S: DVC cannot read {' '.join(settings)!r} ({str(exc).splitlines()[0]})") from None
+    size = math.prod(len(list(item.sweep_iterator())) if item.is_sweep_override() else 1 for item in parsed)
     if size > MAX_EXPERIMENTS:
         raise FerbenchError(f"-S: the grid has {size:,} points; at most {MAX_EXPERIMENTS:,} experiments a sweep")
-    return [list(zip(keys, values, strict=True)) for values in itertools.product(*(values for _, values in parsed))]
+    return [sweep["params.yaml"] for sweep in get_hydra_sweeps(to_path_overrides(settings))]
 
 
-def queue_commands(
-    points: Sequence[Sequence[tuple[str, str]]], devices: Sequence[str], name: str | None
-) -> list[list[str]]:
-    """One `dvc exp run --queue` per grid point, devices assigned round-robin."""
+def queue_commands(points: Sequence[Sequence[str]], devices: Sequence[str], name: str | None) -> list[list[str]]:
+    """One `dvc exp run --queue` per grid point, devices assigned round-robin (the one part that is ours)."""
     commands = []
     for number, point in enumerate(points, start=1):
         command = ["dvc", "exp", "run", "--queue"]
@@ -64,15 +69,15 @@ def queue_commands(
             command += ["--name", f"{name}-{number}"]
         if devices:
             command += ["-S", f"device={devices[(number - 1) % len(devices)]}"]
-        for key, value in point:
-            command += ["-S", f"{key}={value}"]
+        for setting in point:
+            command += ["-S", setting]
         commands.append(command)
     return commands
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ferbench.sweep",
+        prog="ferbench-sweep",
         description=__doc__.split("\n\n")[0],
         epilog="Run it in the project (or a workspace) whose params.yaml the experiments change.",
     )

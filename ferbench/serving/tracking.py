@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ferbench.faces import Box, Face, box_iou
+from ferbench.serving.faces import Box, Face, box_iou
 
 MAX_CENTRE_SHIFT = 0.75  # a match moves its centre by at most this share of the face's side between detections,
 SHIFT_PER_MISSED_FRAME = 0.02  # and by this much more for every frame it went unseen (the prediction drifts)

@@ -1,10 +1,10 @@
 """Emotion recognition on photos and video frames with the selected model.
 
-One module for both front ends (the Streamlit app and `python -m ferbench.predict`):
-- `EmotionModel` loads a model folder through its card (runtime, file, classes); the
+One module for both front ends (the Streamlit app and `ferbench-predict`):
+- `EmotionModel` (`ferbench.models.folder`) loads a model folder through its card (runtime, file, classes); the
   preprocessing and any test-time augmentation live inside the exported model, so nothing is
   re-declared here; the card's temperature (fitted on val) calibrates the probabilities.
-- `EmotionRecognizer` finds faces with a detector from `ferbench.faces` (YuNet by default),
+- `EmotionRecognizer` finds faces with a detector from `ferbench.serving.faces` (YuNet by default),
   frames each one as FER-2013 frames its faces (eyes levelled when aligning), makes the 48x48
   grayscale sample exactly as `prepare` did (`ferbench.data.decode.image_to_fer`), classifies
   all faces of a frame in one model call, and for video optionally smooths probabilities over
@@ -14,7 +14,7 @@ One module for both front ends (the Streamlit app and `python -m ferbench.predic
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,13 @@ import numpy as np
 
 from ferbench.constants import IMAGE_SIZE
 from ferbench.errors import FerbenchError
-from ferbench.faces import Box, Face, FaceDetector, crop_window
-from ferbench.model_folder import CARD_FILE, read_card, verified_file
-from ferbench.tracking import FaceTracker
+from ferbench.models.card import CARD_FILE
+from ferbench.models.folder import EmotionModel
+from ferbench.paths import PROJECT_ROOT, RELEASED_DIR, SELECTED_DIR
+from ferbench.serving.faces import Box, Face, FaceDetector, crop_window
+from ferbench.serving.tracking import FaceTracker
 
-SELECTED_MODEL_DIR = Path("models/selected")  # the user's own, written by `dvc repro` in this folder
-RELEASED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "released"  # trained on FER-2013, in git
-MAX_INPUT_SIZE = 1024  # the params schema's bound on backbones.<name>.input_size
+RELEASED_MODEL_DIR = PROJECT_ROOT / RELEASED_DIR  # trained on FER-2013, in git
 MODEL_ORDER = "--model, else $FERBENCH_MODEL, else models/selected (after `dvc repro`), else the released model"
 
 
@@ -48,70 +48,12 @@ def choose_model_folder(explicit: Path | None = None) -> ModelChoice:
         return ModelChoice(Path(explicit), "--model")
     if os.environ.get("FERBENCH_MODEL"):
         return ModelChoice(Path(os.environ["FERBENCH_MODEL"]), "$FERBENCH_MODEL")
-    if (SELECTED_MODEL_DIR / CARD_FILE).is_file():
-        return ModelChoice(SELECTED_MODEL_DIR, "your pipeline's selected model (dvc repro)")
+    if (SELECTED_DIR / CARD_FILE).is_file():  # the user's own, written by `dvc repro` in this folder
+        return ModelChoice(SELECTED_DIR, "your pipeline's selected model (dvc repro)")
     released = RELEASED_MODEL_DIR
     if released.is_relative_to(Path.cwd()):
         released = released.relative_to(Path.cwd())  # models/released when run from the project, as users do
     return ModelChoice(released, "the released model")
-
-
-class EmotionModel:
-    """The deployed classifier: uint8 crops (N x 48 x 48) -> class probabilities (N x classes)."""
-
-    def __init__(self, folder: Path | str = RELEASED_MODEL_DIR, threads: int | None = None) -> None:
-        self.folder = Path(folder)
-        self.card = read_card(self.folder)
-        self.classes: list[str] = list(self.card["classes"])
-        path = verified_file(self.folder, self.card, "model")
-        try:
-            self._logits = self._load(path, threads)
-            width = self._logits(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)).shape
-        except FerbenchError:
-            raise
-        except Exception as exc:  # a damaged or foreign file: the runtimes raise their own exception types
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise FerbenchError(
-                f"{path}: cannot load the model ({first_line[:200]}); the file is damaged or not "
-                "a ferbench export: copy the model folder again or re-run `dvc repro select`"
-            ) from exc
-        if width != (1, len(self.classes)):
-            raise FerbenchError(
-                f"{self.folder}: the model outputs {width[-1]} scores but the card lists "
-                f"{len(self.classes)} classes; the card does not belong to this model"
-            )
-
-    def _load(self, path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
-        if self.card["runtime"] == "onnxruntime":
-            from ferbench.models.export import onnx_logits, onnx_session
-
-            # 0 threads: ONNX Runtime picks the number of cores; no spinning: detection shares the cores
-            session = onnx_session(path, threads or 0, spinning=False)
-            return lambda crops: onnx_logits(session, crops)
-        import torch
-
-        from ferbench.models.backbones import BackboneSpec
-        from ferbench.models.classifier import TTAConfig, load_classifier, with_tta
-        from ferbench.runtimes import torch_runtime
-
-        if threads:
-            torch.set_num_threads(threads)
-        spec = self.card["spec"]
-        size = spec.get("input_size") if isinstance(spec, dict) else None
-        if not isinstance(spec, dict) or not (size is None or (isinstance(size, int) and 8 <= size <= MAX_INPUT_SIZE)):
-            raise FerbenchError(f"{self.folder}: the card's spec is not a backbone of input size 8..{MAX_INPUT_SIZE}")
-        model = load_classifier(BackboneSpec(**spec), path, len(self.classes), folder_only=True)
-        return torch_runtime(with_tta(model, TTAConfig.from_card(self.card.get("tta")))).logits
-
-    def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        """Calibrated softmax probabilities (logits / the card's temperature) of a batch of 48x48 uint8
-        crops, in one model call."""
-        if len(crops) == 0:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        logits = self._logits(crops).astype(np.float64) / self.card["temperature"]
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 @dataclass

@@ -11,67 +11,21 @@ stream: the engine saves the generator state).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any
 
 import torch
 from torch.nn import functional as F
 
-from ferbench.errors import FerbenchError
+from ferbench.schema import Augment
 
 ERASE_AREA = (0.02, 0.25)  # share of the image one erased rectangle covers (as in Zhong et al.'s random erasing)
 ERASE_ASPECT = (0.3, 3.3)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation strengths (all 0: only the horizontal flip of the training section)."""
-
-    shift: float = 0.0  # largest translation, as a fraction of the image side
-    rotate: float = 0.0  # largest rotation, degrees either way
-    scale: float = 0.0  # zoom factor drawn from [1 - scale, 1 + scale]
-    erase: float = 0.0  # probability of erasing one random rectangle with noise
-    mixup: float = 0.0  # mixup Beta(alpha, alpha); 0: off
-    cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0: off
-
-    def __post_init__(self) -> None:
-        limits = {"shift": 0.5, "rotate": 180.0, "scale": 0.9, "erase": 1.0, "mixup": 10.0, "cutmix": 10.0}
-        for name, upper in limits.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= upper:
-                raise FerbenchError(f"params.yaml: 'augment.{name}' is {value!r}; use a number from 0 to {upper:g}")
-
-    @classmethod
-    def from_params(cls, section: Any, where: str) -> AugmentConfig:
-        if section is None:
-            return cls()
-        if isinstance(section, AugmentConfig):
-            return section
-        if not isinstance(section, dict):
-            raise FerbenchError(f"params.yaml: '{where}.augment' must be a mapping of augmentation strengths")
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise FerbenchError(
-                f"params.yaml: unknown key(s) {', '.join(unknown)} in {where}.augment; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        return cls(**section)
-
-    @property
-    def geometric(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale)
-
-    @property
-    def mixing(self) -> bool:
-        return bool(self.mixup or self.cutmix)
 
 
 def _uniform(count: int, low: float, high: float, device: torch.device) -> torch.Tensor:
     return torch.rand(count, device=device) * (high - low) + low
 
 
-def affine_matrices(count: int, flip: bool, config: AugmentConfig, device: torch.device) -> torch.Tensor:
+def affine_matrices(count: int, flip: bool, config: Augment, device: torch.device) -> torch.Tensor:
     """One random 2 x 3 `affine_grid` matrix per image (output -> input coordinates, in [-1, 1])."""
     angle = _uniform(count, -config.rotate, config.rotate, device) * (math.pi / 180)
     zoom = _uniform(count, 1 - config.scale, 1 + config.scale, device)
@@ -122,7 +76,7 @@ def random_hflip(images: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1), images.flip(-1), images)
 
 
-def augment_images(images: torch.Tensor, flip: bool, config: AugmentConfig) -> torch.Tensor:
+def augment_images(images: torch.Tensor, flip: bool, config: Augment) -> torch.Tensor:
     """A uint8 batch (B x H x W), augmented: uint8 when only flipping, else float in 0..255
     (the models' Preprocess takes either)."""
     if not config.geometric and not config.erase:
@@ -143,7 +97,7 @@ def _beta(alpha: float, device: torch.device) -> float:
 
 
 def mix_batch(
-    images: torch.Tensor, labels: torch.Tensor, config: AugmentConfig
+    images: torch.Tensor, labels: torch.Tensor, config: Augment
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Mixup or cutmix (one of them at random when both are on) with a shuffled copy of the batch.
 

@@ -23,17 +23,17 @@ import streamlit as st
 
 from ferbench.data.decode import UndecodableImage, decode_rgb
 from ferbench.errors import FerbenchError
-from ferbench.faces import DETECTORS, FaceDetector, build_detector
-from ferbench.inference import (
-    EmotionModel,
+from ferbench.models.folder import EmotionModel
+from ferbench.provenance import SYNTHETIC_WARNING
+from ferbench.serving.faces import DETECTORS, FaceDetector, build_detector
+from ferbench.serving.inference import (
     EmotionRecognizer,
     FaceResult,
     ModelChoice,
     choose_model_folder,
     draw_results,
 )
-from ferbench.model_folder import SYNTHETIC_WARNING, model_summary, trained_on_synthetic_data
-from ferbench.video import TABLE_FILE, TRACKS_FILE, VIDEO_SUFFIXES, VideoOptions, analyse_video
+from ferbench.serving.video import TABLE_FILE, TRACKS_FILE, VIDEO_SUFFIXES, VideoOptions, analyse_video
 
 MAX_UPLOAD_MB = 10  # photos; videos up to the server's cap (.streamlit/config.toml: server.maxUploadSize)
 MAX_VIDEO_MB = 200
@@ -58,39 +58,46 @@ def load_model(folder: str) -> EmotionModel:
     return EmotionModel(folder)
 
 
+def session_detector(name: str, video: bool, model_file: str | None) -> FaceDetector:
+    """The face detector with these settings, built once per browser session (not on every rerun). Not
+    shared between sessions: OpenCV's detectors are not safe to call from two threads at once."""
+    key = f"detector:{name}:{video}:{model_file}"
+    if key not in st.session_state:
+        st.session_state[key] = build_detector(name, video=video, model_file=model_file)
+    return st.session_state[key]
+
+
 def synthetic_banner(model: EmotionModel) -> None:
     """A warning no one can miss when the model learned from the synthetic demo faces."""
-    if trained_on_synthetic_data(model.card):
+    if model.card.trained_on_synthetic_data:
         st.warning(SYNTHETIC_WARNING)
 
 
 def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str | bool]:
     card = model.card
     st.sidebar.header("Model")
-    st.sidebar.markdown(f"**{card['backbone']}** (`{card['spec']['model']}`), {card['variant']} on {card['runtime']}")
-    metrics, latency, selection = card.get("metrics"), card.get("latency"), card.get("selection")
-    if metrics:
-        synthetic = " (synthetic faces)" if trained_on_synthetic_data(card) else ""
-        st.sidebar.metric("Test accuracy" + synthetic, f"{metrics['test_accuracy']:.1%}")
-        if "test_leakage_free_accuracy" in metrics:
-            st.sidebar.caption(
-                f"{metrics['test_leakage_free_accuracy']:.1%} on the test images that do not also occur "
-                "in the training folder"
-            )
-    if latency:
+    st.sidebar.markdown(f"**{card.backbone}** (`{card.spec.model}`), {card.variant} on {card.runtime}")
+    metrics, latency, selection = card.metrics, card.latency, card.selection
+    if metrics is not None:
+        synthetic = " (synthetic faces)" if card.trained_on_synthetic_data else ""
+        st.sidebar.metric("Test accuracy" + synthetic, f"{metrics.test_accuracy:.1%}")
+        st.sidebar.caption(
+            f"{metrics.test_leakage_free_accuracy:.1%} on the test images that do not also occur in the training folder"
+        )
+    if latency is not None:
         st.sidebar.metric(
             "CPU latency (p50, batch 1)",
-            f"{latency['p50_ms']:.2f} ms" if latency["p50_ms"] < 10 else f"{latency['p50_ms']:.1f} ms",
+            f"{latency.p50_ms:.2f} ms" if latency.p50_ms < 10 else f"{latency.p50_ms:.1f} ms",
         )
-    views = card.get("tta", {}).get("views", 1)
+    views = card.tta.views
     st.sidebar.caption(
         (f"Test-time augmentation: {views} views per face. " if views > 1 else "No test-time augmentation. ")
-        + f"Probabilities calibrated with temperature {card['temperature']:.2f}."
+        + f"Probabilities calibrated with temperature {card.temperature:.2f}."
     )
-    if selection:
-        st.sidebar.markdown(f"Criterion: `{selection['criterion']['name']}`")
+    if selection is not None:
+        st.sidebar.markdown(f"Criterion: `{selection.criterion.get('name', 'not recorded')}`")
         with st.sidebar.expander("Why this model"):
-            st.write(selection["reason"])
+            st.write(selection.reason)
     st.sidebar.caption(f"Classes: {', '.join(model.classes)}. Folder: {model.folder}")
     st.sidebar.header("Settings")
     return {
@@ -257,7 +264,7 @@ def main() -> None:
         st.error(f"{exc}")
         st.info("Pass a model folder with `make app MODEL=DIR` (or `-- --model DIR`), or run `dvc repro` first.")
         return
-    st.caption(f"Model: {model_summary(model.card)}. Folder {choice.folder} ({choice.origin}).")
+    st.caption(f"Model: {model.card.summary()}. Folder {choice.folder} ({choice.origin}).")
     synthetic_banner(model)
     settings = sidebar(model, args.detector)
     mode = st.radio(
@@ -265,7 +272,7 @@ def main() -> None:
     )
     model_file = str(args.detector_model) if args.detector_model else None
     try:
-        detector = build_detector(str(settings["detector"]), video=mode in (MODES[0], MODES[3]), model_file=model_file)
+        detector = session_detector(str(settings["detector"]), mode in (MODES[0], MODES[3]), model_file)
     except FerbenchError as exc:
         st.error(f"{exc}")
         st.info("Choose the haar detector in the sidebar, or start the app with `-- --detector-model FILE`.")

@@ -11,6 +11,7 @@ is the work the TTA graph does apart from its negligible flips and shifts.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,20 +23,17 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ferbench import params as P
 from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
 from ferbench.models.export import (
-    CALIBRATION_METHODS,
     export_int8_static,
     export_onnx,
     quantize_int8,
 )
+from ferbench.models.runtimes import Runtime, onnx_runtime, torch_runtime
+from ferbench.models.variants import REFERENCE, VARIANTS
 from ferbench.provenance import machine_description
-from ferbench.runtimes import Runtime, onnx_runtime, torch_runtime
-
-VARIANTS = ("torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static")
-ONNX_FILES = {"onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx", "onnx_int8_static": "model.int8-static.onnx"}
+from ferbench.schema import Latency, Params
 
 
 @dataclass(frozen=True)
@@ -43,21 +41,12 @@ class Calibration:
     """What static int8 quantization measures activation ranges on: train images and the method."""
 
     images: np.ndarray
-    method: str = "percentile"
-
-    def __post_init__(self) -> None:
-        if self.method not in CALIBRATION_METHODS:
-            raise FerbenchError(
-                f"params.yaml: latency.calibration_method is {self.method!r}; use one of "
-                f"{', '.join(CALIBRATION_METHODS)}"
-            )
+    method: str
 
 
 def calibration_sample(train: Split, count: int, seed: int) -> np.ndarray:
     """`count` train images drawn at random with `seed` (all of them when train has fewer). Only the train
     split: val decides which variant is faithful and test reports accuracy, so neither may shape the model."""
-    if count < 1:
-        raise FerbenchError(f"params.yaml: latency.calibration_images is {count}; use at least 1 (e.g. 256)")
     if len(train.images) == 0:
         raise FerbenchError("latency: the train split is empty; static int8 calibration needs train images")
     chosen = np.random.default_rng(seed).permutation(len(train.images))[:count]
@@ -66,8 +55,6 @@ def calibration_sample(train: Split, count: int, seed: int) -> np.ndarray:
 
 def timing(call: Callable[[], object], warmup: int, runs: int) -> dict[str, float]:
     """Milliseconds per call (p50/p90/p99/mean) and calls per second, after `warmup` untimed calls."""
-    if runs < 1:
-        raise FerbenchError("params.yaml: latency.runs must be at least 1")
     for _ in range(warmup):
         call()
     samples = np.empty(runs)
@@ -100,11 +87,10 @@ def count_flops(model: nn.Module, image_size: int = 48) -> int:
     return int(counter.get_total_flops())
 
 
-def calibration_from_params(params: dict[str, Any], train: Split) -> Calibration:
+def calibration_from_params(params: Params, train: Split) -> Calibration:
     """The static int8 calibration set: `latency.calibration_images` train images drawn with `seed`."""
     return Calibration(
-        calibration_sample(train, P.get(params, "latency.calibration_images", int), P.get(params, "seed", int)),
-        P.get(params, "latency.calibration_method", str),
+        calibration_sample(train, params.latency.calibration_images, params.seed), params.latency.calibration_method
     )
 
 
@@ -113,16 +99,16 @@ def build_runtimes(
 ) -> dict[str, Runtime]:
     """Export the ONNX files into `folder` and return the runtimes: every variant, static int8 only
     when `calibration` is given."""
-    fp32 = export_onnx(model, folder / ONNX_FILES["onnx_fp32"])
-    int8 = quantize_int8(fp32, folder / ONNX_FILES["onnx_int8"])
+    fp32 = export_onnx(model, folder / VARIANTS["onnx_fp32"].file)
+    int8 = quantize_int8(fp32, folder / VARIANTS["onnx_int8"].file)
     runtimes = {
-        "torch_fp32": torch_runtime(model),
+        REFERENCE: torch_runtime(model),
         "onnx_fp32": onnx_runtime("onnx_fp32", fp32, threads),
         "onnx_int8": onnx_runtime("onnx_int8", int8, threads),
     }
     if calibration is not None:
         static = export_int8_static(
-            model, folder / ONNX_FILES["onnx_int8_static"], calibration.images, calibration.method
+            model, folder / VARIANTS["onnx_int8_static"].file, calibration.images, calibration.method
         )
         runtimes["onnx_int8_static"] = onnx_runtime("onnx_int8_static", static, threads)
     return runtimes
@@ -150,11 +136,11 @@ def measure_variants(
     agreement with torch_fp32."""
     if len(images) == 0:
         raise FerbenchError("latency: the val split is empty; nothing to measure agreement on")
-    reference = batched_predictions(runtimes["torch_fp32"], images)
+    reference = batched_predictions(runtimes[REFERENCE], images)
     single = images[:1]
     results = {}
     for name, runtime in runtimes.items():
-        predictions = reference if name == "torch_fp32" else batched_predictions(runtime, images)
+        predictions = reference if name == REFERENCE else batched_predictions(runtime, images)
         results[name] = {
             **timing(lambda runtime=runtime: runtime.logits(single), warmup, runs),
             "agreement": agreement(reference, predictions),
@@ -171,50 +157,34 @@ def measure_variants(
 
 
 def fastest_faithful(variants: Mapping[str, Mapping[str, float]], min_agreement: float) -> str:
-    """The variant with the lowest p50 among those agreeing with fp32 on >= min_agreement of val."""
+    """The variant with the lowest p50 among those agreeing with fp32 on >= min_agreement of val (the
+    reference agrees with itself, so there always is one)."""
     faithful = [name for name, result in variants.items() if result["agreement"] >= min_agreement]
-    if not faithful:  # torch_fp32 agrees with itself, so this only happens with min_agreement > 1
-        raise FerbenchError(f"params.yaml: latency.min_agreement {min_agreement} is above 1; use a share <= 1")
     return min(faithful, key=lambda name: (variants[name]["p50_ms"], name))
 
 
-def set_threads(threads: int) -> None:
-    if threads < 1:
-        raise FerbenchError("params.yaml: latency.threads must be at least 1")
-    torch.set_num_threads(threads)
-
-
 def latency_report(
-    model: nn.Module,
-    folder: Path,
-    images: np.ndarray,
-    labels: np.ndarray,
-    threads: int,
-    warmup: int,
-    runs: int,
-    min_agreement: float,
-    tta_views: int = 1,
-    calibration: Calibration | None = None,
+    model: nn.Module, val: Split, settings: Latency, tta_views: int, calibration: Calibration
 ) -> dict[str, Any]:
-    """Everything latency@<backbone> records: per-variant timing and faithfulness, FLOPs, the pick."""
-    set_threads(threads)
-    runtimes = build_runtimes(model, folder, threads, calibration)
-    variants = measure_variants(runtimes, images, labels, warmup, runs, tta_views)
+    """Everything latency@<backbone> records: per-variant timing (`settings`: threads, warm-up, runs) and
+    faithfulness on `val`, FLOPs, and the fastest faithful variant."""
+    torch.set_num_threads(settings.threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        runtimes = build_runtimes(model, Path(scratch), settings.threads, calibration)
+        variants = measure_variants(runtimes, val.images, val.labels, settings.warmup, settings.runs, tta_views)
     return {
         "machine": machine_description(),
-        "threads": threads,
+        "threads": settings.threads,
         "batch_size": 1,
-        "runs": runs,
+        "runs": settings.runs,
         "gflops": count_flops(model) / 1e9,
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "variants": variants,
-        "calibration": None
-        if calibration is None
-        else {"images": len(calibration.images), "split": "train", "method": calibration.method},
-        "min_agreement": min_agreement,
-        "fastest_faithful": fastest_faithful(variants, min_agreement),
+        "calibration": {"images": len(calibration.images), "split": "train", "method": calibration.method},
+        "min_agreement": settings.min_agreement,
+        "fastest_faithful": fastest_faithful(variants, settings.min_agreement),
         "speedup_vs_torch_fp32": {
-            name: variants["torch_fp32"]["p50_ms"] / result["p50_ms"] for name, result in variants.items()
+            name: variants[REFERENCE]["p50_ms"] / result["p50_ms"] for name, result in variants.items()
         },
     }
 

@@ -5,43 +5,39 @@ The training checkpoint stays behind (it is for re-exporting, not serving, and s
 size of an int8 model); the card drops it from its files and keeps the SHA-256 of what remains,
 which `EmotionModel` checks at every load.
 
-    python -m ferbench.release runs/real-cpu/models/selected models/released
+    ferbench-release runs/real-cpu/models/selected models/released
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from ferbench.errors import FerbenchError
-from ferbench.inference import EmotionModel
-from ferbench.model_folder import CARD_FILE, card_markdown, checksums, read_card, verified_file
-
-MARKDOWN_FILE = "MODEL_CARD.md"
+from ferbench.models.card import CARD_FILE, CardFiles, ModelCard
+from ferbench.models.folder import EmotionModel, checksums, read_card, verified_file, write_card
 
 
-def release_model(source: Path, destination: Path) -> dict:
+def release_model(source: Path, destination: Path) -> ModelCard:
     """Copy `source`'s serving files to `destination` (replacing a folder this command released before,
     never another one) and return the released card."""
     card = read_card(source)
-    if card.get("provenance", {}).get("data", {}).get("source") == "synthetic":
+    if card.trained_on_synthetic_data:
         raise FerbenchError(f"{source}: trained on synthetic faces (make demo); release a model trained on FER-2013")
     model_file = verified_file(source, card, "model")
     if destination.exists() and not (destination / CARD_FILE).is_file():
         raise FerbenchError(f"{destination}: exists and is not a model folder; choose an empty or new folder")
-    card["files"] = {"model": card["files"]["model"]}
-    card["sha256"] = checksums(source, card["files"])
+    files = CardFiles(model=card.files.model)  # serving needs no checkpoint: it stays behind
+    card = card.model_copy(update={"files": files, "sha256": checksums(source, {"model": files.model})})
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
         staged = Path(scratch) / "model"
         staged.mkdir()
         shutil.copyfile(model_file, staged / model_file.name)
-        (staged / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-        (staged / MARKDOWN_FILE).write_text(card_markdown(card))
+        write_card(staged, card)
         EmotionModel(staged)  # the copy loads and its outputs match its classes
         shutil.rmtree(destination, ignore_errors=True)
         staged.rename(destination)
@@ -50,7 +46,9 @@ def release_model(source: Path, destination: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ferbench.release", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="ferbench-release",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("source", type=Path, help="a model folder written by the pipeline (models/selected)")
     parser.add_argument("destination", type=Path, help="the release folder, e.g. models/released")
@@ -61,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"release: error: {exc}", file=sys.stderr)
         return 2
     size = sum(path.stat().st_size for path in args.destination.iterdir())
-    print(f"release: {args.destination} ({card['backbone']}, {card['variant']}, {size / 1e6:.1f} MB)")
+    print(f"release: {args.destination} ({card.backbone}, {card.variant}, {size / 1e6:.1f} MB)")
     return 0
 
 

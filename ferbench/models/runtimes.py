@@ -1,6 +1,6 @@
 """Running a classifier on a batch of 48x48 uint8 faces: PyTorch eager, or an ONNX Runtime session.
 
-Shared by serving (`ferbench.inference`) and the latency and deploy code, so serving needs no
+Shared by serving (`ferbench.serving.inference`) and the latency and deploy code, so serving needs no
 pipeline module to run a model.
 """
 

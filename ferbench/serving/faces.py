@@ -252,10 +252,10 @@ class YuNetFaceDetector:
                 w, h = w / scale, h / scale
                 box = (round(centre[0] - w / 2), round(centre[1] - h / 2), round(w), round(h))
                 candidates.append(Face(box, _apply(back, row[4:14].reshape(5, 2)), float(row[14])))
-        kept: list[Face] = []
-        for face in sorted(candidates, key=lambda face: -face.score):
-            if all(box_iou(face.box, other.box) < 0.3 for other in kept):
-                kept.append(face)
+        # The same face found in several rotated views: OpenCV's non-maximum suppression keeps the most
+        # confident box of each group overlapping by more than 0.3 IoU, in order of confidence.
+        keep = cv2.dnn.NMSBoxes([list(face.box) for face in candidates], [face.score for face in candidates], 0.0, 0.3)
+        kept = [candidates[int(index)] for index in np.asarray(keep).reshape(-1)]
         if self._eye_line is None or not kept:
             return kept
         gray = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -387,6 +387,9 @@ def yunet_model_file(path: Path | str | None = None, *, url: str | None = None, 
 
 
 def _download(url: str, destination: Path) -> None:
+    """Ours rather than torch.hub's `download_url_to_file` (same progress bar and hash check): that one opens
+    the URL without a timeout, so a server that accepts and never answers would hang the app for ever, and it
+    would make an ONNX-only app import torch for one 230 KB file."""
     from tqdm import tqdm
 
     try:

@@ -3,7 +3,7 @@
 `dvc.yaml` runs the training stages through this launcher with the process counts from
 params.yaml, so the launch stays visible there and `dvc repro` stays the one command:
 
-    python -m ferbench.launch --nproc-per-node 2 --nnodes 1 --rdzv-endpoint localhost:29400 --timeout 600 \
+    python -m ferbench.training.launch --nproc-per-node 2 --nnodes 1 --rdzv-endpoint localhost:29400 --timeout 600 \
         stages.finetune resnet18
 
 One process in all (the default) runs the stage module right here, exactly as
@@ -35,7 +35,7 @@ LAUNCHER_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m ferbench.launch",
+        prog="python -m ferbench.training.launch",
         description=__doc__.split("\n\n")[0],
         epilog="The stage module's own arguments follow its name.",
     )
@@ -63,7 +63,7 @@ def join_command(args: argparse.Namespace) -> str:
         [
             "python",
             "-m",
-            "ferbench.launch",
+            "ferbench.training.launch",
             "--nproc-per-node",
             str(args.nproc_per_node),
             "--nnodes",

@@ -21,11 +21,11 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from ferbench.errors import FerbenchError
+from ferbench.paths import PROJECT_ROOT
 from ferbench.provenance import SOURCE_REVISION_FILE, code_revision
 from ferbench.schema import validate_params
 from ferbench.yaml_files import parse_yaml, read_yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES: tuple[str, ...] = ("ferbench", "stages", "vega", "dvc.yaml", "params.yaml", ".dvcignore")
 WORKSPACE_MARKER = ".ferbench-workspace"  # written into every copy: only such a folder is ever updated
 LOCAL_OVERRIDES = PROJECT_ROOT / "params-local.yaml"  # git-ignored: this machine's data and weight files
@@ -140,7 +140,7 @@ def is_workspace(folder: Path) -> bool:
     return all(
         check(folder / name)
         for check, name in (
-            (Path.is_file, "ferbench/workspace.py"),
+            (Path.is_file, "ferbench/workflow/workspace.py"),
             (Path.is_file, "dvc.yaml"),
             (Path.is_dir, ".dvc"),
             (Path.is_dir, ".git"),
@@ -164,7 +164,7 @@ def check_destination(destination: Path, source_root: Path = PROJECT_ROOT, updat
         raise FerbenchError(f"{destination}: is a file, not a folder; {fix}")
     if target.is_dir() and any(target.iterdir()) and not is_workspace(target):
         raise FerbenchError(
-            f"{destination}: exists, is not empty and was not made by `python -m ferbench.workspace` "
+            f"{destination}: exists, is not empty and was not made by `ferbench-workspace` "
             f"(no {WORKSPACE_MARKER}); nothing was changed: {fix}"
         )
     if target.is_dir() and any(target.iterdir()) and not update:
@@ -187,9 +187,7 @@ def create_workspace(
     check_destination(destination, source_root, update)
     params = merged_params(source_root, overrides)  # fails on a bad override before anything is copied
     destination.mkdir(parents=True, exist_ok=True)
-    (destination / WORKSPACE_MARKER).write_text(
-        "made by python -m ferbench.workspace, which updates only such folders\n"
-    )
+    (destination / WORKSPACE_MARKER).write_text("made by ferbench-workspace, which updates only such folders\n")
     for name in PROJECT_FILES:
         source = source_root / name
         target = destination / name
@@ -293,7 +291,7 @@ def _merge_assignment(base: dict[str, Any], assignment: Mapping[str, Any]) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ferbench.workspace",
+        prog="ferbench-workspace",
         description=(
             "Create or update a copy of the project whose params.yaml is this project's with overrides merged "
             "in, then run `dvc repro` there. `make demo` runs it with params-demo.yaml into demo/; `make real` "

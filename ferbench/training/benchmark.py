@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,54 +22,49 @@ import pandas as pd
 import torch
 from dvclive import Live
 
-from ferbench.augment import AugmentConfig
-from ferbench.calibration import calibration_report
-from ferbench.distributed import SINGLE
-from ferbench.embeddings import load_device_splits, load_embeddings
-from ferbench.engine import (
+from ferbench.errors import FerbenchError
+from ferbench.evaluation.calibration import calibration_report
+from ferbench.evaluation.metrics import classification_metrics, write_json
+from ferbench.evaluation.plots import save_confusion_matrix
+from ferbench.models.backbones import build_backbone
+from ferbench.models.checkpoint import load_checkpoint, unwrap
+from ferbench.models.classifier import ImageClassifier, Standardize, build_head, set_trainable, with_tta
+from ferbench.models.specs import BackboneSpec, TTAConfig
+from ferbench.paths import RunOutputs
+from ferbench.provenance import code_revision
+from ferbench.schema import CandidateTraining, FeatureExtract, Recipe
+from ferbench.training.embeddings import load_device_splits, load_embeddings
+from ferbench.training.engine import (
     Batches,
-    FitResult,
+    Checkpointing,
+    Parallel,
     ResumeFile,
-    TrainConfig,
+    TrainingData,
     estimate_seconds,
     fit,
     mixed_precision,
     predict_logits,
     warn_if_slow,
 )
-from ferbench.errors import FerbenchError
-from ferbench.metrics import classification_metrics, write_json
-from ferbench.models.backbones import BackboneSpec, build_backbone
-from ferbench.models.checkpoint import load_checkpoint, unwrap
-from ferbench.models.classifier import (
-    ImageClassifier,
-    Standardize,
-    TTAConfig,
-    build_head,
-    parse_trainable,
-    set_trainable,
-    with_tta,
-)
-from ferbench.paths import DETAILS_DIR, LIVE_DIR, RESUME_DIR
-from ferbench.plots import save_confusion_matrix
-from ferbench.provenance import code_revision
-from ferbench.run_settings import HEAD_KEYS, TRAIN_KEYS, RunSettings, scaled_config, stage_settings
+from ferbench.training.settings import RunSettings, scaled_recipe
 
 
-class RunOutputs:
-    """Where one benchmarked model writes: checkpoint, metrics, details, plots and DVCLive curves."""
+@dataclass(frozen=True)
+class Run:
+    """One benchmarked model: its stage, its backbone's name and what its checkpoint and details record
+    about it beyond the recipe (backbone, sizes, trainable part)."""
 
-    def __init__(self, stage: str, name: str) -> None:
-        self.checkpoint = Path("models") / stage / f"{name}.pt"
-        self.metrics = Path("metrics") / stage / f"{name}.json"
-        self.details = DETAILS_DIR / stage / f"{name}.json"
-        self.plots = Path("plots") / stage / name
-        self.live = LIVE_DIR / stage / name
-        self.resume = RESUME_DIR / stage / f"{name}.pt"  # full state after each epoch (train only; not an output)
+    stage: str
+    name: str
+    record: Mapping[str, Any]
 
-    def clear(self) -> None:
-        shutil.rmtree(self.live, ignore_errors=True)
-        shutil.rmtree(self.plots, ignore_errors=True)
+    @property
+    def outputs(self) -> RunOutputs:
+        return RunOutputs(self.stage, self.name)
+
+    @property
+    def description(self) -> str:
+        return f"{self.stage}@{self.name}"
 
 
 def _epoch_logger(live: Live):
@@ -135,56 +129,52 @@ def evaluate_model(
 def train_and_report(
     model: torch.nn.Module,
     splits: Mapping[str, Batches],
-    config: TrainConfig,
-    outputs: RunOutputs,
-    classes: Sequence[str],
-    description: str,
-    extra: Mapping[str, Any],
-    leakage_free: np.ndarray,
+    recipe: Recipe,
+    run: Run,
+    settings: RunSettings,
     resume: ResumeFile | None = None,
     tta: TTAConfig | None = None,
-    settings: RunSettings | None = None,
 ) -> dict[str, Any]:
-    """Fit with DVCLive curves, reload the best-on-val checkpoint, evaluate it on every split, write.
+    """Fit with DVCLive curves, reload the best-on-val checkpoint, evaluate it on every split (with `tta`'s
+    views too), write the run's outputs.
 
     Under data parallelism (`settings.group`), every rank trains; rank 0 alone logs, evaluates and
     writes, and the other ranks return an empty record once training is done."""
-    group = settings.group if settings is not None else SINGLE
+    group, outputs, classes = settings.group, run.outputs, settings.classes
     if group.is_main:
         outputs.clear()
     device = splits["train"].labels.device
     if group.is_main:
-        warn_if_slow(estimate_seconds(model, splits["train"], config), device, description)
+        warn_if_slow(estimate_seconds(model, splits["train"], recipe), device, run.description)
+    sync_batchnorm = settings.distributed is not None and settings.distributed.sync_batchnorm
+    checkpointing = Checkpointing(
+        outputs.checkpoint,
+        {**run.record, "training": recipe.model_dump(), "code_revision": code_revision()},
+        resume,
+    )
     live_log = Live(dir=str(outputs.live), save_dvc_exp=False, dvcyaml=None) if group.is_main else nullcontext()
     with live_log as live:
-        result: FitResult = fit(
+        result = fit(
             model,
-            splits["train"],
-            splits["val"],
-            config,
-            len(classes),
-            outputs.checkpoint,
+            TrainingData(splits["train"], splits["val"], len(classes)),
+            recipe,
+            checkpointing,
+            Parallel(group, settings.seed, sync_batchnorm),
             log_epoch=_epoch_logger(live) if group.is_main else None,
-            description=description,
-            checkpoint_metadata={**extra, "training": asdict(config), "code_revision": code_revision()},
-            resume=resume,
-            group=group,
-            seed=settings.seed if settings is not None else 0,
-            sync_batchnorm=settings is not None
-            and settings.distributed is not None
-            and settings.distributed.sync_batchnorm,
+            description=run.description,
         )
     if not group.is_main:
         return {}
     if not result.identical_across_ranks:
         raise FerbenchError(
-            f"{description}: the {group.world_size} processes ended with different weights; data-parallel "
+            f"{run.description}: the {group.world_size} processes ended with different weights; data-parallel "
             "training went wrong (report it with the params); nothing was written"
         )
     state, _ = load_checkpoint(outputs.checkpoint)
     unwrap(model).load_state_dict(state)
     start = time.perf_counter()
-    report, predictions = evaluate_model(model, splits, classes, config.eval_batch_size, leakage_free, tta)
+    leakage_free = settings.leakage_free(len(splits["test"]))
+    report, predictions = evaluate_model(model, splits, classes, recipe.eval_batch_size, leakage_free, tta)
     eval_seconds = time.perf_counter() - start
     test_labels = splits["test"].labels.cpu().numpy()
     outputs.plots.mkdir(parents=True, exist_ok=True)
@@ -195,7 +185,7 @@ def train_and_report(
         np.array(report["test"]["confusion_matrix"]),
         classes,
         outputs.plots / "confusion.png",
-        title=f"{description}: test accuracy {report['test']['accuracy']:.3f}",
+        title=f"{run.description}: test accuracy {report['test']['accuracy']:.3f}",
     )
     details = {
         "train": {key: report["train"][key] for key in ("accuracy", "macro_f1", "loss")},
@@ -206,16 +196,16 @@ def train_and_report(
         **{key: report[key] for key in ("test_leakage_free", "tta", "calibration") if key in report},
         "overfitting": overfitting_gaps(result.history, result.best_epoch, report),
         "best_epoch": result.best_epoch,
-        "epochs": config.epochs,
+        "epochs": recipe.epochs,
         "train_seconds": round(result.seconds, 2),
         "eval_seconds": round(eval_seconds, 2),
         "train_images_per_second": round(result.train_images_per_second, 1),
         "device": str(device),
         "processes": group.world_size,
         "identical_weights_across_processes": result.identical_across_ranks,
-        "global_batch_size": config.batch_size,
-        "mixed_precision": "bf16" if mixed_precision(config.precision, device) else "fp32",
-        **extra,
+        "global_batch_size": recipe.batch_size,
+        "mixed_precision": "bf16" if mixed_precision(recipe.precision, device) else "fp32",
+        **run.record,
     }
     write_json(outputs.details, details)
     write_json(outputs.metrics, headline_metrics(details))
@@ -260,69 +250,33 @@ def overfitting_gaps(
     }
 
 
-def run_feature_extract(
-    name: str,
-    features_path: Path,
-    section: Mapping[str, Any],
-    overrides: Mapping[str, Any] | None,
-    settings: RunSettings,
-) -> dict[str, Any]:
-    """Train a head on cached features of a frozen backbone."""
+def run_feature_extract(name: str, features_path: Path, training: FeatureExtract, settings: RunSettings) -> dict:
+    """Train a head on cached features of a frozen backbone (`training`: the merged feature_extract section)."""
     torch.manual_seed(settings.seed)
-    where = f"feature_extract / backbones.{name}.feature_extract"
-    config, extras = stage_settings(section, overrides, where, HEAD_KEYS)
-    if config.augment != AugmentConfig():
-        raise FerbenchError(
-            f"params.yaml: {where}: augment needs images, but the head trains on cached "
-            "features; only flip applies (remove augment there)"
-        )
-    head_settings = {
-        "hidden": [int(width) for width in extras.get("hidden", [])],
-        "dropout": float(extras.get("dropout", 0.0)),
-    }
     splits, metadata = load_embeddings(features_path, settings.device)
-    if config.flip and splits["train"].inputs.shape[0] < 2:
+    if training.flip and splits["train"].inputs.shape[0] < 2:
         raise FerbenchError(f"{features_path}: no mirrored features; rerun `dvc repro embed@{name}`")
     train_features = splits["train"].inputs.flatten(0, 1)
     head = torch.nn.Sequential(
         Standardize(train_features.mean(0), train_features.std(0)),
-        build_head(metadata["feature_dim"], len(settings.classes), **head_settings),
+        build_head(metadata["feature_dim"], len(settings.classes), training.hidden, training.dropout),
     )
+    record = {"backbone": name, "feature_dim": metadata["feature_dim"], "head_hidden": list(training.hidden)}
     return train_and_report(
-        head.to(settings.device),
-        splits,
-        config,
-        RunOutputs("feature_extract", name),
-        settings.classes,
-        f"feature_extract@{name}",
-        {"backbone": name, "feature_dim": metadata["feature_dim"], "head_hidden": head_settings["hidden"]},
-        leakage_free=settings.leakage_free(len(splits["test"])),
+        head.to(settings.device), splits, training.recipe, Run("feature_extract", name, record), settings
     )
 
 
-def run_finetune(
-    spec: BackboneSpec, section: Mapping[str, Any], overrides: Mapping[str, Any] | None, settings: RunSettings
-) -> dict[str, Any]:
+def run_finetune(spec: BackboneSpec, recipe: Recipe, settings: RunSettings) -> dict[str, Any]:
     """Train the whole network (backbone and a linear head) end to end."""
     torch.manual_seed(settings.seed)
-    config, _ = stage_settings(section, overrides, f"finetune / backbones.{spec.name}.finetune")
-    config = scaled_config(config, settings.distributed, settings.group.world_size)
+    recipe = scaled_recipe(recipe, settings.distributed, settings.group.world_size)
     backbone = build_backbone(spec)
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(settings.classes))).to(settings.device)
     runnable = torch.compile(model) if settings.compile_model else model
     splits = load_device_splits(settings.prepared_dir, settings.device)
-    return train_and_report(
-        runnable,
-        splits,
-        config,
-        RunOutputs("finetune", spec.name),
-        settings.classes,
-        f"finetune@{spec.name}",
-        {"backbone": spec.name, "input_size": backbone.input_size, "feature_dim": backbone.feature_dim},
-        leakage_free=settings.leakage_free(len(splits["test"])),
-        tta=settings.tta,
-        settings=settings,
-    )
+    record = {"backbone": spec.name, "input_size": backbone.input_size, "feature_dim": backbone.feature_dim}
+    return train_and_report(runnable, splits, recipe, Run("finetune", spec.name, record), settings, tta=settings.tta)
 
 
 def data_digest(splits: Mapping[str, Batches]) -> str:
@@ -334,55 +288,41 @@ def data_digest(splits: Mapping[str, Batches]) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_train(
-    spec: BackboneSpec, section: Mapping[str, Any], overrides: Mapping[str, Any] | None, settings: RunSettings
-) -> dict[str, Any]:
+def run_train(spec: BackboneSpec, training: CandidateTraining, settings: RunSettings) -> dict[str, Any]:
     """Final training of a shortlisted candidate: longer, with the chosen part trainable, resumable."""
     torch.manual_seed(settings.seed)
-    config, extras = stage_settings(section, overrides, f"train / train.candidates.{spec.name}", TRAIN_KEYS)
-    config = scaled_config(config, settings.distributed, settings.group.world_size)
-    try:
-        trainable = parse_trainable(extras.get("trainable", "all"))
-    except ValueError as exc:
-        raise FerbenchError(f"params.yaml: train.candidates.{spec.name}: {exc}") from exc
+    recipe = scaled_recipe(training.recipe, settings.distributed, settings.group.world_size)
     backbone = build_backbone(spec)
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(settings.classes)))
-    trainable_parameters = set_trainable(model, trainable)
+    trainable_parameters = set_trainable(model, training.trainable)
     model = model.to(settings.device)
     runnable = torch.compile(model) if settings.compile_model else model
     splits = load_device_splits(settings.prepared_dir, settings.device)
-    outputs = RunOutputs("train", spec.name)
+    run = Run(
+        "train",
+        spec.name,
+        {
+            "backbone": spec.name,
+            "input_size": backbone.input_size,
+            "feature_dim": backbone.feature_dim,
+            "trainable": training.trainable,
+            "trainable_parameters": trainable_parameters,
+        },
+    )
     fingerprint = hashlib.sha256(
         json.dumps(
             {
-                "config": asdict(config),
-                "spec": asdict(spec),
-                "trainable": trainable,
+                "config": recipe.model_dump(),
+                "spec": spec.model_dump(),
+                "trainable": training.trainable,
                 "classes": list(settings.classes),
                 "seed": settings.seed,
-                "bf16": mixed_precision(config.precision, settings.device),
+                "bf16": mixed_precision(recipe.precision, settings.device),
                 "data": data_digest(splits),
                 "processes": settings.group.world_size,
             },
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
-    return train_and_report(
-        runnable,
-        splits,
-        config,
-        outputs,
-        settings.classes,
-        f"train@{spec.name}",
-        {
-            "backbone": spec.name,
-            "input_size": backbone.input_size,
-            "feature_dim": backbone.feature_dim,
-            "trainable": trainable,
-            "trainable_parameters": trainable_parameters,
-        },
-        leakage_free=settings.leakage_free(len(splits["test"])),
-        resume=ResumeFile(outputs.resume, fingerprint),
-        tta=settings.tta,
-        settings=settings,
-    )
+    resume = ResumeFile(run.outputs.resume, fingerprint)
+    return train_and_report(runnable, splits, recipe, run, settings, resume=resume, tta=settings.tta)

@@ -4,7 +4,7 @@ timeline per track and, on request, an annotated copy.
 Frames are read as a stream (OpenCV's FFmpeg reader), so memory does not grow with the video's
 length: the table is written row by row, and a track keeps only its running sums and its
 timeline (8 numbers a frame). Faces are detected every `detect_every` analysed frames and moved
-on by their tracks in between (`ferbench.tracking`); probabilities are smoothed per track.
+on by their tracks in between (`ferbench.serving.tracking`); probabilities are smoothed per track.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import IO, Any
 import numpy as np
 
 from ferbench.errors import FerbenchError
-from ferbench.inference import EmotionRecognizer, FaceResult, draw_results
+from ferbench.files import regular_file
+from ferbench.serving.inference import EmotionRecognizer, FaceResult, draw_results
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
 MAX_FRAME_PIXELS = 2_100_000  # 1920x1080; a 4K frame costs four times the detection for little gain
@@ -93,12 +94,7 @@ class VideoReader:
     def __init__(self, path: Path, max_frame_pixels: int = MAX_FRAME_PIXELS) -> None:
         import cv2
 
-        try:
-            info = os.stat(path)
-        except OSError as exc:
-            raise FerbenchError(f"{path}: {exc.strerror or exc}") from exc
-        if not stat.S_ISREG(info.st_mode):
-            raise FerbenchError(f"{path}: not a regular file (a folder, FIFO, device or socket)")
+        info = regular_file(path, "video")
         if info.st_size == 0:
             raise FerbenchError(f"{path}: empty file")
         self.path = path

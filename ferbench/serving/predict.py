@@ -30,16 +30,16 @@ from typing import Any
 
 from ferbench.data.decode import UndecodableImage, decode_rgb
 from ferbench.errors import FerbenchError
-from ferbench.faces import DETECTORS, WholeImage, build_detector
-from ferbench.inference import (
+from ferbench.files import NOT_REGULAR
+from ferbench.models.folder import EmotionModel
+from ferbench.serving.faces import DETECTORS, WholeImage, build_detector
+from ferbench.serving.inference import (
     MODEL_ORDER,
-    EmotionModel,
     EmotionRecognizer,
     FaceResult,
     choose_model_folder,
 )
-from ferbench.model_folder import model_summary
-from ferbench.video import MAX_FRAME_PIXELS, VideoOptions, analyse_video, is_video
+from ferbench.serving.video import MAX_FRAME_PIXELS, VideoOptions, analyse_video, is_video
 
 
 def image_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -58,7 +58,7 @@ def read_image_bytes(path: Path, max_mb: float = MAX_IMAGE_MB) -> bytes:
     """A photo's bytes: only a regular file (a FIFO would wait forever, /dev/zero never ends) of bounded size."""
     info = os.stat(path)
     if not stat.S_ISREG(info.st_mode):
-        raise UndecodableImage("not a regular file (a folder, FIFO, device or socket)")
+        raise UndecodableImage(NOT_REGULAR)
     if info.st_size > max_mb * 1024 * 1024:
         raise UndecodableImage(f"too large ({info.st_size / 2**20:,.0f} MB; the limit is {max_mb:g} MB)")
     with open(path, "rb") as handle:
@@ -164,7 +164,9 @@ def write_csv(path: Path, rows: list[tuple[dict[str, Any], list[FaceResult]]], c
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ferbench.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="ferbench-predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "paths", nargs="+", type=Path, metavar="PATH", help="image files or folders (searched recursively)"
@@ -245,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         detector = WholeImage() if args.whole_image else build_detector(args.detector, model_file=args.detector_model)
         recognizer = EmotionRecognizer(model, detector, align=args.align, margin=args.margin, smoothing=0.0)
         print(
-            f"predict: model {model.folder} ({choice.origin}): {model_summary(model.card)}; faces: "
+            f"predict: model {model.folder} ({choice.origin}): {model.card.summary()}; faces: "
             f"{detector.name}{', aligned' if args.align and detector.can_align else ''}",
             file=sys.stderr,
         )

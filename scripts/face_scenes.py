@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ferbench.faces import Face
+from ferbench.serving.faces import Face
 
 FRAME_SIZE = (640, 480)  # width, height
 
@@ -183,7 +183,7 @@ def write_moving_faces_video(
     covered by a face drawn over it."""
     import cv2
 
-    from ferbench.faces import box_iou
+    from ferbench.serving.faces import box_iou
 
     background = _background(np.random.default_rng(seed))
     height, width = background.shape[:2]

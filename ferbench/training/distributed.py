@@ -1,9 +1,9 @@
 """Data-parallel training across processes and machines with torch.distributed.
 
-`ferbench.launch` starts one process per device (through torch's elastic launcher, the engine
-behind `torchrun`); each process calls `start`, which joins the process group that the launcher's
+`ferbench.training.launch` starts one process per device (through torch's elastic launcher, the engine
+behind `torchrun`); each process calls `join_group`, which joins the process group that the launcher's
 environment describes (NCCL on CUDA, gloo on the CPU). A single process (the default) never
-touches torch.distributed: `start` returns `SINGLE` and every helper here is then a no-op.
+touches torch.distributed: `join_group` returns `SINGLE` and every helper here is then a no-op.
 
 Each rank holds the whole split on its device and trains on its share of every global batch
 (the epoch's random order is the same on every rank, each takes every world-size-th index of a
@@ -30,24 +30,6 @@ from ferbench.errors import FerbenchError
 
 
 @dataclass(frozen=True)
-class DistributedConfig:
-    """The `distributed` params section (its values and their meaning live in params.yaml)."""
-
-    nproc_per_node: int
-    nnodes: int
-    rdzv_endpoint: str
-    batch: str
-    lr_scaling: str
-    sync_batchnorm: bool
-    timeout_s: int
-
-    @classmethod
-    def from_params(cls, section: dict[str, Any]) -> DistributedConfig:
-        """From the `distributed` section (checked by the params schema at load)."""
-        return cls(**section)
-
-
-@dataclass(frozen=True)
 class Group:
     """This process's place in the process group (rank 0 of 1 when not distributed)."""
 
@@ -66,7 +48,7 @@ class Group:
 SINGLE = Group()
 
 
-def start(device: torch.device, timeout_s: int) -> tuple[Group, torch.device]:
+def join_group(device: torch.device, timeout_s: int) -> tuple[Group, torch.device]:
     """Join the process group the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK) describes, on
     this process's device (cuda:LOCAL_RANK on CUDA); without that environment, the single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -102,7 +84,7 @@ def _die_with_launcher() -> None:
 PR_SET_PDEATHSIG = 1
 
 
-def stop(group: Group) -> None:
+def leave_group(group: Group) -> None:
     if group.enabled and dist.is_initialized():
         dist.destroy_process_group()
 

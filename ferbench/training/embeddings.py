@@ -16,11 +16,11 @@ import torch
 from tqdm import tqdm
 
 from ferbench.data.prepared import PREPARED_SPLITS, load_split
-from ferbench.distributed import SINGLE, Group, gather_rows, rank_slice
-from ferbench.engine import Batches
 from ferbench.errors import FerbenchError
 from ferbench.models.backbones import Backbone
 from ferbench.models.classifier import frozen_extractor
+from ferbench.training.distributed import SINGLE, Group, gather_rows, rank_slice
+from ferbench.training.engine import Batches, inference_autocast
 
 FEATURE_VIEWS = ("original", "mirrored")
 
@@ -62,7 +62,7 @@ def compute_embeddings(
                 batch = images[start : start + batch_size]
                 if view == "mirrored":
                     batch = batch.flip(-1)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                with inference_autocast(device):
                     chunks.append(extractor(batch).float().cpu())
                 progress.update()
             block = torch.cat(chunks) if chunks else torch.zeros((0, backbone.feature_dim))

@@ -1,0 +1,296 @@
+"""Deploying a trained model: exporting it in every runtime variant, keeping the fastest faithful one
+and writing the model folder (`ferbench.models.card` defines the card, `ferbench.models.folder` the
+folder's files); and shipping the selected candidate's folder as it is."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ferbench.constants import IMAGE_SIZE
+from ferbench.data.prepared import Split
+from ferbench.errors import FerbenchError
+from ferbench.evaluation.calibration import calibration_report, reliability_table
+from ferbench.evaluation.metrics import evaluation_report
+from ferbench.models.card import (
+    CARD_FORMAT,
+    CardCalibration,
+    CardFiles,
+    CardInput,
+    CardLatency,
+    CardMetrics,
+    CardTta,
+    Int8Calibration,
+    ModelCard,
+    Preprocessing,
+    Selection,
+)
+from ferbench.models.checkpoint import save_checkpoint
+from ferbench.models.classifier import TTAClassifier, load_classifier, with_tta
+from ferbench.models.export import export_int8_static, export_onnx, quantize_int8
+from ferbench.models.folder import calibrated_probabilities, checksums, read_card, write_card
+from ferbench.models.specs import NO_TTA, BackboneSpec, TTAConfig
+from ferbench.models.variants import CHECKPOINT_FILE, REFERENCE, VARIANTS
+from ferbench.paths import DETAILS_DIR
+from ferbench.shipping.latency import Calibration, agreement, batched_logits, build_runtimes, fastest_faithful
+
+
+def export_variant(model: nn.Module, variant: str, folder: Path, calibration: Calibration | None = None) -> Path:
+    """`model` (which already carries its TTA wrapper) exported as `variant` into `folder`; static int8
+    needs `calibration` (train images)."""
+    target = folder / VARIANTS[variant].file
+    if variant == "onnx_int8_static":
+        return export_int8_static(model, target, calibration.images, calibration.method)
+    if variant == "onnx_int8":
+        with tempfile.TemporaryDirectory() as scratch:
+            return quantize_int8(export_onnx(model, Path(scratch) / VARIANTS["onnx_fp32"].file), target)
+    return export_onnx(model, target)
+
+
+def write_model_folder(
+    folder: Path,
+    spec: BackboneSpec,
+    model: nn.Module,
+    classes: Sequence[str],
+    variant: str,
+    **card_fields: Any,
+) -> ModelCard:
+    """A deployable folder: the file of `variant` (exported now from `model`, which already carries its
+    TTA wrapper, unless `card_fields["exported"]` names the file), the checkpoint (`card_fields["checkpoint"]`,
+    or saved from the classifier), and the card with the other `card_fields` (tta, temperature,
+    int8_calibration, metrics, ...) as ModelCard fields."""
+    if variant not in VARIANTS:
+        raise FerbenchError(f"unknown deployment variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    exported: Path | None = card_fields.pop("exported", None)
+    checkpoint: Path | None = card_fields.pop("checkpoint", None)
+    calibration: Calibration | None = card_fields.pop("int8_calibration", None)
+    tta: TTAConfig = card_fields.pop("tta", None) or NO_TTA
+    if variant == "onnx_int8_static" and calibration is None:
+        raise FerbenchError("onnx_int8_static: a static int8 model needs its calibration images (train split)")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = CardFiles(checkpoint=CHECKPOINT_FILE, model=VARIANTS[variant].file)
+    classifier = model.model if isinstance(model, TTAClassifier) else model
+    if checkpoint is not None:
+        shutil.copyfile(checkpoint, folder / CHECKPOINT_FILE)
+    else:
+        save_checkpoint(folder / CHECKPOINT_FILE, classifier, backbone=spec.name)
+    if VARIANTS[variant].onnx:
+        if exported is not None:
+            shutil.copyfile(exported, folder / files.model)
+        else:
+            export_variant(model, variant, folder, calibration)
+    preprocess = classifier.preprocess
+    card = ModelCard(
+        format=CARD_FORMAT,
+        backbone=spec.name,
+        spec=spec,
+        classes=list(classes),
+        input=CardInput(
+            dtype="uint8",
+            shape=("batch", IMAGE_SIZE, IMAGE_SIZE),
+            color="grayscale",
+            made_by="ferbench.data.decode.image_to_fer (ITU-R 601 luma, bilinear resize to 48x48)",
+        ),
+        preprocessing=Preprocessing(
+            inside_model=True,
+            resize="bilinear",
+            input_size=preprocess.input_size,
+            channels=preprocess.channels,
+            scale="1/255",
+            mean=preprocess.mean.flatten().tolist(),
+            std=preprocess.std.flatten().tolist(),
+        ),
+        tta=CardTta.of(tta),
+        temperature=card_fields.pop("temperature", 1.0),
+        runtime=VARIANTS[variant].runtime,
+        variant=variant,
+        files=CardFiles(model=files.model, checkpoint=files.checkpoint),
+        sha256=checksums(folder, files.model_dump()),
+        **(
+            {
+                "int8_calibration": Int8Calibration(
+                    split="train", images=len(calibration.images), method=calibration.method
+                )
+            }
+            if variant == "onnx_int8_static"
+            else {}
+        ),
+        **card_fields,
+    )
+    write_card(folder, card)
+    return card
+
+
+@dataclass(frozen=True)
+class TrainedCandidate:
+    """A trained candidate as deploy finds it: the backbone, its checkpoint, the classes, what its train
+    stage measured and what the latency stage timed for its architecture."""
+
+    spec: BackboneSpec
+    checkpoint: Path
+    classes: list[str]
+    trained: Mapping[str, Any]  # reports/details/train/<name>.json
+    latency: Mapping[str, Any]  # reports/details/latency/<name>.json
+
+
+@dataclass(frozen=True)
+class JudgingData:
+    """The prepared data deploy judges with: val decides faithfulness and the temperature, test reports;
+    static int8 calibrates on train images only."""
+
+    val: Split
+    test: Split
+    leakage_free: np.ndarray  # which test images have no pixel copy in the train folder
+    calibration: Calibration
+
+
+@dataclass(frozen=True)
+class ShippingRules:
+    threads: int
+    min_agreement: float  # a variant is faithful if it predicts fp32's class on this share of val
+    tta: TTAConfig | None  # the views to ship inside the graph; None: none
+
+
+@dataclass
+class Deployment:
+    """What `deploy_candidate` produced: the card, the model's test reliability table (per
+    confidence bin: count, mean confidence and accuracy, before and after temperature scaling) and
+    its test predictions (image index, true and predicted class, calibrated confidence)."""
+
+    card: ModelCard
+    reliability: pd.DataFrame
+    test_predictions: pd.DataFrame
+
+
+def deploy_candidate(
+    folder: Path,
+    candidate: TrainedCandidate,
+    data: JudgingData,
+    rules: ShippingRules,
+    card_fields: Mapping[str, Any] | None = None,
+) -> Deployment:
+    """Decide once how a trained candidate ships: export the checkpoint (with `rules.tta`'s views inside the
+    graph when given) in every variant, keep its fastest faithful one (this checkpoint's own agreement
+    on val, the latency stage's timings of the architecture), fit its temperature on val, measure it
+    on test, and write the model folder with its card. `select` ranks candidates on these numbers and
+    ships the chosen folder as it is."""
+    torch.set_num_threads(rules.threads)
+    classes, val, test = candidate.classes, data.val, data.test
+    shipped = with_tta(load_classifier(candidate.spec, candidate.checkpoint, len(classes)), rules.tta)
+    timings_key = "tta" if rules.tta is not None and rules.tta.enabled else None
+    shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        runtimes = build_runtimes(shipped, Path(scratch), rules.threads, data.calibration)
+        val_logits = {name: batched_logits(runtime, val.images) for name, runtime in runtimes.items()}
+        reference = val_logits[REFERENCE].argmax(1)
+        agreements = {name: agreement(reference, logits.argmax(1)) for name, logits in val_logits.items()}
+        measured = {
+            name: {"p50_ms": _timings(_variant(candidate.latency, name), timings_key)["p50_ms"], "agreement": share}
+            for name, share in agreements.items()
+        }
+        variant = fastest_faithful(measured, rules.min_agreement)
+        test_logits = batched_logits(runtimes[variant], test.images)
+        probabilities = calibration_report(
+            {"val": (val_logits[variant], val.labels), "test": (test_logits, test.labels)}
+        )
+        predictions = test_logits.argmax(1)
+        deployed_test = evaluation_report(test.labels, predictions, classes)
+        leakage_free = evaluation_report(test.labels[data.leakage_free], predictions[data.leakage_free], classes)
+        trained = candidate.trained
+        card = write_model_folder(
+            folder,
+            candidate.spec,
+            shipped,
+            classes,
+            variant,
+            checkpoint=candidate.checkpoint,
+            exported=Path(scratch) / VARIANTS[variant].file if VARIANTS[variant].onnx else None,
+            tta=rules.tta,
+            temperature=probabilities["temperature"],
+            int8_calibration=data.calibration,
+            agreement_with_fp32_on_val=agreements,
+            metrics=CardMetrics(
+                val_accuracy=float((val_logits[variant].argmax(1) == val.labels).mean()),
+                train_accuracy=trained["train"]["accuracy"],
+                accuracy_gap=trained["overfitting"]["accuracy_gap"],
+                test_accuracy_fp32=trained["test"]["accuracy"],
+                test_images=deployed_test["images"],
+                test_accuracy=deployed_test["accuracy"],
+                test_accuracy_ci95=deployed_test["accuracy_ci95"],
+                test_macro_f1=deployed_test["macro_f1"],
+                test_macro_f1_ci95=deployed_test["macro_f1_ci95"],
+                test_leakage_free_accuracy=leakage_free["accuracy"],
+                test_leakage_free_accuracy_ci95=leakage_free["accuracy_ci95"],
+                test_leakage_free_macro_f1=leakage_free["macro_f1"],
+                test_leakage_free_macro_f1_ci95=leakage_free["macro_f1_ci95"],
+                test_leakage_free_images=leakage_free["images"],
+                test_per_class=deployed_test["per_class"],
+            ),
+            calibration=CardCalibration.model_validate(probabilities),
+            latency=CardLatency(
+                **({"machine": candidate.latency["machine"]} if "machine" in candidate.latency else {}),
+                threads=candidate.latency["threads"],
+                batch_size=1,
+                **_timings(candidate.latency["variants"][variant], timings_key),
+            ),
+            **(card_fields or {}),
+        )
+    before = reliability_table(test_logits, test.labels)
+    after = reliability_table(test_logits, test.labels, probabilities["temperature"])
+    reliability = pd.DataFrame({"bin_center": (before["bin_lower"] + before["bin_upper"]) / 2})
+    for name, table in (("before", before), ("after", after)):
+        for column in ("count", "confidence", "accuracy"):
+            reliability[f"{column}_{name}"] = table[column]
+    confidence = calibrated_probabilities(test_logits, probabilities["temperature"]).max(1)
+    test_predictions = pd.DataFrame(
+        {
+            "index": np.arange(len(test.labels)),
+            "actual": [classes[i] for i in test.labels],
+            "predicted": [classes[i] for i in predictions],
+            "confidence": confidence,
+        }
+    )
+    return Deployment(card, reliability, test_predictions)
+
+
+def _variant(latency: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """The latency stage's record of one variant (an error naming the fix when it was not measured)."""
+    if name not in latency["variants"]:
+        raise FerbenchError(
+            f"{DETAILS_DIR / 'latency'}: no timings for {name}; rerun `dvc repro` (the latency stage times "
+            "every variant the select stage may ship)"
+        )
+    return latency["variants"][name]
+
+
+def _timings(variant: Mapping[str, Any], key: str | None) -> dict[str, Any]:
+    """A latency variant's batch-1 timings, or those on the TTA views."""
+    timings = variant if key is None else variant.get(key)
+    if timings is None:
+        raise FerbenchError(
+            f"{DETAILS_DIR / 'latency'}: no timings with TTA; rerun `dvc repro` (the latency stage times "
+            "the TTA views when params.yaml: tta has more than one)"
+        )
+    return {name: value for name, value in timings.items() if name.endswith("_ms") or name in ("fps", "views")}
+
+
+def ship_selected(deployed: Path, folder: Path, selection: Mapping[str, Any]) -> ModelCard:
+    """Copy the chosen candidate's deployed folder to `folder` as it is, with why it was chosen added
+    to its card."""
+    card = read_card(deployed)
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(deployed, folder)
+    card = card.model_copy(
+        update={"selection": Selection(criterion=selection["criterion"], reason=selection["reason"])}
+    )
+    write_card(folder, card)
+    return card

@@ -1,0 +1,515 @@
+"""Training and evaluation loops on data that already lives on the training device.
+
+Inputs are indexed straight from one device tensor per split (uint8 images or cached
+features); augmentation (`ferbench.training.augment`) and preprocessing run on whole batches there.
+There is no DataLoader and no per-image Python work in the loop. The recipe around it:
+optimizers, learning-rate schedules stepped per batch (linear warm-up, cosine, step,
+one-cycle) or per epoch on val loss (plateau), label smoothing, class weighting or a
+class-balanced sampler, mixup/cutmix, bf16 mixed precision, and an exponential moving
+average of the weights that is evaluated and checkpointed as the model when on.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ferbench.errors import FerbenchError
+from ferbench.models.checkpoint import atomic_torch_save, model_state, save_state, unwrap
+from ferbench.schema import NO_AUGMENT, Augment, Recipe
+from ferbench.training.augment import augment_images, mix_batch
+from ferbench.training.distributed import (
+    SINGLE,
+    Group,
+    all_sum,
+    broadcast,
+    epoch_order,
+    global_batches,
+    identical_across_ranks,
+    rank_share,
+    sync_buffers,
+    wrap,
+)
+
+CPU_WARNING_SECONDS = 30 * 60
+
+
+def mixed_precision(precision: str, device: torch.device) -> bool:
+    """Whether training steps run under bf16 autocast: `auto` on CUDA and on CPUs with native bf16
+    (AVX512-BF16 or AMX, where it about halves a plain CNN's step time), `bf16` always, `fp32` never.
+    Depthwise convolutions (EfficientNet, MobileNet) train slower in bf16 on CPUs: give them `fp32`."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return True
+    return (
+        device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    )
+
+
+class Batches:
+    """One split on the device: inputs (images N x H x W, or features V x N x D) and labels.
+
+    Features come with V=1 (original) or V=2 (original and mirrored); mirroring then means
+    taking the mirrored copy's features, which is what flipping the image would have given.
+    """
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, features: bool = False) -> None:
+        self.inputs = inputs
+        self.labels = labels
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get(self, index: torch.Tensor, flip: bool = False, augment: Augment = NO_AUGMENT) -> torch.Tensor:
+        """The inputs at `index`: as stored, or randomly mirrored (`flip`) and augmented (images only)."""
+        if self.features:
+            if augment.geometric or augment.erase:
+                raise FerbenchError(
+                    "params.yaml: augment (shift/rotate/scale/erase) needs images, but this run "
+                    "trains on cached features; only flip applies there"
+                )
+            if flip and self.inputs.shape[0] > 1:
+                view = torch.randint(0, self.inputs.shape[0], (len(index),), device=index.device)
+                return self.inputs[view, index]
+            return self.inputs[0, index]
+        return augment_images(self.inputs[index], flip, augment)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_accuracy: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    train_images_per_second: float = 0.0
+    identical_across_ranks: bool = True  # data-parallel runs: every rank ended with the same weights
+
+
+def _optimizer(parameters: Any, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(parameters, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay, nesterov=True)
+
+
+WARMUP_START = 0.01  # warm-up starts at this share of the learning rate
+
+
+def lr_factor(step: int, steps_per_epoch: int, recipe: Recipe) -> float:
+    """The learning rate of batch `step` (0-based) as a share of `recipe.lr`, for the per-batch
+    schedules: linear warm-up over `warmup_epochs`, then constant (none), half a cosine down to 0
+    (cosine), or x0.1 after each third of the epochs (step)."""
+    warmup = round(recipe.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return WARMUP_START + (1 - WARMUP_START) * step / warmup
+    if recipe.scheduler == "cosine":
+        total = recipe.epochs * steps_per_epoch
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    if recipe.scheduler == "step":
+        return 0.1 ** ((step // steps_per_epoch) // max(1, recipe.epochs // 3))
+    return 1.0
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> Any:
+    """Stepped after every batch, except `plateau`, which `fit` steps with the val loss after every epoch."""
+    if recipe.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience
+        )
+    if recipe.scheduler == "onecycle":
+        rising = recipe.warmup_epochs / recipe.epochs if recipe.warmup_epochs else 0.3
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, pct_start=rising, total_steps=recipe.epochs * steps_per_epoch
+        )
+    if recipe.scheduler == "none" and not recipe.warmup_epochs:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, recipe))
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights and buffers (BatchNorm statistics too).
+
+    The decay ramps up as (1 + t) / (10 + t) over the first steps, so the average is not
+    dominated by the random initialisation. `module` is an ordinary copy of the model, used
+    for evaluation and saved as the checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(unwrap(model)).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        averaged, live = [], []
+        for mine, theirs in zip(self.module.state_dict().values(), unwrap(model).state_dict().values(), strict=True):
+            if mine.is_floating_point():
+                averaged.append(mine)
+                live.append(theirs.detach())
+            else:
+                mine.copy_(theirs)
+        torch._foreach_lerp_(averaged, live, 1 - decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": model_state(self.module), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["weights"])
+        self.updates = int(state["updates"])
+
+
+def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor | None:
+    """`balanced`: weight each class by N / (K * count), as in scikit-learn."""
+    if mode == "none":
+        return None
+    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
+    return len(labels) / (num_classes * counts)
+
+
+def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-image sampling weights under which every class is drawn equally often on average."""
+    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
+    return (1.0 / counts)[labels]
+
+
+def balanced_sample(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """An epoch's worth of indices (with replacement) in which every class is drawn equally often on average."""
+    return torch.multinomial(balanced_weights(labels, num_classes), len(labels), replacement=True)
+
+
+def inference_autocast(device: torch.device) -> Any:
+    """Evaluation and embedding: bf16 on CUDA, exact fp32 on the CPU (the numbers match the exported model's)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def training_autocast(device: torch.device, bf16: bool) -> Any:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: Batches, batch_size: int) -> torch.Tensor:
+    """Logits for a whole split, in order, without augmentation."""
+    model.eval()
+    device = data.labels.device
+    outputs = []
+    for index in torch.arange(len(data), device=device).split(batch_size):
+        with inference_autocast(device):
+            outputs.append(model(data.get(index)).float())
+    return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+def evaluate(model: nn.Module, data: Batches, batch_size: int) -> dict[str, float]:
+    logits = predict_logits(model, data, batch_size)
+    return {
+        "loss": float(F.cross_entropy(logits, data.labels).item()),
+        "accuracy": float((logits.argmax(1) == data.labels).float().mean().item()),
+    }
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a run learns from and is judged on, already on the training device."""
+
+    train: Batches
+    val: Batches
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where a run keeps its best-on-val weights (with `metadata` beside them) and, with `resume`, its
+    full state after every epoch."""
+
+    path: Path
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    resume: ResumeFile | None = None
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """This process's share of a data-parallel run (`ferbench.training.distributed`); one process by default."""
+
+    group: Group = SINGLE
+    seed: int = 0  # every rank draws the same epoch order from it
+    sync_batchnorm: bool = True
+
+
+class TrainingState:
+    """Everything a run changes as it trains: the weights (and their moving average), the optimizer, the
+    learning-rate schedule, the best-on-val weights and the history. One `epoch` at a time; its
+    `snapshot` is what a resume file holds, `restore` takes one back."""
+
+    def __init__(self, model: nn.Module, data: TrainingData, recipe: Recipe, parallel: Parallel) -> None:
+        self.model, self.data, self.recipe, self.parallel = model, data, recipe, parallel
+        self.device = data.train.labels.device
+        self.bf16 = mixed_precision(recipe.precision, self.device)
+        self.optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], recipe)
+        self.steps_per_epoch = math.ceil(len(data.train) / recipe.batch_size)
+        self.scheduler = _scheduler(self.optimizer, recipe, self.steps_per_epoch)
+        self.per_batch = self.scheduler is not None and recipe.scheduler != "plateau"
+        self.average = WeightAverage(model, recipe.ema_decay) if recipe.ema_decay else None
+        self.evaluated = self.average.module if self.average is not None else model
+        self.class_weights = class_weights(data.train.labels, data.num_classes, recipe.class_weighting)
+        self.result = FitResult(best_epoch=-1, best_val_accuracy=-math.inf)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epochs_done = 0
+        self.train_seconds = 0.0  # in the training steps of the epochs run here (not evaluation)
+        self._current: dict[str, torch.Tensor] | None = None  # the evaluated weights after the last epoch
+        self.trained = model  # wrapped for data parallelism by `start`
+
+    def start(self) -> None:
+        """Wrap the model for data parallelism (after any restore: DDP broadcasts rank 0's weights)."""
+        self.trained = wrap(self.model, self.parallel.group, self.parallel.sync_batchnorm)
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        train, recipe, group = self.data.train, self.recipe, self.parallel.group
+        if group.enabled:
+            balance = balanced_weights(train.labels, self.data.num_classes) if recipe.sampler == "balanced" else None
+            return epoch_order(len(train), self.parallel.seed, epoch, self.device, balance)
+        if recipe.sampler == "balanced":
+            return balanced_sample(train.labels, self.data.num_classes)
+        return torch.randperm(len(train), device=self.device)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, partner_labels: torch.Tensor, share: float):
+        recipe = self.recipe
+        loss = F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=recipe.label_smoothing)
+        if share < 1.0:
+            loss = share * loss + (1 - share) * F.cross_entropy(
+                logits, partner_labels, weight=self.class_weights, label_smoothing=recipe.label_smoothing
+            )
+        return loss
+
+    def epoch(self, epoch: int, progress: tqdm) -> dict[str, float]:
+        """Train one epoch (`epoch` counts from 0), evaluate on val, keep the history row it returns."""
+        train, recipe, group = self.data.train, self.recipe, self.parallel.group
+        self.model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        for batch in global_batches(self._epoch_order(epoch), recipe.batch_size, group):
+            index = rank_share(batch, group)
+            seen += len(batch)
+            inputs = train.get(index, flip=recipe.flip, augment=recipe.augment)
+            labels = partner_labels = train.labels[index]
+            share = 1.0
+            if recipe.augment.mixing:
+                inputs, labels, partner_labels, share = mix_batch(inputs.float(), labels, recipe.augment)
+            with training_autocast(self.device, self.bf16):
+                logits = self.trained(inputs).float()
+            loss = self._loss(logits, labels, partner_labels, share)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.per_batch:
+                self.scheduler.step()
+            if self.average is not None:
+                self.average.update(self.model)
+            loss_sum += loss.detach() * len(index)
+            correct += (logits.argmax(1) == labels).sum()
+            progress.update()
+        self.train_seconds += time.perf_counter() - start
+        loss_sum, correct = all_sum(loss_sum, group), all_sum(correct, group)
+        for module in (self.model, self.evaluated):
+            sync_buffers(module, group)
+        val_metrics = evaluate(self.evaluated, self.data.val, recipe.eval_batch_size)
+        if self.scheduler is not None and not self.per_batch:
+            self.scheduler.step(val_metrics["loss"])
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(loss_sum.item() / seen),
+            "train_accuracy": float(correct.item() / seen),
+            "val_loss": val_metrics["loss"],
+            "val_accuracy": val_metrics["accuracy"],
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+        }
+        self.result.history.append(row)
+        self.epochs_done = epoch + 1
+        return row
+
+    def keep_if_best(self, row: Mapping[str, float], checkpointing: Checkpointing) -> None:
+        """After an epoch: the weights become the best when val accuracy rose (rank 0 writes them)."""
+        improved = row["val_accuracy"] > self.result.best_val_accuracy
+        current = model_state(self.evaluated) if improved or checkpointing.resume is not None else None
+        if improved:
+            self.result.best_epoch, self.result.best_val_accuracy = int(row["epoch"]), row["val_accuracy"]
+            if self.parallel.group.is_main:
+                save_state(checkpointing.path, current, epoch=int(row["epoch"]), **checkpointing.metadata)
+            self.best_state = current
+        self._current = current
+
+    def snapshot(self) -> dict[str, Any]:
+        """The full state after the last epoch, for a resume file."""
+        return {
+            "epoch": self.epochs_done,
+            "model": model_state(self.model) if self.average is not None else self._current,
+            "average": self.average.state_dict() if self.average is not None else None,
+            "best_state": self.best_state,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "best_epoch": self.result.best_epoch,
+            "best_val_accuracy": self.result.best_val_accuracy,
+            "history": self.result.history,
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a snapshot: weights, optimizer, schedule, average, history and random state."""
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.average is not None and state.get("average") is not None:
+            self.average.load_state_dict(state["average"])
+        self.result.best_epoch, self.result.best_val_accuracy = state["best_epoch"], state["best_val_accuracy"]
+        self.result.history = list(state["history"])
+        torch.set_rng_state(state["cpu_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epochs_done = int(state["epoch"])
+        self.best_state = state["best_state"]
+
+
+def fit(
+    model: nn.Module,
+    data: TrainingData,
+    recipe: Recipe,
+    checkpointing: Checkpointing,
+    parallel: Parallel = Parallel(),
+    log_epoch: Callable[[dict[str, float]], None] | None = None,
+    description: str = "train",
+) -> FitResult:
+    """Train for `recipe.epochs`, keep the best-on-val weights in `checkpointing.path`.
+
+    With `recipe.ema_decay`, the moving average of the weights is what is evaluated each epoch and
+    checkpointed. With `checkpointing.resume`, the full training state is saved after every epoch, and a
+    run that finds a matching unfinished state (same fingerprint) continues from it instead of starting
+    over; the earlier epochs' rows are replayed through `log_epoch` so curves stay complete.
+    `recipe.precision` decides on bf16 autocast for the training steps (`mixed_precision`).
+
+    With a data-parallel `parallel.group` (`ferbench.training.distributed`), `recipe.batch_size` is the
+    global batch: every rank draws the same epoch order (from `parallel.seed` and the epoch), trains on its
+    share of each batch under DistributedDataParallel and evaluates the same val; rank 0 alone writes the
+    checkpoint, the resume state and the curves, and its resume state is what every rank resumes from.
+    """
+    group, resume = parallel.group, checkpointing.resume
+    state = TrainingState(model, data, recipe, parallel)
+    saved = resume.load(recipe.epochs) if resume is not None and group.is_main else None
+    saved = broadcast(saved, group)
+    if saved is not None:
+        state.restore(saved)
+        if group.is_main:
+            print(f"{description}: resuming after epoch {state.epochs_done} of {recipe.epochs} ({resume.path})")
+            save_state(checkpointing.path, state.best_state, epoch=state.result.best_epoch, **checkpointing.metadata)
+        for row in state.result.history:
+            if log_epoch is not None:
+                log_epoch(row)
+    first_epoch = state.epochs_done
+    state.start()
+    start = time.perf_counter()
+    with tqdm(
+        total=recipe.epochs * state.steps_per_epoch,
+        initial=first_epoch * state.steps_per_epoch,
+        desc=description,
+        unit="batch",
+        mininterval=2.0,
+        disable=not group.is_main,
+    ) as progress:
+        for epoch in range(first_epoch, recipe.epochs):
+            row = state.epoch(epoch, progress)
+            if log_epoch is not None:
+                log_epoch(row)
+            state.keep_if_best(row, checkpointing)
+            if resume is not None and group.is_main:
+                resume.save(state.snapshot())
+            progress.set_postfix(epoch=epoch + 1, val_acc=f"{row['val_accuracy']:.3f}")
+    result = state.result
+    result.seconds = time.perf_counter() - start
+    result.identical_across_ranks = identical_across_ranks(state.evaluated, group)
+    epochs_run = recipe.epochs - first_epoch
+    result.train_images_per_second = (
+        epochs_run * len(data.train) / max(state.train_seconds, 1e-9) if epochs_run else 0.0
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class ResumeFile:
+    """Where a run keeps its full state after each epoch, and what it must match to be resumed.
+
+    `fingerprint` identifies everything that shapes the run (hyperparameters, backbone, data);
+    a state with another fingerprint, or one that already finished, is ignored.
+    """
+
+    path: Path
+    fingerprint: str
+
+    def load(self, epochs: int) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file: start over, say why
+            print(f"warning: cannot read {self.path} ({type(exc).__name__}); starting over")
+            return None
+        if state.get("fingerprint") != self.fingerprint or not 0 < state.get("epoch", 0) < epochs:
+            return None
+        return state
+
+    def save(self, snapshot: Mapping[str, Any]) -> None:
+        atomic_torch_save(self.path, {"fingerprint": self.fingerprint, **snapshot})
+
+
+def estimate_seconds(model: nn.Module, train: Batches, recipe: Recipe, probe_batches: int = 2) -> float:
+    """Time a few real training steps, restore the weights, and extrapolate to the whole run."""
+    bf16 = mixed_precision(recipe.precision, train.labels.device)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], recipe)
+    model.train()
+    device = train.labels.device
+    index = torch.arange(min(len(train), recipe.batch_size), device=device)
+    timings = []
+    for _ in range(probe_batches + 1):
+        start = time.perf_counter()
+        with training_autocast(device, bf16):
+            loss = F.cross_entropy(model(train.get(index)).float(), train.labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    model.load_state_dict(state)
+    per_batch = float(np.median(timings[1:]))
+    return per_batch * math.ceil(len(train) / recipe.batch_size) * recipe.epochs * 1.15  # + evaluation
+
+
+def warn_if_slow(seconds: float, device: torch.device, what: str) -> None:
+    """On CPU, say up front when a run would take long, and where the quick settings are."""
+    if device.type == "cpu" and seconds > CPU_WARNING_SECONDS:
+        print(
+            f"warning: {what} would take about {seconds / 3600:.1f} h on this CPU. For a quick run use the demo "
+            "settings (`make demo`, params-demo.yaml: small backbones at a low input_size, fewer epochs), "
+            "or run on a CUDA GPU (device: auto picks it)."
+        )
