@@ -25,7 +25,7 @@ import torch
 
 from ferbench.data.prepared import load_split
 from ferbench.models.backbones import build_backbone
-from ferbench.models.classifier import ImageClassifier, build_head, load_classifier
+from ferbench.models.classifier import ImageClassifier, build_head, forward_flops, load_classifier
 from ferbench.models.variants import REFERENCE
 from ferbench.params import load_params
 from ferbench.paths import PREPARED_DIR
@@ -35,7 +35,6 @@ from ferbench.shipping.latency import (
     batched_predictions,
     build_runtimes,
     calibration_from_params,
-    count_flops,
     fastest_faithful,
     timing,
 )
@@ -119,7 +118,7 @@ def main() -> None:
         )
         for name in args.backbones:
             model, weights = model_for(name, params, checkpoints)
-            gflops = count_flops(model) / 1e9
+            gflops = forward_flops(model) / 1e9
             folder = Path(scratch) / name
             runtimes = build_runtimes(model, folder, args.threads, calibration)
             reference = batched_predictions(runtimes[REFERENCE], judged)

@@ -9,7 +9,7 @@ from ferbench.models.backbones import build_backbone
 from ferbench.paths import PREPARED_DIR, features_file
 from ferbench.training.distributed import join_group, leave_group
 from ferbench.training.embeddings import compute_embeddings, load_device_splits, save_embeddings
-from ferbench.training.settings import backbone_spec, resolve_device
+from ferbench.training.settings import backbone_spec, resolve_device, tune_for
 
 
 def main() -> None:
@@ -17,6 +17,7 @@ def main() -> None:
     params = P.load_params()
     spec = backbone_spec(params, name)
     group, device = join_group(resolve_device(params.device), params.distributed.timeout_s)
+    tune_for(device)
     torch.manual_seed(params.seed)
     backbone = build_backbone(spec)
     splits = load_device_splits(PREPARED_DIR, device)

@@ -5,7 +5,7 @@ from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.training.benchmark import run_finetune
 from ferbench.training.distributed import join_group, leave_group
-from ferbench.training.settings import RunSettings, backbone_spec, resolve_device
+from ferbench.training.settings import RunSettings, backbone_spec, resolve_device, tune_for
 
 
 def main() -> None:
@@ -13,6 +13,7 @@ def main() -> None:
     params = P.load_params()
     spec, recipe = backbone_spec(params, name), params.finetune_for(name)
     group, device = join_group(resolve_device(params.device), params.distributed.timeout_s)
+    tune_for(device)
     summary = run_finetune(spec, recipe, RunSettings.from_params(params, device, group))
     leave_group(group)
     if not group.is_main:

@@ -5,7 +5,7 @@ from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.training.benchmark import run_train
 from ferbench.training.distributed import join_group, leave_group
-from ferbench.training.settings import RunSettings, backbone_spec, resolve_device
+from ferbench.training.settings import RunSettings, backbone_spec, resolve_device, tune_for
 
 
 def main() -> None:
@@ -13,6 +13,7 @@ def main() -> None:
     params = P.load_params()
     training, spec = params.train_for(name), backbone_spec(params, name)
     group, device = join_group(resolve_device(params.device), params.distributed.timeout_s)
+    tune_for(device)
     summary = run_train(spec, training, RunSettings.from_params(params, device, group))
     leave_group(group)
     if not group.is_main:

@@ -330,3 +330,24 @@ def test_the_rendezvous_gives_up_within_its_timeout_in_one_line(case, message, t
     assert done.returncode == 2, done.stderr[-2000:]
     assert lines[-1].startswith("launch: error: embed resnet18: ") and message.format(endpoint=endpoint) in lines[-1]
     assert len(lines) == 3 and "Traceback" not in done.stderr, done.stderr[-2000:]  # the join command, then why
+
+
+def test_one_process_on_cuda_never_starts_nccl_and_cudnn_autotuning_is_cuda_only(monkeypatch):
+    """What the CUDA path does differently, checked where a CPU can check it."""
+    import torch.distributed as dist
+
+    from ferbench.training.distributed import join_group
+    from ferbench.training.settings import tune_for
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    group, device = join_group(torch.device("cuda"), timeout_s=60)  # what `launch --nproc-per-node 1` gives
+    assert group is SINGLE and device == torch.device("cuda") and not dist.is_initialized()
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        tune_for(torch.device("cpu"))
+        assert torch.backends.cudnn.benchmark is False
+        tune_for(torch.device("cuda"))
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = saved

@@ -7,7 +7,7 @@ import torch
 
 from ferbench.data.prepared import Split, load_split
 from ferbench.models.backbones import build_backbone
-from ferbench.models.classifier import ImageClassifier, build_head
+from ferbench.models.classifier import ImageClassifier, build_head, forward_flops
 from ferbench.models.export import CalibrationReader, export_onnx, onnx_logits, onnx_session, preprocessing_nodes
 from ferbench.models.specs import BackboneSpec
 from ferbench.models.variants import VARIANTS
@@ -17,7 +17,6 @@ from ferbench.shipping.latency import (
     agreement,
     build_runtimes,
     calibration_sample,
-    count_flops,
     fastest_faithful,
     latency_headline,
     latency_report,
@@ -113,7 +112,7 @@ def test_latency_report_of_a_real_model(resnet, tmp_path):
     headline = latency_headline(report)  # what metrics/latency/<backbone>.json keeps: timings and the pick
     assert headline["fastest_faithful"] == report["fastest_faithful"]
     assert headline["variants"]["onnx_int8"] == {key: report["variants"]["onnx_int8"][key] for key in PERCENTILES}
-    assert report["gflops"] == pytest.approx(count_flops(resnet) / 1e9) and report["gflops"] > 0.05
+    assert report["gflops"] == pytest.approx(forward_flops(resnet) / 1e9) and report["gflops"] > 0.05
 
 
 def test_the_variants_files_are_written_and_int8_is_smaller(resnet, tmp_path):

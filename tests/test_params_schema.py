@@ -121,7 +121,7 @@ def test_a_bad_param_is_one_line_naming_the_key_the_value_and_what_is_allowed(ke
 
 
 def test_the_project_params_and_every_preset_are_valid():
-    from ferbench.workflow.workspace import load_overrides, merge_overrides
+    from ferbench.params import load_overrides, merge_overrides
 
     validate_params(BASE)
     for preset in ("params-demo.yaml", "params-cpu.yaml", "params-gpu.yaml"):

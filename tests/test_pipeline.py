@@ -17,11 +17,10 @@ import yaml
 
 from ferbench.data.prepared import load_split
 from ferbench.models.card import CARD_SECTIONS
+from ferbench.params import load_overrides, merge_overrides
 from ferbench.workflow.workspace import (
     commit_all,
     create_workspace,
-    load_overrides,
-    merge_overrides,
     python_env,
     register_selected_model,
     remote_folder,

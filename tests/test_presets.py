@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from ferbench.constants import FER2013_CLASSES
-from ferbench.params import load_params
+from ferbench.params import load_overrides, load_params
 from ferbench.schema import Params
 from ferbench.training.benchmark import run_feature_extract, run_finetune, run_train
 from ferbench.training.embeddings import save_embeddings
 from ferbench.training.settings import RunSettings, backbone_spec
-from ferbench.workflow.workspace import load_overrides, write_params
+from ferbench.workflow.workspace import write_params
 from tests.conftest import PROJECT_ROOT, synthetic_prepared, tta
 
 CLASSES = list(FER2013_CLASSES)

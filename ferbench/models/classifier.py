@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
+from ferbench.constants import IMAGE_SIZE
 from ferbench.models.backbones import Backbone, build_backbone
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.preprocess import Preprocess
@@ -187,3 +189,16 @@ class TTAClassifier(nn.Module):
 def with_tta(model: nn.Module, config: TTAConfig | None) -> nn.Module:
     """`model` wrapped for test-time augmentation, or `model` itself when `config` has one view."""
     return TTAClassifier(model, config) if config is not None and config.enabled else model
+
+
+def forward_flops(model: nn.Module, image_size: int = IMAGE_SIZE) -> int:
+    """Floating-point operations of one forward pass of a classifier on one 48x48 face (a multiply-add
+    counts 2), by torch's FLOP counter: the work behind the latency figures and the training throughput's
+    TFLOP/s (a training step is about three forward passes)."""
+    counter = FlopCounterMode(display=False)
+    device = next(model.parameters()).device
+    was_training = model.training
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, image_size, image_size, dtype=torch.uint8, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
+from ferbench.models.classifier import forward_flops
 from ferbench.models.export import (
     export_int8_static,
     export_onnx,
@@ -77,14 +77,6 @@ def agreement(reference: np.ndarray, predictions: np.ndarray) -> float:
     if reference.shape != predictions.shape or len(reference) == 0:
         raise ValueError("agreement needs two non-empty prediction arrays of the same length")
     return float((reference == predictions).mean())
-
-
-def count_flops(model: nn.Module, image_size: int = 48) -> int:
-    """Floating-point operations of one forward pass at batch 1 (a multiply-add counts 2)."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.eval()(torch.zeros(1, image_size, image_size, dtype=torch.uint8))
-    return int(counter.get_total_flops())
 
 
 def calibration_from_params(params: Params, train: Split) -> Calibration:
@@ -177,7 +169,7 @@ def latency_report(
         "threads": settings.threads,
         "batch_size": 1,
         "runs": settings.runs,
-        "gflops": count_flops(model) / 1e9,
+        "gflops": forward_flops(model) / 1e9,
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "variants": variants,
         "calibration": {"images": len(calibration.images), "split": "train", "method": calibration.method},

@@ -328,6 +328,8 @@ class TrainingState:
             loss_sum += loss.detach() * len(index)
             correct += (logits.argmax(1) == labels).sum()
             progress.update()
+        if self.device.type == "cuda":  # CUDA queues the steps: the clock stops when they are done, not queued
+            torch.cuda.synchronize(self.device)
         self.train_seconds += time.perf_counter() - start
         loss_sum, correct = all_sum(loss_sum, group), all_sum(correct, group)
         for module in (self.model, self.evaluated):

@@ -30,6 +30,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def tune_for(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once and keep the fastest for each shape: a run's
+    shapes are fixed (one input size, one batch size), so this pays after the first batches. A process-wide
+    switch, so the stages that train or embed call it by name; nothing changes elsewhere."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def backbone_spec(params: Params, name: str) -> BackboneSpec:
     """`backbones.<name>` as the models' spec."""
     return BackboneSpec(name=name, **params.backbone(name).model_dump(include=set(SPEC_KEYS)))

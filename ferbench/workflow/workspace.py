@@ -21,6 +21,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from ferbench.errors import FerbenchError
+from ferbench.params import load_overrides, merge_overrides
 from ferbench.paths import PROJECT_ROOT
 from ferbench.provenance import SOURCE_REVISION_FILE, code_revision
 from ferbench.schema import validate_params
@@ -31,18 +32,6 @@ WORKSPACE_MARKER = ".ferbench-workspace"  # written into every copy: only such a
 LOCAL_OVERRIDES = PROJECT_ROOT / "params-local.yaml"  # git-ignored: this machine's data and weight files
 PATH_PARAMS: tuple[tuple[str, ...], ...] = (("data", "archive"),)  # relative paths, rebased onto the copy
 BACKBONE_PATH_KEY = "weights"  # backbones.<name>.weights: a local file or folder, rebased like the paths above
-
-
-def merge_overrides(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge `overrides` into `base` in place: mappings merge key by key, null removes a key."""
-    for key, value in overrides.items():
-        if value is None:
-            base.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
-            merge_overrides(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def _rebase_paths(params: dict[str, Any], source_root: Path) -> None:
@@ -231,18 +220,6 @@ def commit_all(workspace: Path, message: str) -> None:
     status = subprocess.run(["git", "status", "--porcelain"], cwd=workspace, capture_output=True, text=True, check=True)
     if status.stdout.strip():
         _git(workspace, "commit", "--quiet", "-m", message)
-
-
-def load_overrides(path: Path) -> dict[str, Any]:
-    """Read an overrides file such as params-demo.yaml."""
-    if not path.exists():
-        raise FerbenchError(f"{path}: overrides file not found")
-    loaded = read_yaml(path, "overrides file")
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise FerbenchError(f"{path}: expected a mapping of params to override")
-    return loaded
 
 
 def local_path(*keys: str) -> Path | None:
