@@ -5,9 +5,10 @@ scikit-image) goes through `EmotionRecognizer.process_frame` with the live mode'
 settings (YuNet with eye alignment, the default, and the Haar fallback) and `draw_results`, as
 the live mode does for each video frame.
 Deployment models are built from the seed specs without pretrained weights (speed does not
-depend on them) and exported as the select stage would: ResNet18 as static int8 (its fastest
-faithful variant; calibrated here on synthetic faces, which sets speed, not quality) and, for
-comparison, ONNX fp32; CLIP ViT-B/32 as dynamic int8.
+depend on them) and exported as the select stage would, in the variants that can ship: ResNet18 as
+ONNX Runtime static int8 and OpenVINO int8 (calibrated here on synthetic faces, which sets speed,
+not quality) and, for comparison, ONNX fp32; CLIP ViT-B/32 as ONNX Runtime dynamic int8 and as
+OpenVINO fp32 and int8 (the OpenVINO rows only where it is installed).
 
 Usage: .venv/bin/python scripts/bench_app.py [--detector-model FILE] [--threads 2] [--frames 200]
 """
@@ -28,14 +29,23 @@ from ferbench.data.synthetic import render_face
 from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, build_head
 from ferbench.models.folder import EmotionModel
+from ferbench.models.runtimes import Calibration
+from ferbench.models.variants import OPENVINO_INSTALL, VARIANTS, missing_packages
 from ferbench.params import load_params
 from ferbench.serving.faces import build_detector
 from ferbench.serving.inference import EmotionRecognizer, draw_results
 from ferbench.shipping.deploy import write_model_folder
-from ferbench.shipping.latency import Calibration, timing
+from ferbench.shipping.latency import timing
 from ferbench.training.settings import backbone_spec
 
-DEPLOYMENTS = (("resnet18", "onnx_int8_static"), ("resnet18", "onnx_fp32"), ("clip_vit_b32", "onnx_int8"))
+DEPLOYMENTS = (
+    ("resnet18", "onnx_int8_static"),
+    ("resnet18", "openvino_int8"),
+    ("resnet18", "onnx_fp32"),
+    ("clip_vit_b32", "onnx_int8"),
+    ("clip_vit_b32", "openvino_fp32"),
+    ("clip_vit_b32", "openvino_int8"),
+)
 
 
 def face_frame() -> np.ndarray:
@@ -56,11 +66,14 @@ def main() -> None:
     params = load_params()
     frame = face_frame()
     rng = np.random.default_rng(0)
-    faces = np.stack([render_face(FER2013_CLASSES[index % 7], rng) for index in range(64)])
-    calibration = Calibration(faces, params.latency.calibration_method)
+    drawn = np.stack([render_face(FER2013_CLASSES[index % 7], rng) for index in range(64)])
+    calibration = Calibration(drawn, params.latency.calibration_method)
     print(f"640x480 frame, one face, {args.threads} threads, {args.frames} frames after 20 warm-up frames")
     print(f"{'model':<30} {'faces':<15} {'detect every':>12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8} {'FPS':>6}")
     for name, variant in DEPLOYMENTS:
+        if missing_packages(VARIANTS[variant]):
+            print(f"{name} {variant}: skipped ({OPENVINO_INSTALL})")
+            continue
         spec = backbone_spec(params, name).model_copy(update={"pretrained": False, "weights": None})
         torch.manual_seed(0)
         backbone = build_backbone(spec)

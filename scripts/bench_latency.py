@@ -1,18 +1,22 @@
 """CPU latency and faithfulness of backbones at batch 1 in every runtime variant (results and command in
-the README).
+docs/latency.md).
 
-Builds each backbone with its spec from params.yaml and the 7-class head, without pretrained
-weights unless `--checkpoint NAME=PATH` gives trained ones (speed does not depend on the weights;
-agreement does: random weights make near-tied logits, so their int8 agreement is a pessimistic
-bound). Exports it, quantizes it dynamically and statically (calibrated on
-`latency.calibration_images` train images), and times PyTorch eager fp32 and every ONNX Runtime
-variant on one 48x48 image in interleaved rounds, so that load changes hit every variant alike.
-Agreement with PyTorch fp32 is measured on val images of a prepared folder (`--prepared`, default
-data/prepared; synthetic faces when there is none). The speed-up column is against PyTorch eager
-fp32 in the same run; `ships` marks the variant `fastest_faithful` picks at `latency.min_agreement`.
+Builds each backbone with its spec from params.yaml and the 7-class head, without pretrained weights
+unless `--checkpoint NAME=PATH` gives trained ones. Speed does not depend on the weights; agreement does:
+random weights make near-tied logits, so their int8 agreement is a pessimistic bound. `--fit-head N` gives
+a random trunk a trained head instead: the head is fitted on the trunk's features of N train images, so
+the logits are those of a trained classifier (the closest to a trained CLIP that a machine without its
+pretrained weights can have). Exports every variant this machine can build (PyTorch eager, ONNX Runtime
+fp32, dynamic and static int8, and OpenVINO fp32 and int8 when it is installed; the int8 ones calibrated
+on `latency.calibration_images` train images) and times them on one 48x48 image in interleaved rounds,
+so that load changes hit every variant alike. Agreement with PyTorch fp32 is measured on val images of a
+prepared folder (`--prepared`, default data/prepared; synthetic faces when there is none). Speed-ups are
+against PyTorch eager and against ONNX Runtime fp32 (the steadier reference on a noisy machine) in the
+same run; GFLOP/s is the model's work per image over its p50; `ships` marks the variant
+`fastest_faithful` picks at `latency.min_agreement`.
 
 Usage: .venv/bin/python scripts/bench_latency.py [--backbones clip_vit_b32 resnet18] [--threads 2]
-       [--prepared DIR] [--checkpoint resnet18=PATH ...]
+       [--prepared DIR] [--checkpoint resnet18=PATH ...] [--fit-head 4000]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 
 from ferbench.data.prepared import load_split
 from ferbench.models.backbones import build_backbone
-from ferbench.models.classifier import ImageClassifier, build_head, forward_flops, load_classifier
+from ferbench.models.classifier import ImageClassifier, Standardize, build_head, forward_flops, load_classifier
 from ferbench.models.variants import REFERENCE
 from ferbench.params import load_params
 from ferbench.paths import PREPARED_DIR
@@ -38,6 +42,8 @@ from ferbench.shipping.latency import (
     fastest_faithful,
     timing,
 )
+from ferbench.training.embeddings import compute_embeddings
+from ferbench.training.engine import Batches, Checkpointing, TrainingData, fit
 from ferbench.training.settings import backbone_spec
 
 
@@ -58,13 +64,42 @@ def prepared_folder(path: Path | None, scratch: Path) -> tuple[Path, str]:
     return scratch / "prepared", "synthetic faces"
 
 
-def model_for(name: str, params: Params, checkpoints: dict[str, Path]) -> tuple[torch.nn.Module, str]:
+def model_for(
+    name: str, params: Params, checkpoints: dict[str, Path], head_images: int, prepared: Path
+) -> tuple[torch.nn.Module, str]:
     spec = backbone_spec(params, name)
     if name in checkpoints:
         return load_classifier(spec, checkpoints[name], 7), f"trained ({checkpoints[name]})"
     torch.manual_seed(0)
     backbone = build_backbone(spec.model_copy(update={"pretrained": False, "weights": None}))
-    return ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval(), "random weights"
+    if not head_images:
+        return ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval(), "random weights"
+    head, val_accuracy = fitted_head(backbone, params, prepared, head_images)
+    return ImageClassifier(backbone, head).eval(), f"random trunk, head fitted on {head_images} train images " + (
+        f"(val accuracy {val_accuracy:.3f})"
+    )
+
+
+def fitted_head(backbone, params: Params, prepared: Path, count: int) -> tuple[torch.nn.Module, float]:
+    """A standardised linear head trained, with the feature_extract recipe, on the frozen trunk's features
+    of `count` train images (and judged on 1,000 val images)."""
+    cpu = torch.device("cpu")
+    splits = {
+        name: Batches(torch.from_numpy(split.images[:size]), torch.from_numpy(split.labels[:size]))
+        for name, size in (("train", count), ("val", 1000))
+        for split in [load_split(prepared / f"{name}.npz")]
+    }
+    features = compute_embeddings(backbone, splits, False, params.embed.batch_size, cpu)
+    data = {
+        name: Batches(torch.from_numpy(features[name].astype("float32")), splits[name].labels, features=True)
+        for name in splits
+    }
+    train = data["train"].inputs[0]
+    head = torch.nn.Sequential(Standardize(train.mean(0), train.std(0)), build_head(backbone.feature_dim, 7))
+    recipe = params.feature_extract.recipe.model_copy(update={"flip": False})
+    with tempfile.TemporaryDirectory() as scratch:
+        result = fit(head, TrainingData(data["train"], data["val"], 7), recipe, Checkpointing(Path(scratch) / "h.pt"))
+    return head.eval(), result.best_val_accuracy
 
 
 def main() -> None:
@@ -86,6 +121,14 @@ def main() -> None:
         "data/prepared, else generated synthetic faces",
     )
     parser.add_argument("--agreement-images", type=int, default=1000, help="val images judged (default 1000)")
+    parser.add_argument(
+        "--fit-head",
+        type=int,
+        default=0,
+        metavar="N",
+        help="give each backbone without --checkpoint a head trained on its random trunk's features of N train "
+        "images (default 0: random head)",
+    )
     parser.add_argument(
         "--checkpoint",
         action="append",
@@ -114,10 +157,10 @@ def main() -> None:
         )
         print(
             f"{'backbone':<14} {'GFLOPs':>7} {'variant':<17} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'FPS':>7}"
-            f" {'speed-up':>9} {'agreement':>9}  weights"
+            f" {'x eager':>8} {'x ORT32':>8} {'GFLOP/s':>8} {'agreement':>9}"
         )
         for name in args.backbones:
-            model, weights = model_for(name, params, checkpoints)
+            model, weights = model_for(name, params, checkpoints, args.fit_head, prepared)
             gflops = forward_flops(model) / 1e9
             folder = Path(scratch) / name
             runtimes = build_runtimes(model, folder, args.threads, calibration)
@@ -139,12 +182,15 @@ def main() -> None:
                 {variant: {**results[variant], "agreement": agreements[variant]} for variant in runtimes},
                 params.latency.min_agreement,
             )
-            eager = results[REFERENCE]["p50_ms"]
+            eager, ort = results[REFERENCE]["p50_ms"], results["onnx_fp32"]["p50_ms"]
+            print(f"# {name}: {weights}")
             for variant, result in results.items():
+                p50 = result["p50_ms"]
+                mark = "  <- ships" if variant == ships else ""
                 print(
-                    f"{name:<14} {gflops:>7.2f} {variant:<17} {result['p50_ms']:>8.2f} {result['p90_ms']:>8.2f} "
-                    f"{result['p99_ms']:>8.2f} {result['fps']:>7.1f} {eager / result['p50_ms']:>8.2f}x "
-                    f"{agreements[variant]:>9.4f}  {weights}{'  <- ships' if variant == ships else ''}"
+                    f"{name:<14} {gflops:>7.2f} {variant:<17} {p50:>8.2f} {result['p90_ms']:>8.2f} "
+                    f"{result['p99_ms']:>8.2f} {result['fps']:>7.1f} {eager / p50:>7.2f}x {ort / p50:>7.2f}x "
+                    f"{gflops / (p50 / 1000):>8.0f} {agreements[variant]:>9.4f}{mark}"
                 )
 
 

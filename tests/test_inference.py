@@ -169,7 +169,7 @@ def test_predict_cli_whole_image_mode_and_errors(model_folder, tmp_path, capsys)
     assert "no model card" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("variant", ["onnx_fp32", "torch_fp32"])
+@pytest.mark.parametrize("variant", ["onnx_fp32", "torch_fp32", "openvino_fp32"])
 def test_the_card_temperature_and_tta_are_applied(variant, tmp_path):
     import torch
 
@@ -186,17 +186,26 @@ def test_the_card_temperature_and_tta_are_applied(variant, tmp_path):
     np.testing.assert_allclose(deployed.probabilities(crops), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_a_static_int8_model_folder_loads_in_the_inference_core_and_the_cli(tmp_path, capsys):
-    from ferbench.shipping.latency import Calibration
+STATIC_INT8 = {
+    "onnx_int8_static": ("onnxruntime", ["model.int8-static.onnx"], "percentile"),
+    "openvino_int8": ("openvino", ["model.openvino-int8.xml", "model.openvino-int8.bin"], "nncf"),
+}
+
+
+@pytest.mark.parametrize("variant", list(STATIC_INT8))
+def test_a_calibrated_int8_model_folder_loads_in_the_inference_core_and_the_cli(variant, tmp_path, capsys):
+    from ferbench.models.runtimes import Calibration
 
     calibration = Calibration(
         np.stack([render_face(name, np.random.default_rng(seed)) for seed in range(4) for name in CLASSES]),
         "percentile",
     )
-    folder = untrained_model_folder(tmp_path / "static", "onnx_int8_static", int8_calibration=calibration)
+    runtime, files, method = STATIC_INT8[variant]
+    folder = untrained_model_folder(tmp_path / variant, variant, int8_calibration=calibration)
     deployed = EmotionModel(folder, threads=1)
-    assert deployed.card.files.model == "model.int8-static.onnx" and deployed.card.runtime == "onnxruntime"
-    assert deployed.card.int8_calibration.model_dump() == {"split": "train", "images": 28, "method": "percentile"}
+    assert [deployed.card.files.model, deployed.card.files.weights] == [*files, None][:2]
+    assert deployed.card.runtime == runtime and set(files) <= set(deployed.card.sha256)
+    assert deployed.card.int8_calibration.model_dump() == {"split": "train", "images": 28, "method": method}
     assert "Static int8: activation ranges calibrated on 28 train images" in (folder / "MODEL_CARD.md").read_text()
     crops = np.stack([render_face(name, np.random.default_rng(9)) for name in CLASSES])
     probabilities = deployed.probabilities(crops)
@@ -204,6 +213,31 @@ def test_a_static_int8_model_folder_loads_in_the_inference_core_and_the_cli(tmp_
     Image.fromarray(crops[0]).save(tmp_path / "crop.png")
     assert predict.main([str(tmp_path / "crop.png"), "--model", str(folder), "--whole-image"]) == 0
     assert "crop.png" in capsys.readouterr().out
+
+
+def test_an_openvino_folder_without_openvino_or_its_weights_is_one_line(tmp_path, monkeypatch, capsys):
+    import importlib
+    import shutil
+
+    folder = untrained_model_folder(tmp_path / "ov", "openvino_fp32")
+    real_import = importlib.import_module
+
+    def without_openvino(name, *args):
+        if name == "openvino":
+            raise ImportError("No module named 'openvino'")
+        return real_import(name, *args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(importlib, "import_module", without_openvino)
+        with pytest.raises(FerbenchError, match=r"openvino is not installed; .* pip install openvino=="):
+            EmotionModel(folder, threads=1)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    (damaged / "model.openvino.bin").unlink()
+    Image.fromarray(render_face("happy", np.random.default_rng(0))).save(tmp_path / "face.png")
+    assert predict.main([str(tmp_path / "face.png"), "--model", str(damaged), "--whole-image"]) == 2
+    err = capsys.readouterr().err
+    assert "model.openvino.bin: the weights file the card names is missing" in err and len(err.splitlines()) == 1
 
 
 def _damage(folder, kind):

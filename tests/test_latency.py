@@ -9,11 +9,10 @@ from ferbench.data.prepared import Split, load_split
 from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, build_head, forward_flops
 from ferbench.models.export import CalibrationReader, export_onnx, onnx_logits, onnx_session, preprocessing_nodes
+from ferbench.models.runtimes import Calibration, Runtime, VariantExporter
 from ferbench.models.specs import BackboneSpec
 from ferbench.models.variants import VARIANTS
 from ferbench.shipping.latency import (
-    Calibration,
-    Runtime,
     agreement,
     build_runtimes,
     calibration_sample,
@@ -190,7 +189,7 @@ def faces(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["cnn", "clip"])
-def test_static_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, faces, tmp_path):
+def test_calibrated_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, faces, tmp_path):
     # Each network memorises 70 faces (far cheaper than learning them), is calibrated on other train faces and
     # judged on the 70, where its predictions are as confident as a real model's on real faces.
     torch.manual_seed(0)
@@ -207,6 +206,11 @@ def test_static_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, faces
     )
     measured = measure_variants(runtimes, judged.images, judged.labels, warmup=0, runs=1)
     assert measured["onnx_int8_static"]["agreement"] >= 0.99
+    assert measured["openvino_int8"]["agreement"] >= 0.99  # NNCF, calibrated on the same train faces
+    reference = runtimes["torch_fp32"].logits(judged.images)
+    np.testing.assert_allclose(runtimes["openvino_fp32"].logits(judged.images), reference, rtol=1e-3, atol=1e-3)
+    openvino_int8 = (tmp_path / VARIANTS["openvino_int8"].file).read_text()
+    assert openvino_int8.count('type="FakeQuantize"') > 2  # int8 kernels in the graph OpenVINO compiles
     graph = onnx.load(str(tmp_path / VARIANTS["onnx_int8_static"].file)).graph
     dequantized = {output for node in graph.node if node.op_type == "DequantizeLinear" for output in node.output}
     *body, head = [node for node in graph.node if node.op_type in ("Conv", "MatMul", "Gemm")]
@@ -250,3 +254,38 @@ def test_the_calibration_sample_is_seeded_and_never_larger_than_train():
     split = Split(images(10), np.zeros(10, dtype=np.int64))
     assert len(calibration_sample(split, 100, seed=0)) == 10  # all of a small train split
     np.testing.assert_array_equal(calibration_sample(split, 4, seed=1), calibration_sample(split, 4, seed=1))
+
+
+def test_without_openvino_its_variants_are_skipped_with_one_line(resnet, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real_find_spec(name, *a)
+    )
+    runtimes = build_runtimes(resnet, tmp_path, threads=1, calibration=Calibration(images(8), "percentile"))
+    assert set(runtimes) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static"}
+    lines = [line for line in capsys.readouterr().out.splitlines() if "skipped" in line]
+    assert lines == [
+        "latency: openvino_fp32, openvino_int8 skipped: openvino not installed "
+        "(pip install openvino==2026.4.1 nncf==3.4.0 (the versions requirements.txt pins))"
+    ]
+
+
+def test_nncf_calibrates_on_train_images_only(faces, tmp_path, monkeypatch):
+    import nncf
+
+    served = []
+    real_dataset = nncf.Dataset
+
+    def recording(items, *args):
+        served.extend(item[0] for item in items)
+        return real_dataset(items, *args)
+
+    monkeypatch.setattr(nncf, "Dataset", recording)
+    train, val, test = (load_split(faces / f"{split}.npz") for split in ("train", "val", "test"))
+    sample = Calibration(calibration_sample(train, 24, seed=3), "percentile")
+    VariantExporter(SmallCNN().eval(), tmp_path / "scratch").export(VARIANTS["openvino_int8"], tmp_path, sample)
+    rows = {image.tobytes() for image in served}
+    assert len(rows) == 24 and rows <= {image.tobytes() for image in train.images}
+    assert not rows & {image.tobytes() for image in np.concatenate([val.images, test.images])}

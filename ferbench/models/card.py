@@ -91,12 +91,13 @@ class CardTta(CardPart):
 class CardFiles(CardPart):
     model: FileName
     checkpoint: FileName | None = None  # a released folder carries no checkpoint
+    weights: FileName | None = None  # OpenVINO IR: the .bin beside the model's .xml
 
 
 class Int8Calibration(CardPart):
     split: Literal["train"]
     images: Annotated[int, Field(ge=1)]
-    method: Literal[CALIBRATION_METHODS]
+    method: Literal[(*CALIBRATION_METHODS, "nncf")]  # ONNX Runtime's range method, or NNCF's (OpenVINO)
 
 
 class ClassResult(CardPart):
@@ -402,7 +403,8 @@ def card_markdown(card: ModelCard) -> str:
         f"{'repeats to 3 channels' if card.preprocessing.channels == 3 else 'keeps one channel'} and "
         "normalises inside the graph",
         f"- Runtime: {card.runtime}, file `{card.files.model}`"
-        + (f" (SHA-256 `{card.sha256[card.files.model]}`)" if card.files.model in card.sha256 else ""),
+        + (f" (SHA-256 `{card.sha256[card.files.model]}`)" if card.files.model in card.sha256 else "")
+        + (f" with its weights `{card.files.weights}`" if card.files.weights else ""),
         "- Test-time augmentation: "
         + (
             f"logits averaged over {tta.views} views (mirror {tta.flip}, {tta.shifts} shifts of "
@@ -416,9 +418,10 @@ def card_markdown(card: ModelCard) -> str:
     ]
     if card.int8_calibration is not None:
         int8 = card.int8_calibration
+        how = "NNCF post-training quantization" if int8.method == "nncf" else int8.method
         lines.append(
             f"- Static int8: activation ranges calibrated on {int8.images} {int8.split} images "
-            f"({int8.method}); the preprocessing inside the model stays fp32"
+            f"({how}); the preprocessing inside the model and the classifier head stay fp32"
         )
     lines += ["", "## Intended use", "", *[f"- {text}" for text in INTENDED_USE]]
     lines += ["", "## Out-of-scope use", "", *[f"- {text}" for text in OUT_OF_SCOPE]]

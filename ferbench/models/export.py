@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ INPUT_NAME = "images"  # uint8, batch x 48 x 48
 OUTPUT_NAME = "logits"  # float32, batch x classes
 
 
-def _transformer_configs(model: nn.Module) -> list[Any]:
+def transformer_configs(model: nn.Module) -> list[Any]:
     """Configs of the Hugging Face models inside `model` (the CLIP vision tower), if any."""
     return [
         module.config
@@ -72,7 +71,7 @@ def export_onnx(model: nn.Module, path: Path, fuse: bool = True) -> Path:
     model = model.eval().cpu()
     example = torch.zeros(2, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)  # batch 2: 1 would be specialised away
     path.parent.mkdir(parents=True, exist_ok=True)
-    configs = _transformer_configs(model)
+    configs = transformer_configs(model)
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), _eager_attention(configs):
         torch.onnx.export(
@@ -222,13 +221,6 @@ def quantize_int8_static(source: Path, target: Path, calibration: np.ndarray, me
     finally:
         prepared.unlink(missing_ok=True)
     return target
-
-
-def export_int8_static(model: nn.Module, target: Path, calibration: np.ndarray, method: str = "percentile") -> Path:
-    """`model` exported without transformer fusion and quantized by `quantize_int8_static`."""
-    with tempfile.TemporaryDirectory() as scratch:
-        fp32 = export_onnx(model, Path(scratch) / "fp32.onnx", fuse=False)
-        return quantize_int8_static(fp32, target, calibration, method)
 
 
 def onnx_session(path: Path, threads: int, spinning: bool = True):  # -> onnxruntime.InferenceSession

@@ -143,6 +143,12 @@ class EmotionModel:
             )
 
     def _load(self, path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+        if VARIANTS[self.card.variant].openvino:
+            from ferbench.models.openvino_runtime import OpenVinoModel
+
+            if self.card.files.weights is None:
+                raise FerbenchError(f"{self.folder / CARD_FILE}: an OpenVINO model needs files.weights (its .bin)")
+            return OpenVinoModel(path, verified_file(self.folder, self.card, "weights"), threads or 0)
         if VARIANTS[self.card.variant].onnx:
             from ferbench.models.export import onnx_logits, onnx_session
 

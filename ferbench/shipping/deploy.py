@@ -36,24 +36,12 @@ from ferbench.models.card import (
 )
 from ferbench.models.checkpoint import save_checkpoint
 from ferbench.models.classifier import TTAClassifier, load_classifier, with_tta
-from ferbench.models.export import export_int8_static, export_onnx, quantize_int8
 from ferbench.models.folder import calibrated_probabilities, checksums, read_card, write_card
+from ferbench.models.runtimes import Calibration, VariantExporter
 from ferbench.models.specs import NO_TTA, BackboneSpec, TTAConfig
 from ferbench.models.variants import CHECKPOINT_FILE, REFERENCE, VARIANTS
 from ferbench.paths import DETAILS_DIR
-from ferbench.shipping.latency import Calibration, agreement, batched_logits, build_runtimes, fastest_faithful
-
-
-def export_variant(model: nn.Module, variant: str, folder: Path, calibration: Calibration | None = None) -> Path:
-    """`model` (which already carries its TTA wrapper) exported as `variant` into `folder`; static int8
-    needs `calibration` (train images)."""
-    target = folder / VARIANTS[variant].file
-    if variant == "onnx_int8_static":
-        return export_int8_static(model, target, calibration.images, calibration.method)
-    if variant == "onnx_int8":
-        with tempfile.TemporaryDirectory() as scratch:
-            return quantize_int8(export_onnx(model, Path(scratch) / VARIANTS["onnx_fp32"].file), target)
-    return export_onnx(model, target)
+from ferbench.shipping.latency import agreement, batched_logits, build_runtimes, fastest_faithful
 
 
 def write_model_folder(
@@ -64,30 +52,33 @@ def write_model_folder(
     variant: str,
     **card_fields: Any,
 ) -> ModelCard:
-    """A deployable folder: the file of `variant` (exported now from `model`, which already carries its
-    TTA wrapper, unless `card_fields["exported"]` names the file), the checkpoint (`card_fields["checkpoint"]`,
-    or saved from the classifier), and the card with the other `card_fields` (tta, temperature,
-    int8_calibration, metrics, ...) as ModelCard fields."""
+    """A deployable folder: the files of `variant` (copied from the folder `card_fields["exported"]` where
+    they were exported already, else exported now from `model`, which already carries its TTA wrapper), the
+    checkpoint (`card_fields["checkpoint"]`, or saved from the classifier), and the card with the other
+    `card_fields` (tta, temperature, int8_calibration, metrics, ...) as ModelCard fields."""
     if variant not in VARIANTS:
         raise FerbenchError(f"unknown deployment variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    shipped = VARIANTS[variant]
     exported: Path | None = card_fields.pop("exported", None)
     checkpoint: Path | None = card_fields.pop("checkpoint", None)
     calibration: Calibration | None = card_fields.pop("int8_calibration", None)
     tta: TTAConfig = card_fields.pop("tta", None) or NO_TTA
-    if variant == "onnx_int8_static" and calibration is None:
-        raise FerbenchError("onnx_int8_static: a static int8 model needs its calibration images (train split)")
+    if shipped.int8 and calibration is None:
+        raise FerbenchError(f"{variant}: int8 calibrated on train images needs its calibration images (train split)")
     folder.mkdir(parents=True, exist_ok=True)
-    files = CardFiles(checkpoint=CHECKPOINT_FILE, model=VARIANTS[variant].file)
+    files = CardFiles(checkpoint=CHECKPOINT_FILE, model=shipped.file, weights=shipped.weights)
     classifier = model.model if isinstance(model, TTAClassifier) else model
     if checkpoint is not None:
         shutil.copyfile(checkpoint, folder / CHECKPOINT_FILE)
     else:
         save_checkpoint(folder / CHECKPOINT_FILE, classifier, backbone=spec.name)
-    if VARIANTS[variant].onnx:
+    if shipped.name != REFERENCE:
         if exported is not None:
-            shutil.copyfile(exported, folder / files.model)
+            for name in shipped.files:
+                shutil.copyfile(exported / name, folder / name)
         else:
-            export_variant(model, variant, folder, calibration)
+            with tempfile.TemporaryDirectory() as scratch:
+                VariantExporter(model, Path(scratch)).export(shipped, folder, calibration)
     preprocess = classifier.preprocess
     card = ModelCard(
         format=CARD_FORMAT,
@@ -113,15 +104,17 @@ def write_model_folder(
         temperature=card_fields.pop("temperature", 1.0),
         runtime=VARIANTS[variant].runtime,
         variant=variant,
-        files=CardFiles(model=files.model, checkpoint=files.checkpoint),
+        files=files if shipped.weights else CardFiles(checkpoint=CHECKPOINT_FILE, model=shipped.file),
         sha256=checksums(folder, files.model_dump()),
         **(
             {
                 "int8_calibration": Int8Calibration(
-                    split="train", images=len(calibration.images), method=calibration.method
+                    split="train",
+                    images=len(calibration.images),
+                    method=calibration.method if shipped.int8 == "ort" else "nncf",
                 )
             }
-            if variant == "onnx_int8_static"
+            if shipped.int8
             else {}
         ),
         **card_fields,
@@ -190,6 +183,7 @@ def deploy_candidate(
     shutil.rmtree(folder, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
         runtimes = build_runtimes(shipped, Path(scratch), rules.threads, data.calibration)
+        runtimes = {name: runtime for name, runtime in runtimes.items() if name in candidate.latency["variants"]}
         val_logits = {name: batched_logits(runtime, val.images) for name, runtime in runtimes.items()}
         reference = val_logits[REFERENCE].argmax(1)
         agreements = {name: agreement(reference, logits.argmax(1)) for name, logits in val_logits.items()}
@@ -213,7 +207,7 @@ def deploy_candidate(
             classes,
             variant,
             checkpoint=candidate.checkpoint,
-            exported=Path(scratch) / VARIANTS[variant].file if VARIANTS[variant].onnx else None,
+            exported=Path(scratch),
             tta=rules.tta,
             temperature=probabilities["temperature"],
             int8_calibration=data.calibration,

@@ -1,9 +1,10 @@
 """CPU latency of a classifier at batch 1, per runtime variant, and how faithful each variant is.
 
-Variants: PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime int8 with dynamic quantization
-(weights int8, activation ranges found at run time: fast for transformers' matmuls) and with static
-quantization (activation ranges calibrated beforehand on train images: int8 convolutions for CNNs).
-Each is timed on the same single 48x48 image after warm-up; faithfulness is the share of val
+Variants (`ferbench.models.variants`): PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime int8 with
+dynamic quantization (weights int8, activation ranges found at run time: fast for transformers' matmuls)
+and with static quantization (activation ranges calibrated beforehand on train images: int8 convolutions
+for CNNs), and, where OpenVINO is installed, OpenVINO fp32 and OpenVINO int8 (NNCF, calibrated on the same
+train images). Each is timed on the same single 48x48 image after warm-up; faithfulness is the share of val
 images on which a variant predicts the same class as PyTorch fp32. With test-time augmentation
 of V views, each variant is also timed on the V views of that image in one call (`tta`), which
 is the work the TTA graph does apart from its negligible flips and shifts.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +25,17 @@ from torch import nn
 from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
 from ferbench.models.classifier import forward_flops
-from ferbench.models.export import (
-    export_int8_static,
-    export_onnx,
-    quantize_int8,
+from ferbench.models.runtimes import (
+    Calibration,
+    Runtime,
+    VariantExporter,
+    available_variants,
+    file_runtime,
+    torch_runtime,
 )
-from ferbench.models.runtimes import Runtime, onnx_runtime, torch_runtime
-from ferbench.models.variants import REFERENCE, VARIANTS
+from ferbench.models.variants import REFERENCE
 from ferbench.provenance import machine_description
 from ferbench.schema import Latency, Params
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What static int8 quantization measures activation ranges on: train images and the method."""
-
-    images: np.ndarray
-    method: str
 
 
 def calibration_sample(train: Split, count: int, seed: int) -> np.ndarray:
@@ -89,20 +83,18 @@ def calibration_from_params(params: Params, train: Split) -> Calibration:
 def build_runtimes(
     model: nn.Module, folder: Path, threads: int, calibration: Calibration | None = None
 ) -> dict[str, Runtime]:
-    """Export the ONNX files into `folder` and return the runtimes: every variant, static int8 only
-    when `calibration` is given."""
-    fp32 = export_onnx(model, folder / VARIANTS["onnx_fp32"].file)
-    int8 = quantize_int8(fp32, folder / VARIANTS["onnx_int8"].file)
-    runtimes = {
-        REFERENCE: torch_runtime(model),
-        "onnx_fp32": onnx_runtime("onnx_fp32", fp32, threads),
-        "onnx_int8": onnx_runtime("onnx_int8", int8, threads),
-    }
-    if calibration is not None:
-        static = export_int8_static(
-            model, folder / VARIANTS["onnx_int8_static"].file, calibration.images, calibration.method
-        )
-        runtimes["onnx_int8_static"] = onnx_runtime("onnx_int8_static", static, threads)
+    """Export every variant this machine can build into `folder` and return their runtimes (PyTorch eager
+    first, the reference): the int8 variants calibrated on train images only when `calibration` is given;
+    OpenVINO's only when it is installed (one line says what was skipped)."""
+    runtimes = {REFERENCE: torch_runtime(model)}
+    variants, skipped = available_variants(with_int8=calibration is not None)
+    for note in skipped:
+        print(f"latency: {note}")
+    with tempfile.TemporaryDirectory() as scratch:
+        exporter = VariantExporter(model, Path(scratch))
+        for variant in variants:
+            exporter.export(variant, folder, calibration)
+            runtimes[variant.name] = file_runtime(variant, folder, threads)
     return runtimes
 
 

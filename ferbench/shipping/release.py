@@ -1,5 +1,5 @@
-"""Release a model folder: copy what serving needs (the card, its markdown and the model file) into a
-folder that can live in git, such as `models/released/`, and check the copy loads.
+"""Release a model folder: copy what serving needs (the card, its markdown and the model file, with its weights
+file for OpenVINO) into a folder that can live in git, such as `models/released/`, and check the copy loads.
 
 The training checkpoint stays behind (it is for re-exporting, not serving, and several times the
 size of an int8 model); the card drops it from its files and keeps the SHA-256 of what remains,
@@ -27,16 +27,18 @@ def release_model(source: Path, destination: Path) -> ModelCard:
     card = read_card(source)
     if card.trained_on_synthetic_data:
         raise FerbenchError(f"{source}: trained on synthetic faces (make demo); release a model trained on FER-2013")
-    model_file = verified_file(source, card, "model")
+    roles = ["model"] + (["weights"] if card.files.weights else [])  # serving needs no checkpoint: it stays behind
+    served = {role: verified_file(source, card, role) for role in roles}
     if destination.exists() and not (destination / CARD_FILE).is_file():
         raise FerbenchError(f"{destination}: exists and is not a model folder; choose an empty or new folder")
-    files = CardFiles(model=card.files.model)  # serving needs no checkpoint: it stays behind
-    card = card.model_copy(update={"files": files, "sha256": checksums(source, {"model": files.model})})
+    files = CardFiles(**{role: path.name for role, path in served.items()})
+    card = card.model_copy(update={"files": files, "sha256": checksums(source, files.model_dump())})
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
         staged = Path(scratch) / "model"
         staged.mkdir()
-        shutil.copyfile(model_file, staged / model_file.name)
+        for path in served.values():
+            shutil.copyfile(path, staged / path.name)
         write_card(staged, card)
         EmotionModel(staged)  # the copy loads and its outputs match its classes
         shutil.rmtree(destination, ignore_errors=True)
