@@ -25,9 +25,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ferbench.data.prepared import load_split
+from ferbench.data.prepared import Split, load_split
 from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, Standardize, build_head, forward_flops, load_classifier
 from ferbench.models.variants import REFERENCE
@@ -80,15 +81,21 @@ def model_for(
     )
 
 
+def sample(split: Split, count: int, seed: int = 0) -> Split:
+    """`count` images of a split drawn at random (a prepared split is ordered by class: its first images are
+    all angry)."""
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(split))[:count])
+    return Split(split.images[chosen], split.labels[chosen])
+
+
 def fitted_head(backbone, params: Params, prepared: Path, count: int) -> tuple[torch.nn.Module, float]:
     """A standardised linear head trained, with the feature_extract recipe, on the frozen trunk's features
     of `count` train images (and judged on 1,000 val images)."""
     cpu = torch.device("cpu")
-    splits = {
-        name: Batches(torch.from_numpy(split.images[:size]), torch.from_numpy(split.labels[:size]))
-        for name, size in (("train", count), ("val", 1000))
-        for split in [load_split(prepared / f"{name}.npz")]
-    }
+    splits = {}
+    for name, size in (("train", count), ("val", 1000)):
+        split = sample(load_split(prepared / f"{name}.npz"), size)  # prepared splits are ordered by class
+        splits[name] = Batches(torch.from_numpy(split.images), torch.from_numpy(split.labels))
     features = compute_embeddings(backbone, splits, False, params.embed.batch_size, cpu)
     data = {
         name: Batches(torch.from_numpy(features[name].astype("float32")), splits[name].labels, features=True)
@@ -120,7 +127,7 @@ def main() -> None:
         help="prepared folder (train.npz for calibration, val.npz for agreement); default "
         "data/prepared, else generated synthetic faces",
     )
-    parser.add_argument("--agreement-images", type=int, default=1000, help="val images judged (default 1000)")
+    parser.add_argument("--agreement-images", type=int, default=1000, help="val images judged, drawn at random (1000)")
     parser.add_argument(
         "--fit-head",
         type=int,
@@ -149,11 +156,11 @@ def main() -> None:
         prepared, source = prepared_folder(args.prepared, Path(scratch))
         calibration = calibration_from_params(params, load_split(prepared / "train.npz"))
         val = load_split(prepared / "val.npz")
-        judged = val.images[: args.agreement_images]
+        judged = sample(val, args.agreement_images, seed=1).images
         print(
             f"CPU, batch 1, {args.threads} threads, {args.runs} runs x {args.rounds} rounds (median round); "
             f"static int8 calibrated on {len(calibration.images)} train images ({calibration.method}); "
-            f"agreement with torch fp32 on {len(judged)} val images of {source}"
+            f"agreement with torch fp32 on {len(judged)} random val images of {source}"
         )
         print(
             f"{'backbone':<14} {'GFLOPs':>7} {'variant':<17} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'FPS':>7}"

@@ -418,10 +418,13 @@ def card_markdown(card: ModelCard) -> str:
     ]
     if card.int8_calibration is not None:
         int8 = card.int8_calibration
+        rest = (
+            "OpenVINO runs them in bf16 where the CPU has native bf16" if int8.method == "nncf" else "they stay fp32"
+        )
         how = "NNCF post-training quantization" if int8.method == "nncf" else int8.method
         lines.append(
-            f"- Static int8: activation ranges calibrated on {int8.images} {int8.split} images "
-            f"({how}); the preprocessing inside the model and the classifier head stay fp32"
+            f"- Static int8: activation ranges calibrated on {int8.images} {int8.split} images ({how}); the "
+            f"preprocessing inside the model and the classifier head are not quantized ({rest})"
         )
     lines += ["", "## Intended use", "", *[f"- {text}" for text in INTENDED_USE]]
     lines += ["", "## Out-of-scope use", "", *[f"- {text}" for text in OUT_OF_SCOPE]]

@@ -148,7 +148,8 @@ class EmotionModel:
 
             if self.card.files.weights is None:
                 raise FerbenchError(f"{self.folder / CARD_FILE}: an OpenVINO model needs files.weights (its .bin)")
-            return OpenVinoModel(path, verified_file(self.folder, self.card, "weights"), threads or 0)
+            weights = verified_file(self.folder, self.card, "weights")
+            return OpenVinoModel(path, weights, threads or 0, VARIANTS[self.card.variant].precision)
         if VARIANTS[self.card.variant].onnx:
             from ferbench.models.export import onnx_logits, onnx_session
 

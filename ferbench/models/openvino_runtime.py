@@ -4,7 +4,8 @@
 variant) converted by OpenVINO and run by its CPU plugin at fp32 precision: no quantization error at all,
 OpenVINO's own fused kernels. `openvino_int8`: the same graph quantized by NNCF's post-training
 quantization, its activation ranges calibrated on train images (the transformer preset for attention
-models; the classifier head stays fp32, as in ONNX Runtime's static int8). Both are stored as OpenVINO IR
+models; the classifier head stays out of int8, as in ONNX Runtime's static int8), the operations it leaves
+in floating point run in bf16 where the CPU has native bf16. Both are stored as OpenVINO IR
 (`.xml` graph and `.bin` weights) in a model folder and loaded from those two files only.
 
 Optional: without `openvino` (and `nncf` to quantize) `require` raises one line saying how to install them;
@@ -90,14 +91,19 @@ def convert_openvino(source: Path, target: Path, calibration: np.ndarray | None,
 
 
 class OpenVinoModel:
-    """An IR compiled for the CPU at fp32 precision (the default on CPUs with bf16 would be bf16: not
-    faithful), callable on a uint8 batch; one inference request per thread (a request is not thread-safe,
-    and the app serves several sessions at once)."""
+    """An IR compiled for the CPU, callable on a uint8 batch; one inference request per thread (a request is
+    not thread-safe, and the app serves several sessions at once).
 
-    def __init__(self, graph: Path, weights: Path, threads: int) -> None:
+    `precision` is that of the operations not quantized to int8: `f32` for `openvino_fp32` (OpenVINO's
+    default on CPUs with native bf16 would be bf16, which is not fp32), `bf16` for the ones an int8 graph
+    leaves (softmax, layer norms, the head), used only where the CPU has native bf16, else f32."""
+
+    def __init__(self, graph: Path, weights: Path, threads: int, precision: str = "f32") -> None:
         ov = require("openvino")
         core = ov.Core()
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            precision = "f32"
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(core.read_model(str(graph), str(weights)), "CPU", config)

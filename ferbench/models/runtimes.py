@@ -57,7 +57,8 @@ def file_runtime(variant: Variant, folder: Path, threads: int) -> Runtime:
     if variant.openvino:
         from ferbench.models.openvino_runtime import OpenVinoModel
 
-        return Runtime(variant.name, OpenVinoModel(folder / variant.file, folder / variant.weights, threads))
+        model = OpenVinoModel(folder / variant.file, folder / variant.weights, threads, variant.precision)
+        return Runtime(variant.name, model)
     session = onnx_session(folder / variant.file, threads)
     return Runtime(variant.name, lambda images: onnx_logits(session, images))
 

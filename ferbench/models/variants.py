@@ -21,6 +21,7 @@ class Variant:
     description: str
     weights: str | None = None  # OpenVINO IR: the weights file beside the graph (.bin beside .xml)
     int8: str | None = None  # how its int8 ranges are calibrated on train images: None (fp32, dynamic) | ort | nncf
+    precision: str | None = None  # OpenVINO: the precision of the operations not in int8 (bf16 only on native bf16)
 
     @property
     def onnx(self) -> bool:
@@ -48,7 +49,14 @@ VARIANTS: dict[str, Variant] = {
             "ONNX Runtime, int8 calibrated on train",
             int8="ort",
         ),
-        Variant("openvino_fp32", "openvino", "model.openvino.xml", "OpenVINO, fp32", weights="model.openvino.bin"),
+        Variant(
+            "openvino_fp32",
+            "openvino",
+            "model.openvino.xml",
+            "OpenVINO, fp32",
+            weights="model.openvino.bin",
+            precision="f32",
+        ),
         Variant(
             "openvino_int8",
             "openvino",
@@ -56,6 +64,7 @@ VARIANTS: dict[str, Variant] = {
             "OpenVINO, int8 by NNCF calibrated on train",
             weights="model.openvino-int8.bin",
             int8="nncf",
+            precision="bf16",
         ),
     )
 }
