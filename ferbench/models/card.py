@@ -418,9 +418,7 @@ def card_markdown(card: ModelCard) -> str:
     ]
     if card.int8_calibration is not None:
         int8 = card.int8_calibration
-        rest = (
-            "OpenVINO runs them in bf16 where the CPU has native bf16" if int8.method == "nncf" else "they stay fp32"
-        )
+        rest = "OpenVINO runs them in bf16 where the CPU has native bf16" if int8.method == "nncf" else "they stay fp32"
         how = "NNCF post-training quantization" if int8.method == "nncf" else int8.method
         lines.append(
             f"- Static int8: activation ranges calibrated on {int8.images} {int8.split} images ({how}); the "
