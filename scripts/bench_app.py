@@ -1,4 +1,4 @@
-"""End-to-end frame time of the app's pipeline: detect + crop + classify + draw (results in the README).
+"""End-to-end frame time of the app's pipeline: detect, crop, classify, draw (results: docs/latency.md).
 
 A 640x480 frame with one real face in webcam framing (the astronaut photo shipped with
 scikit-image) goes through `EmotionRecognizer.process_frame` with the live mode's detector

@@ -1,6 +1,6 @@
 """Faces in the wild: detection recall, false positives, end-to-end emotion accuracy and time per frame,
 per detector and with/without alignment, on frames built from real FER-2013 test faces (results and
-command in the README, "Faces in the wild").
+command in docs/faces.md).
 
 Frames (`scripts/face_scenes.py`, seeded): an upright set (1-3 faces per 640x480 frame, 90-220 px,
 half mirrored), a rotated set (the same, each face turned by up to +-30 degrees) and face-free

@@ -1,4 +1,4 @@
-"""Benchmarks of the training engine (results and commands are in the README).
+"""Benchmarks of the training engine (results and commands in docs/benchmarks.md).
 
   feature-cost   embedding once + 20 head epochs, against one forward pass over all images
                  (mirrored copies included) and against the naive 20 passes through the frozen trunk
