@@ -114,14 +114,21 @@ def test_latency_report_of_a_real_model(resnet, tmp_path):
     assert report["gflops"] == pytest.approx(forward_flops(resnet) / 1e9) and report["gflops"] > 0.05
 
 
-def test_the_variants_files_are_written_and_int8_is_smaller(resnet, tmp_path):
-    build_runtimes(resnet, tmp_path, threads=1)
-    fp32, int8 = (tmp_path / VARIANTS[name].file for name in ("onnx_fp32", "onnx_int8"))
+@pytest.fixture(scope="module")
+def resnet_variants(resnet, tmp_path_factory):
+    """The uncalibrated variants of `resnet`: their folder and runtimes (exported once for the module)."""
+    folder = tmp_path_factory.mktemp("variants")
+    return folder, build_runtimes(resnet, folder, threads=1)
+
+
+def test_the_variants_files_are_written_and_int8_is_smaller(resnet_variants):
+    folder, _ = resnet_variants
+    fp32, int8 = (folder / VARIANTS[name].file for name in ("onnx_fp32", "onnx_int8"))
     assert fp32.is_file() and int8.is_file() and int8.stat().st_size < fp32.stat().st_size / 2
 
 
-def test_int8_runtime_agreement_matches_a_direct_comparison(resnet, tmp_path):
-    runtimes = build_runtimes(resnet, tmp_path, threads=1)
+def test_int8_runtime_agreement_matches_a_direct_comparison(resnet_variants):
+    _, runtimes = resnet_variants
     batch = images(64, seed=3)
     reference = runtimes["torch_fp32"].logits(batch).argmax(1)
     int8 = runtimes["onnx_int8"].logits(batch).argmax(1)
@@ -256,14 +263,14 @@ def test_the_calibration_sample_is_seeded_and_never_larger_than_train():
     np.testing.assert_array_equal(calibration_sample(split, 4, seed=1), calibration_sample(split, 4, seed=1))
 
 
-def test_without_openvino_its_variants_are_skipped_with_one_line(resnet, tmp_path, monkeypatch, capsys):
+def test_without_openvino_its_variants_are_skipped_with_one_line(tmp_path, monkeypatch, capsys):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real_find_spec(name, *a)
     )
-    runtimes = build_runtimes(resnet, tmp_path, threads=1, calibration=Calibration(images(8), "percentile"))
+    runtimes = build_runtimes(SmallCNN().eval(), tmp_path, threads=1, calibration=Calibration(images(8), "percentile"))
     assert set(runtimes) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static"}
     lines = [line for line in capsys.readouterr().out.splitlines() if "skipped" in line]
     assert lines == [

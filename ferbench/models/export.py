@@ -63,7 +63,7 @@ def export_onnx(model: nn.Module, path: Path, fuse: bool = True) -> Path:
 
     A transformers tower is exported with eager attention and then (with `fuse`) fused by ONNX
     Runtime's transformer optimizer (one Attention op per layer, QuickGelu, SkipLayerNorm): both
-    fp32 and the dynamic int8 model made from it run markedly faster (README: latency benchmark).
+    fp32 and the dynamic int8 model made from it run markedly faster (docs/latency.md).
     Static int8 needs the plain graph: its calibrator cannot see through the fused ops.
     """
     import onnx
@@ -88,20 +88,25 @@ def export_onnx(model: nn.Module, path: Path, fuse: bool = True) -> Path:
     # The exporter's intermediate shape annotations trip ONNX Runtime's quantizer; they are optional.
     del graph.graph.value_info[:]
     onnx.save(graph, str(path))
-    if configs and fuse:
-        from onnxruntime.transformers.optimizer import optimize_model
+    return fuse_transformer(configs[0], path, path) if configs and fuse else path
 
-        config = configs[0]
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-            optimized = optimize_model(
-                str(path),
-                model_type="clip",
-                num_heads=int(config.num_attention_heads),
-                hidden_size=int(config.hidden_size),
-                opt_level=0,
-            )
-        optimized.save_model_to_file(str(path))
-    return path
+
+def fuse_transformer(config: Any, source: Path, target: Path) -> Path:
+    """The plain ONNX export `source` of a transformers tower (`config`: its Hugging Face config) through ONNX
+    Runtime's transformer optimizer, at `target`: one Attention op per layer, QuickGelu, SkipLayerNorm."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        optimized = optimize_model(
+            str(source),
+            model_type="clip",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            opt_level=0,
+        )
+    optimized.save_model_to_file(str(target))
+    return target
 
 
 def quantize_int8(source: Path, target: Path) -> Path:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ferbench.models.export import (
     export_onnx,
+    fuse_transformer,
     onnx_logits,
     onnx_session,
     quantize_int8,
@@ -74,9 +75,16 @@ class VariantExporter:
         self._graphs: dict[bool, Path] = {}
 
     def graph(self, fused: bool) -> Path:
+        """The plain graph, exported once (a PyTorch export takes seconds to a minute); the fused one made from it
+        (for a model without transformer layers, the plain one itself)."""
         if fused not in self._graphs:
-            name = "fused.onnx" if fused else "plain.onnx"
-            self._graphs[fused] = export_onnx(self.model, self.scratch / name, fuse=fused)
+            configs = transformer_configs(self.model)
+            if not fused:
+                self._graphs[fused] = export_onnx(self.model, self.scratch / "plain.onnx", fuse=False)
+            elif configs:
+                self._graphs[fused] = fuse_transformer(configs[0], self.graph(fused=False), self.scratch / "fused.onnx")
+            else:
+                self._graphs[fused] = self.graph(fused=False)
         return self._graphs[fused]
 
     def export(self, variant: Variant, folder: Path, calibration: Calibration | None = None) -> Path:
