@@ -1,7 +1,7 @@
 """The runtime variants a trained classifier is exported in, named once: what runs each and the files it is
 in a model folder. The latency stage times them, deploy ships the fastest faithful one, the model card
 names it and serving loads it. Kept free of torch, onnxruntime and openvino imports so that reading a card
-is cheap. OpenVINO is optional: without it, its variants are skipped (`openvino_available`).
+is cheap. OpenVINO is optional: without it, its variants are skipped (`missing_packages`).
 """
 
 from __future__ import annotations
