@@ -296,3 +296,10 @@ def test_nncf_calibrates_on_train_images_only(faces, tmp_path, monkeypatch):
     rows = {image.tobytes() for image in served}
     assert len(rows) == 24 and rows <= {image.tobytes() for image in train.images}
     assert not rows & {image.tobytes() for image in np.concatenate([val.images, test.images])}
+
+
+def test_only_the_named_variants_are_exported(tmp_path):
+    # deploy judges only what the latency stage timed: the other variants are never built
+    runtimes = build_runtimes(SmallCNN().eval(), tmp_path, 1, Calibration(images(8), "percentile"), only={"onnx_fp32"})
+    assert set(runtimes) == {"torch_fp32", "onnx_fp32"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == [VARIANTS["onnx_fp32"].file]

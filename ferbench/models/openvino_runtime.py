@@ -63,7 +63,8 @@ def quantize_nncf(graph: Any, calibration: np.ndarray, transformer: bool) -> Any
     dataset = nncf.Dataset([calibration[index : index + 1] for index in range(len(calibration))])
     # Activation ranges from the global min and max over the calibration faces, not NNCF's default mean of
     # per-face extremes, which clips the rarer large activations: on a small CLIP that memorised 70 faces,
-    # agreement with fp32 rose from 90% to 100% (the CNN's was 100% either way).
+    # agreement with fp32 rose from 90% to 100% (the CNN's was 100% either way); on the real fer_vgg8, 97.95%
+    # against 97.7-97.8% on all of val.
     ranges = nncf.AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
     with _quiet_nncf():
         return nncf.quantize(

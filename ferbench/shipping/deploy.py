@@ -66,7 +66,9 @@ def write_model_folder(
     if shipped.int8 and calibration is None:
         raise FerbenchError(f"{variant}: int8 calibrated on train images needs its calibration images (train split)")
     folder.mkdir(parents=True, exist_ok=True)
-    files = CardFiles(checkpoint=CHECKPOINT_FILE, model=shipped.file, weights=shipped.weights)
+    # weights only where the variant has a weights file: the card records the fields that were set
+    weights = {"weights": shipped.weights} if shipped.weights else {}
+    files = CardFiles(checkpoint=CHECKPOINT_FILE, model=shipped.file, **weights)
     classifier = model.model if isinstance(model, TTAClassifier) else model
     if checkpoint is not None:
         shutil.copyfile(checkpoint, folder / CHECKPOINT_FILE)
@@ -104,7 +106,7 @@ def write_model_folder(
         temperature=card_fields.pop("temperature", 1.0),
         runtime=VARIANTS[variant].runtime,
         variant=variant,
-        files=files if shipped.weights else CardFiles(checkpoint=CHECKPOINT_FILE, model=shipped.file),
+        files=files,
         sha256=checksums(folder, files.model_dump()),
         **(
             {
@@ -182,8 +184,9 @@ def deploy_candidate(
     timings_key = "tta" if rules.tta is not None and rules.tta.enabled else None
     shutil.rmtree(folder, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
-        runtimes = build_runtimes(shipped, Path(scratch), rules.threads, data.calibration)
-        runtimes = {name: runtime for name, runtime in runtimes.items() if name in candidate.latency["variants"]}
+        # only the variants the latency stage timed: their timings are what the rule compares
+        timed = candidate.latency["variants"]
+        runtimes = build_runtimes(shipped, Path(scratch), rules.threads, data.calibration, only=timed)
         val_logits = {name: batched_logits(runtime, val.images) for name, runtime in runtimes.items()}
         reference = val_logits[REFERENCE].argmax(1)
         agreements = {name: agreement(reference, logits.argmax(1)) for name, logits in val_logits.items()}

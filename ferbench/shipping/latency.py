@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +81,18 @@ def calibration_from_params(params: Params, train: Split) -> Calibration:
 
 
 def build_runtimes(
-    model: nn.Module, folder: Path, threads: int, calibration: Calibration | None = None
+    model: nn.Module,
+    folder: Path,
+    threads: int,
+    calibration: Calibration | None = None,
+    only: Collection[str] | None = None,
 ) -> dict[str, Runtime]:
-    """Export every variant this machine can build into `folder` and return their runtimes (PyTorch eager
-    first, the reference): the int8 variants calibrated on train images only when `calibration` is given;
-    OpenVINO's only when it is installed (one line says what was skipped)."""
+    """Export every variant this machine can build (of those named in `only`, when given) into `folder` and
+    return their runtimes (PyTorch eager first, the reference): the int8 variants calibrated on train images
+    only when `calibration` is given; OpenVINO's only when it is installed (one line says what was skipped)."""
     runtimes = {REFERENCE: torch_runtime(model)}
     variants, skipped = available_variants(with_int8=calibration is not None)
+    variants = [variant for variant in variants if only is None or variant.name in only]
     for note in skipped:
         print(f"latency: {note}")
     with tempfile.TemporaryDirectory() as scratch:
