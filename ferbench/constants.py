@@ -24,3 +24,6 @@ TTA_SHIFT_PIXELS_RANGE = (1, 8)
 KEEP_OR_DROP: tuple[str, ...] = ("keep", "drop")
 BATCH_MODES: tuple[str, ...] = ("global", "per_process")
 LR_SCALING: tuple[str, ...] = ("none", "linear", "sqrt")
+TEACHER_STAGES: tuple[str, ...] = ("train", "finetune")  # whose checkpoints may teach a distilled student
+CANDIDATE_STAGES: tuple[str, ...] = ("train", "distill")  # whose checkpoints compete to be shipped
+SOFT_TARGETS: tuple[str, ...] = ("cached", "online")  # teachers' outputs on the clean images, or on each batch

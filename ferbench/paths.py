@@ -9,6 +9,7 @@ PREPARED_DIR = Path("data/prepared")
 DATA_METRICS = Path("metrics/data.json")
 DATA_PLOTS = Path("plots/data")
 FEATURES_DIR = Path("data/features")
+TEACHERS_DIR = Path("data/teachers")  # each teacher's logits on every prepared image (teach@<teacher>)
 LIVE_DIR = Path("dvclive")  # per-epoch curves (DVCLive), dvclive/<stage>/<name>/
 LATENCY_METRICS = Path("metrics/latency")
 DEPLOY_MODELS = Path("models/deploy")
@@ -33,7 +34,7 @@ SELECTED_PREDICTIONS = Path("plots/selected/test_predictions.csv")
 
 
 class RunOutputs:
-    """Where one benchmarked model of a stage (`feature_extract`, `finetune`, `train`) writes: checkpoint,
+    """Where one benchmarked model of a stage (`feature_extract`, `finetune`, `train`, `distill`) writes: checkpoint,
     headline metrics, details, plot data and DVCLive curves."""
 
     def __init__(self, stage: str, name: str) -> None:
@@ -51,6 +52,16 @@ class RunOutputs:
 
 def features_file(backbone: str) -> Path:
     return FEATURES_DIR / f"{backbone}.npz"
+
+
+def teacher_file(teacher: str) -> Path:
+    return TEACHERS_DIR / f"{teacher}.npz"
+
+
+def teacher_checkpoint(teacher: str) -> Path:
+    """The teacher's checkpoint as `teach@<teacher>` copied it: what online soft labels and a warm-started
+    student read, so that `distill@` depends on `data/teachers/` alone."""
+    return TEACHERS_DIR / f"{teacher}.pt"
 
 
 def stage_details(stage: str, name: str, details: Path = DETAILS_DIR) -> Path:

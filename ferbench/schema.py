@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -34,6 +35,7 @@ from ferbench.constants import (
     BACKBONE_SOURCES,
     BATCH_MODES,
     CALIBRATION_METHODS,
+    CANDIDATE_STAGES,
     CLASS_WEIGHTING,
     CRITERIA,
     DATA_SOURCES,
@@ -44,6 +46,8 @@ from ferbench.constants import (
     PRECISIONS,
     SAMPLERS,
     SCHEDULERS,
+    SOFT_TARGETS,
+    TEACHER_STAGES,
     TTA_MODES,
     TTA_SHIFT_PIXELS_RANGE,
     TTA_SHIFTS,
@@ -166,6 +170,8 @@ FinetuneOverride = _partial(Finetune, "FinetuneOverride", augment=AugmentOverrid
 # flip cannot differ per backbone: the embed stage computes mirrored features from feature_extract.flip
 FeatureExtractOverride = _partial(FeatureExtract, "FeatureExtractOverride", drop=("flip",))
 TrainOverride = _partial(CandidateTraining, "TrainOverride", augment=AugmentOverride)
+# A student's overrides of the train section, and whether it starts from its own backbone's teacher's weights.
+StudentOverride = _partial(CandidateTraining, "StudentOverride", augment=AugmentOverride, warm_start=bool)
 
 
 class Train(CandidateTraining):
@@ -241,7 +247,27 @@ class Latency(Section):
     calibration_method: Literal[CALIBRATION_METHODS]
 
 
+def _teacher_stage(stage: Any) -> Any:
+    if stage == "distill":
+        raise ValueError(
+            "a distilled student cannot teach; name a train candidate (train) or a benchmarked backbone (finetune)"
+        )
+    return stage
+
+
+class Distill(Section):
+    """Knowledge distillation: students (one `distill@<backbone>` stage each) trained like `train` candidates
+    on the labels and on the averaged soft labels of the teachers."""
+
+    teachers: dict[str, Annotated[Literal[TEACHER_STAGES], BeforeValidator(_teacher_stage)]]
+    students: dict[str, StudentOverride | None]  # type: ignore[valid-type]
+    temperature: Annotated[float, Field(gt=0, le=100)]
+    kd_weight: Annotated[float, Field(ge=0, le=1)]
+    targets: Literal[SOFT_TARGETS]
+
+
 class Select(Section):
+    candidates: Annotated[dict[str, Literal[CANDIDATE_STAGES]], Field(min_length=1)]
     criterion: Literal[CRITERIA]
     gap_tolerance: Gap
     gap_penalty: NonNegative
@@ -280,6 +306,7 @@ class Params(Section):
     feature_extract: FeatureExtract
     finetune: Finetune
     train: Train
+    distill: Distill
     tta: Tta
     latency: Latency
     select: Select
@@ -293,22 +320,68 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
-        unknown = [name for name in self.train.candidates if name not in self.backbones]
-        if unknown:
-            raise ValueError(
-                f"train.candidates names {', '.join(unknown)}, which is not under backbones "
-                f"(have: {', '.join(self.backbones)})"
-            )
+        for where, names in (("train.candidates", self.train.candidates), ("distill.students", self.distill.students)):
+            unknown = [name for name in names if name not in self.backbones]
+            if unknown:
+                raise ValueError(
+                    f"{where} names {', '.join(unknown)}, which is not under backbones "
+                    f"(have: {', '.join(self.backbones)})"
+                )
+        self._check_distillation()
+        self._check_select_candidates()
         runs: list[tuple[str, Training]] = [("feature_extract", self.feature_extract), ("finetune", self.finetune)]
         runs += [(f"backbones.{name}.feature_extract", self.feature_extract_for(name)) for name in self.backbones]
         runs += [(f"backbones.{name}.finetune", self.finetune_for(name)) for name in self.backbones]
         runs += [(f"train.candidates.{name}", self.train_for(name)) for name in self.train.candidates]
+        runs += [(f"distill.students.{name}", self.student_for(name)) for name in self.distill.students]
         for where, run in runs:
             if run.warmup_epochs and run.warmup_epochs >= run.epochs:
                 raise ValueError(
                     f"{where}: warmup_epochs ({run.warmup_epochs:g}) must be fewer than epochs ({run.epochs})"
                 )
         return self
+
+    def _check_distillation(self) -> None:
+        distill = self.distill
+        for teacher, stage in distill.teachers.items():
+            pool = self.train.candidates if stage == "train" else self.backbones
+            if teacher not in pool:
+                where = "train.candidates" if stage == "train" else "backbones"
+                raise ValueError(
+                    f"distill.teachers.{teacher} is '{stage}', but {teacher} is not under {where} "
+                    f"(have: {', '.join(pool) or 'none'})"
+                )
+        if not distill.students:
+            return
+        if not distill.teachers:
+            raise ValueError(
+                f"distill.students names {', '.join(distill.students)} but distill.teachers is empty; name at "
+                "least one teacher (a train candidate: train, a benchmarked backbone: finetune)"
+            )
+        for name in distill.students:
+            if self.warm_start(name) and name not in distill.teachers:
+                raise ValueError(
+                    f"distill.students.{name}.warm_start is true, but no teacher has the backbone {name}; "
+                    f"add {name} to distill.teachers or set warm_start: false"
+                )
+        if distill.kd_weight == 0:
+            raise ValueError(
+                "distill.kd_weight is 0: the students would ignore their teachers; use a weight above 0 "
+                "(0.5 to 0.9 is usual), or train the backbone under train.candidates instead"
+            )
+
+    def _check_select_candidates(self) -> None:
+        for name, stage in self.select.candidates.items():
+            pool, where = (
+                (self.train.candidates, "train.candidates")
+                if stage == "train"
+                else (self.distill.students, "distill.students")
+            )
+            if name not in pool:
+                raise ValueError(
+                    f"select.candidates.{name} is '{stage}', but {name} is not under {where} "
+                    f"(have: {', '.join(pool) or 'none'})"
+                )
 
     def backbone(self, name: str) -> Backbone:
         """`backbones.<name>`, or one line naming the backbones there are."""
@@ -333,6 +406,40 @@ class Params(Section):
                 f"params.yaml: '{name}' is not under train.candidates (have: {', '.join(self.train.candidates)})"
             )
         return merged(self.train, self.train.candidates[name], CandidateTraining, exclude={"candidates"})
+
+    def student_for(self, name: str) -> CandidateTraining:
+        """The `train` section with `distill.students.<name>` merged in: a student trains like a candidate."""
+        if name not in self.distill.students:
+            raise FerbenchError(
+                f"params.yaml: '{name}' is not under distill.students "
+                f"(have: {', '.join(self.distill.students) or 'none'})"
+            )
+        override = self.distill.students[name]
+        if override is not None:
+            override = override.model_copy(update={"warm_start": None})
+        return merged(self.train, override, CandidateTraining, exclude={"candidates"})
+
+    def warm_start(self, name: str) -> bool:
+        """`distill.students.<name>.warm_start`: the student starts from the weights of the teacher of its own
+        backbone (`distill.teachers.<name>`) instead of at random."""
+        override = self.distill.students.get(name)
+        return bool(override is not None and override.warm_start)
+
+    def teacher_stage(self, name: str) -> str:
+        """`distill.teachers.<name>`: the stage whose checkpoint teaches (train or finetune)."""
+        if name not in self.distill.teachers:
+            teachers = ", ".join(self.distill.teachers) or "none"
+            raise FerbenchError(f"params.yaml: '{name}' is not under distill.teachers (have: {teachers})")
+        return self.distill.teachers[name]
+
+    def candidate_training(self, name: str) -> CandidateTraining:
+        """How `select.candidates.<name>` was trained: its train candidate's or its student's recipe."""
+        stage = self.select.candidates.get(name)
+        if stage is None:
+            raise FerbenchError(
+                f"params.yaml: '{name}' is not under select.candidates (have: {', '.join(self.select.candidates)})"
+            )
+        return self.train_for(name) if stage == "train" else self.student_for(name)
 
 
 EXPECTED_TYPES = {

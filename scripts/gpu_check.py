@@ -18,6 +18,8 @@ with the full split sizes; it prints every size against the 64 MiB a device call
   augmentation, bf16 autocast, the protocol's optimizer and loss); frozen-feature (embed) throughput
   through `compute_embeddings`; achieved TFLOP/s from the model's FLOP count (a training step is about
   three forward passes) and its share of the GPU's dense bf16 peak;
+- the distillation step of params-gpu.yaml's student: its training images/s with the teachers' cached soft
+  labels and with the teachers run on every batch (`distill.targets: online`);
 - a short real-data run: resnet18 (random init) fine-tuned on the carried FER-2013 subset for
   `--real-epochs`, its val and test accuracy, and the ONNX export of the GPU-trained model agreeing with
   PyTorch on the CPU;
@@ -55,8 +57,9 @@ from ferbench.params import load_params, load_params_with
 from ferbench.paths import PREPARED_DIR, PROJECT_ROOT
 from ferbench.schema import Params
 from ferbench.training.embeddings import compute_embeddings
-from ferbench.training.engine import Batches, Checkpointing, TrainingData, fit, predict_logits
+from ferbench.training.engine import Batches, Checkpointing, Distillation, TrainingData, fit, predict_logits
 from ferbench.training.settings import backbone_spec, resolve_device, tune_for
+from ferbench.training.teachers import CachedTargets, OnlineTargets
 
 DEVICE_CALL_LIMIT_MIB = 64  # what one call of the GPU machine may carry: working tree and carried folders
 WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions")
@@ -263,6 +266,54 @@ def measure_named(name: str, protocol: Params, gpu_preset: Params, data: dict[st
     return measure_backbone(spec, protocol, data, args)
 
 
+def measure_distillation(student: str, gpu_preset: Params, data: dict[str, Split], args: argparse.Namespace) -> dict:
+    """A distilled student's training speed on the device (params-gpu.yaml's recipe and batch): with the
+    teachers' cached soft labels (a lookup per step) and with online ones (every teacher runs on each batch),
+    through `fit` like `distill@<student>`."""
+    device = args.device
+    recipe = gpu_preset.student_for(student).recipe
+    batch = args.batch_size or recipe.batch_size
+    recipe = recipe.model_copy(update={"epochs": 1, "batch_size": batch, "warmup_epochs": 0.0})
+    names = args.distill_teachers or list(gpu_preset.distill.teachers)
+    teachers = []
+    for name in names:
+        spec = backbone_spec(gpu_preset, name).model_copy(update={"pretrained": False, "weights": None})
+        if args.input_size:
+            spec = spec.model_copy(update={"input_size": args.input_size})
+        teachers.append(classifier(spec, device).eval())
+    spec = backbone_spec(gpu_preset, student).model_copy(update={"pretrained": False, "weights": None})
+    check = device_split(data["val"], 2 * batch, device)
+    timed = device_split(data["train"], args.steps * batch, device)
+    warm_up = device_split(data["train"], 3 * batch, device)
+    soft = torch.full((len(timed), 7), 1 / 7, device=device)
+    temperature, weight = gpu_preset.distill.temperature, gpu_preset.distill.kd_weight
+    result: dict[str, Any] = {"student": student, "teachers": names, "batch_size": batch}
+    for mode in ("cached", "online"):
+        targets = CachedTargets(soft) if mode == "cached" else OnlineTargets(teachers, temperature, bf16=True)
+        distillation = Distillation(targets, weight, temperature)
+        scratch = Path(tempfile.mkdtemp(prefix="gpu-check-distill-"))
+        model = classifier(spec, device)
+        warm = (
+            Distillation(CachedTargets(soft[: len(warm_up)]), weight, temperature) if mode == "cached" else distillation
+        )
+        fit(
+            model,
+            TrainingData(warm_up, check, 7, warm),
+            recipe,
+            Checkpointing(scratch / "warm.pt"),
+            description="warm-up",
+        )
+        timing = fit(
+            model,
+            TrainingData(timed, check, 7, distillation),
+            recipe,
+            Checkpointing(scratch / "s.pt"),
+            description=f"distill {mode}",
+        )
+        result[f"{mode}_images_per_second"] = round(timing.train_images_per_second, 1)
+    return result
+
+
 def real_data_run(protocol: Params, data: dict[str, Split], args: argparse.Namespace) -> dict:
     """resnet18 fine-tuned on the carried FER-2013 subset on the device; its ONNX export judged on the CPU."""
     device = args.device
@@ -323,6 +374,12 @@ def project(params: Params, speeds: dict[str, dict], counts: dict[str, int]) -> 
     for name in params.train.candidates:
         run = params.train_for(name)
         stages[f"train@{name}"] = training(name, run.epochs, run.trainable == "head")
+    for name in params.distill.teachers:
+        speed = speeds.get(name)
+        every_view = views * (train + val + test)  # the teacher over every image in every TTA view, once
+        stages[f"teach@{name}"] = None if speed is None else every_view / speed["embed_images_per_second"]
+    for name in params.distill.students:  # cached soft labels: a student trains at its own speed
+        stages[f"distill@{name}"] = training(name, params.student_for(name).epochs, False)
     known = [seconds for seconds in stages.values() if seconds is not None]
     return {
         "stages_minutes": {name: None if s is None else round(s / 60, 1) for name, s in stages.items()},
@@ -364,6 +421,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"on {real['onnx_agreement_with_torch_cpu']:.2%} of {real['onnx_images']} test images (max logit "
             f"difference {real['onnx_max_abs_logit_difference']:.2g}).",
         ]
+    for row in report.get("distillation") or []:
+        if row:
+            lines += [
+                "",
+                f"Distillation, {row['student']} from {', '.join(row['teachers'])} (batch {row['batch_size']}): "
+                f"{row['cached_images_per_second']:,.0f} images/s with cached soft labels, "
+                f"{row['online_images_per_second']:,.0f} with the teachers run on every batch.",
+            ]
     for key, title in (("protocol", "params.yaml (the original study)"), ("gpu_preset", "params-gpu.yaml")):
         projection = report.get("projection", {}).get(key)
         if projection:
@@ -394,6 +459,10 @@ def run(args: argparse.Namespace) -> int:
             f"backbone {name}", lambda name=name: measure_named(name, protocol, gpu_preset, data, args)
         )
     report.data["backbones"] = speeds
+    report.data["distillation"] = [
+        report.step(f"distillation {name}", partial(measure_distillation, name, gpu_preset, data, args))
+        for name in gpu_preset.distill.students
+    ]
     report.data["real_data"] = report.step("real-data run", partial(real_data_run, protocol, data, args))
     measured = {name: row for name, row in speeds.items() if row is not None}
     report.data["projection"] = {
@@ -425,6 +494,7 @@ def main() -> int:
     checking.add_argument("--batch-size", type=int, help="fine-tune batch (default: params.yaml's finetune)")
     checking.add_argument("--steps", type=int, default=30, help="timed fine-tune steps per backbone")
     checking.add_argument("--embed-images", type=int, default=4096, help="images timed through the frozen trunk")
+    checking.add_argument("--distill-teachers", nargs="+", help="teachers to time (default: params-gpu.yaml's)")
     checking.add_argument("--real-epochs", type=int, default=8, help="epochs of the real-data run")
     checking.add_argument("--real-train-images", type=int, help="train images of the real-data run (default all)")
     checking.add_argument("--onnx-images", type=int, default=1000, help="test images the ONNX export is judged on")

@@ -1,10 +1,12 @@
-"""DVC stage `deploy@<candidate>`: decide once how a trained candidate ships, before any ranking.
+"""DVC stage `deploy@<candidate>`: decide once how a candidate of `select.candidates` ships, before any
+ranking.
 
-Exports `models/train/<candidate>.pt` (with test-time augmentation inside the graph when
-`select.tta` says it pays on val) in every runtime variant, keeps its fastest faithful one (this
-checkpoint's agreement with fp32 on val, the latency stage's timings), fits its temperature on val,
-measures it on test and writes the model folder `models/deploy/<candidate>/`. `select` ranks the
-candidates on what these folders will actually ship and copies the chosen one.
+Exports its checkpoint (a trained candidate's `models/train/<candidate>.pt` or a distilled student's
+`models/distill/<candidate>.pt`; with test-time augmentation inside the graph when `select.tta` says it
+pays on val) in every runtime variant, keeps its fastest faithful one (this checkpoint's agreement with
+fp32 on val, the latency stage's timings of its backbone), fits its temperature on val, measures it on
+test and writes the model folder `models/deploy/<candidate>/`, whose card names a student's teachers.
+`select` ranks the candidates on what these folders will actually ship and copies the chosen one.
 """
 
 from ferbench import params as P
@@ -25,10 +27,10 @@ HEADLINE += ("test_macro_f1", "test_leakage_free_accuracy")  # what dvc exp show
 
 
 def main() -> None:
-    name = backbone_argument("deploy", __doc__, where="train.candidates")
+    name = backbone_argument("deploy", __doc__, where="select.candidates")
     params = P.load_params()
-    params.train_for(name)  # a candidate, or one line saying which names are
-    trained_run = RunOutputs("train", name)
+    params.candidate_training(name)  # a candidate, or one line saying which names are
+    trained_run = RunOutputs(params.select.candidates[name], name)
     trained = read_metrics(trained_run.metrics)
     latency_path = stage_details("latency", name)
     if not latency_path.is_file():
@@ -39,7 +41,7 @@ def main() -> None:
     _, weights = load_checkpoint(trained_run.checkpoint)
     training = {
         "seed": params.seed,
-        **{key: weights[key] for key in ("training", "trainable", "code_revision") if key in weights},
+        **{key: weights[key] for key in ("training", "trainable", "distillation", "code_revision") if key in weights},
     }
     shipping = {
         "select.tta": params.select.tta,

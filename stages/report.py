@@ -31,7 +31,8 @@ def main() -> None:
         ),
         ReportOutputs(plots=REPORT_PLOTS, summary=SUMMARY_METRICS, markdown=RESULTS_TABLE),
         list(params.backbones),
-        list(params.train.candidates),
+        {"train": list(params.train.candidates), "distill": list(params.distill.students)},
+        params.select.candidates,
         params.data.classes,
         params.select.latency_budget_ms,
     )

@@ -1,16 +1,18 @@
-"""DVC stage `select`: choose the model to ship from the trained candidates (val numbers only) and
-ship it: `models/selected/` is the chosen candidate's `models/deploy/<candidate>/` as `deploy@`
-decided it (variant, test-time augmentation, temperature), with why it was chosen added to its
-card. The latency budget applies to that shipped variant. `metrics/selection.json` holds the
-headline (the name, rank and score of each candidate, the shipped model's numbers);
-`reports/details/selection.json` the reason and everything shipped."""
+"""DVC stage `select`: choose the model to ship from `select.candidates` (trained candidates and distilled
+students alike) on their deployed folders' val numbers only (accuracy as shipped, the checkpoint's
+train-val gap, the shipped variant's latency), and ship it: `models/selected/` is the chosen candidate's
+`models/deploy/<candidate>/` as `deploy@` decided it (variant, test-time augmentation, temperature), with
+why it was chosen added to its card. The latency budget applies to that shipped variant.
+`metrics/selection.json` holds the headline (the name, rank and score of each candidate, the shipped
+model's numbers); `reports/details/selection.json` the reason and everything shipped."""
 
 import shutil
 
 from ferbench import params as P
 from ferbench.cli import run_stage
 from ferbench.errors import FerbenchError
-from ferbench.evaluation.metrics import read_metrics, write_json
+from ferbench.evaluation.metrics import write_json
+from ferbench.models.folder import read_card
 from ferbench.paths import (
     DEPLOY_METRICS,
     DEPLOY_MODELS,
@@ -20,7 +22,6 @@ from ferbench.paths import (
     SELECTED_PREDICTIONS,
     SELECTION_DETAILS,
     SELECTION_METRICS,
-    RunOutputs,
 )
 from ferbench.shipping.deploy import ship_selected
 from ferbench.shipping.selection import Candidate, select, selection_headline
@@ -28,18 +29,22 @@ from ferbench.shipping.selection import Candidate, select, selection_headline
 
 def main() -> None:
     params = P.load_params()
-    names = list(params.train.candidates)
-    candidates, deployed = [], {}
-    for name in names:
-        trained = read_metrics(RunOutputs("train", name).metrics)
-        path = DEPLOY_METRICS / f"{name}.json"
-        if not path.is_file():
-            raise FerbenchError(f"{path}: not found; run `dvc repro deploy@{name}` (or the whole pipeline)")
-        deployed[name] = read_metrics(path)
-        tta = deployed[name]["tta_views"] > 1
-        val_accuracy = trained["tta"]["val"]["accuracy"] if tta else trained["val"]["accuracy"]
+    candidates = []
+    for name in params.select.candidates:
+        folder = DEPLOY_MODELS / name
+        if not (DEPLOY_METRICS / f"{name}.json").is_file():
+            raise FerbenchError(
+                f"{DEPLOY_METRICS / name}.json: not found; run `dvc repro deploy@{name}` (or the whole pipeline)"
+            )
+        shipped = read_card(folder).deployment_summary()
         candidates.append(
-            Candidate(name, val_accuracy, trained["overfitting"]["accuracy_gap"], deployed[name]["latency_p50_ms"], tta)
+            Candidate(
+                name,
+                shipped["val_accuracy"],
+                shipped["accuracy_gap"],
+                shipped["latency_p50_ms"],
+                shipped["tta_views"] > 1,
+            )
         )
     selection = select(candidates, params.select)
     chosen = selection["selected"]

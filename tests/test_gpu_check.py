@@ -41,7 +41,7 @@ def test_the_cpu_dry_run_writes_every_field_and_records_a_failing_step(carried, 
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "run", "--device", "cpu", "--data", str(carried), "--out", str(out),
          "--backbones", "resnet18", "no_such_backbone", "--input-size", "32", "--steps", "2", "--batch-size", "8",
-         "--embed-images", "16", "--real-epochs", "1", "--onnx-images", "20"],
+         "--embed-images", "16", "--real-epochs", "1", "--onnx-images", "20", "--distill-teachers", "resnet18"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]  # a step failed, the rest ran
@@ -57,9 +57,14 @@ def test_the_cpu_dry_run_writes_every_field_and_records_a_failing_step(carried, 
     real = report["real_data"]
     assert real["epochs"] == 1 and 0 <= real["val_accuracy"] <= 1 and 0 <= real["test_accuracy_last_epoch"] <= 1
     assert real["onnx_agreement_with_torch_cpu"] >= 0.95 and real["onnx_images"] == 20
+    (distillation,) = report["distillation"]
+    assert distillation["student"] == "fer_vgg8" and distillation["teachers"] == ["resnet18"]
+    assert distillation["cached_images_per_second"] > 0 and distillation["online_images_per_second"] > 0
+    assert report["projection"]["gpu_preset"]["stages_minutes"]["distill@fer_vgg8"] is None  # not measured here
     for key in ("protocol", "gpu_preset"):
         projection = report["projection"][key]
         assert projection["total_minutes"] > 0 and not projection["complete"]  # only resnet18 was measured
         assert projection["stages_minutes"]["finetune@resnet18"] > 0
     markdown = (out / "gpu_check.md").read_text()
     assert "| resnet18 | 32 |" in markdown and "Projected GPU time" in markdown and "Failed steps" in markdown
+    assert "Distillation, fer_vgg8 from resnet18" in markdown

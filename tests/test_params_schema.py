@@ -31,6 +31,9 @@ def changed(path: str, value: object) -> dict:
     return params
 
 
+# A distillation section that is valid as it is: resnet18 relearns from the trained clip_vit_b32.
+STUDENT = {**BASE["distill"], "teachers": {"clip_vit_b32": "train"}, "students": {"resnet18": {}}}
+
 CASES = [
     # (dotted key, bad value, the one line it must give)
     ("seed", "42", "'seed' is '42'; expected a whole number"),
@@ -109,6 +112,62 @@ CASES = [
     ("select.latency_budget_ms", -5, "'select.latency_budget_ms' is -5; allowed: greater than 0"),
     ("select.tta_min_gain", ..., "missing key 'select.tta_min_gain'"),
     ("select", "accuracy", "'select' is 'accuracy'; expected a mapping"),
+    ("select.candidates", {}, "'select.candidates' is {}; allowed: at least 1 item(s)"),
+    ("select.candidates.resnet50", "train", "select.candidates.resnet50 is 'train', but resnet50 is not under train"),
+    (
+        "select.candidates.resnet18",
+        "distill",
+        "select.candidates.resnet18 is 'distill', but resnet18 is not under distill.students (have: none)",
+    ),
+    (
+        "select.candidates.resnet18",
+        "finetune",
+        "'select.candidates.resnet18' is 'finetune'; use one of: train, distill",
+    ),
+    (
+        "distill.teachers",
+        {"vit_l_16": "train"},
+        "distill.teachers.vit_l_16 is 'train', but vit_l_16 is not under train.candidates",
+    ),
+    (
+        "distill.teachers",
+        {"resnet50": "finetune"},
+        "distill.teachers.resnet50 is 'finetune', but resnet50 is not under backbones",
+    ),
+    (
+        "distill.teachers",
+        {"resnet18": "distill"},
+        "'distill.teachers.resnet18' is 'distill'; a distilled student cannot teach",
+    ),
+    ("distill.teachers", ["resnet18"], "'distill.teachers' is ['resnet18']; expected a mapping"),
+    ("distill.students", {"resnet50": {}}, "distill.students names resnet50, which is not under backbones"),
+    ("distill.students", {"resnet18": {}}, "distill.students names resnet18 but distill.teachers is empty"),
+    (
+        "distill",
+        STUDENT | {"temperature": 0.0},
+        "'distill.temperature' is 0.0; allowed: greater than 0 and at most 100",
+    ),
+    ("distill", STUDENT | {"temperature": -2.0}, "'distill.temperature' is -2.0; allowed: greater than 0"),
+    ("distill", STUDENT | {"kd_weight": 1.5}, "'distill.kd_weight' is 1.5; allowed: at least 0 and at most 1"),
+    ("distill", STUDENT | {"kd_weight": 0.0}, "distill.kd_weight is 0: the students would ignore their teachers"),
+    ("distill", STUDENT | {"targets": "live"}, "'distill.targets' is 'live'; use one of: cached, online"),
+    (
+        "distill",
+        STUDENT | {"students": {"resnet18": {"lr": -1.0}}},
+        "'distill.students.resnet18.lr' is -1.0; allowed: greater than 0",
+    ),
+    (
+        "distill",
+        STUDENT | {"students": {"resnet18": {"epochs": 2, "warmup_epochs": 2}}},
+        "distill.students.resnet18: warmup_epochs (2) must be fewer than epochs (2)",
+    ),
+    ("distill.temprature", 4.0, "unknown key 'distill.temprature'; did you mean 'distill.temperature'?"),
+    (
+        "distill",
+        STUDENT | {"students": {"resnet18": {"warm_start": True}}},
+        "distill.students.resnet18.warm_start is true, but no teacher has the backbone resnet18",
+    ),
+    ("distill", STUDENT | {"students": {"resnet18": {"warm_start": "yes"}}}, "expected true or false"),
 ]
 
 

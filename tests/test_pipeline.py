@@ -122,6 +122,7 @@ def test_every_declared_output_exists(workspace):
     for backbone in ("resnet18", "resnet34"):
         assert {f"embed@{backbone}", f"finetune@{backbone}", f"latency@{backbone}", f"train@{backbone}"} <= stages
     assert {"deploy@resnet18", "deploy@resnet34", "select", "report"} <= stages
+    assert {"teach@resnet18", "teach@resnet34", "distill@resnet18"} <= stages and "distill@resnet34" not in stages
     declared = [out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])]
     missing = [path for path in declared if not (workspace / path).exists()]
     assert not missing and len(declared) > 40
@@ -210,7 +211,8 @@ def test_the_report_has_what_a_researcher_looks_for(workspace):
     ):
         assert (workspace / f"plots/report/{name}.png").stat().st_size > 10_000
     bars = pd.read_csv(workspace / "plots/report/benchmark_accuracy.csv")
-    assert sorted(bars["mode"].value_counts().items()) == [  # 2 backbones x 2 benchmarks, 2 candidates, 1 shipped
+    assert sorted(bars["mode"].value_counts().items()) == [  # 2 backbones x 2 benchmarks, 2 + 1 trained, 1 shipped
+        ("distilled", 1),
         ("feature_extract", 2),
         ("final", 2),
         ("finetune", 2),
@@ -220,7 +222,8 @@ def test_the_report_has_what_a_researcher_looks_for(workspace):
     runs = {
         f"{stage}@{name}" for stage in ("feature_extract", "finetune", "train") for name in ("resnet18", "resnet34")
     }
-    assert set(curves["run"]) == runs  # every benchmarked backbone, both benchmarks, and every candidate
+    runs.add("distill@resnet18")
+    assert set(curves["run"]) == runs  # every benchmarked backbone, both benchmarks, every candidate and student
     kept = curves[curves["best"] & (curves["split"] == "val")]
     assert len(kept) == len(runs)  # one kept epoch marked per run
     details = json.loads((workspace / "reports/details/train/resnet18.json").read_text())
@@ -242,9 +245,75 @@ def test_the_report_has_what_a_researcher_looks_for(workspace):
     fastest = faithful[faithful["latency_ms"] == faithful["latency_ms"].min()]
     assert fastest["pareto"].astype(bool).all()  # nothing faithful is faster than the fastest faithful variant
     per_class = pd.read_csv(workspace / "plots/report/per_class.csv")
-    assert len(per_class) == 2 * 7 and per_class["f1"].between(0, 1).all()
+    assert len(per_class) == 3 * 7 and per_class["f1"].between(0, 1).all()  # two candidates and the student
     shipped = pd.read_csv(workspace / "plots/selected/test_predictions.csv")
     assert len(shipped) == 7 * 12 and shipped["confidence"].between(1 / 7, 1).all()
+
+
+def test_the_student_learned_from_its_teachers_and_its_card_names_them(workspace):
+    student = json.loads((workspace / "reports/details/distill/resnet18.json").read_text())
+    record = student["distillation"]
+    assert [teacher["name"] for teacher in record["teachers"]] == ["resnet18", "resnet34"]
+    for teacher in record["teachers"]:
+        cached = np.load(workspace / f"data/teachers/{teacher['name']}.npz")
+        assert cached["train_logits"].shape == (2, 7 * 35, 7)  # the image and its mirror (the demo's tta)
+        trained = json.loads((workspace / f"reports/details/train/{teacher['name']}.json").read_text())
+        assert teacher["stage"] == "train" and teacher["views"] == 2
+        assert teacher["val_accuracy"] == pytest.approx(trained["tta"]["val"]["accuracy"], abs=1e-6)
+    assert 1 / 7 < record["ensemble"]["test"] <= 1 and record["kd_weight"] == 0.5 and record["targets"] == "cached"
+    assert student["epochs"] == 3 and 0 < student["test"]["accuracy"] <= 1
+    headline = json.loads((workspace / "metrics/distill/resnet18.json").read_text())
+    assert headline["test"]["accuracy"] == student["test"]["accuracy"]
+    assert headline["teachers"] == {"accuracy": record["ensemble"]}  # beside it in `dvc exp show`
+    card = json.loads((workspace / "models/deploy/resnet18/model_card.json").read_text())
+    assert card["provenance"]["training"]["distillation"]["teachers"] == record["teachers"]
+    markdown = (workspace / "models/deploy/resnet18/MODEL_CARD.md").read_text()
+    assert "- Teachers, their probabilities averaged: `resnet18` (train, 2 view(s); val" in markdown
+    table = (workspace / "reports/results.md").read_text()
+    assert "## Distillation: resnet18" in table and "Gain from distillation on the same schedule" in table
+    assert re.search(r"^\| distill@resnet18 +\|", table, re.M)  # among the candidates
+
+
+def test_the_distillation_benchmark_compares_cached_online_and_no_teachers(workspace, tmp_path):
+    out = tmp_path / "rows.json"
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts/bench_distill.py"), str(workspace), "--epochs", "1",
+         "--modes", "cached", "online", "none", "--threads", "1", "--out", str(out)],
+        env=dvc_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [row["mode"] for row in rows] == ["cached", "online", "none"]
+    for row in rows:
+        assert row["epochs"] == 1 and 0 <= row["test"] <= 1 and 0 <= row["test_tta"] <= 1
+        assert row["train_seconds_per_epoch"] > 0
+    assert "| targets | epochs | val |" in done.stdout and "resnet18, teachers resnet18, resnet34" in done.stdout
+
+
+def changed_stages(workspace) -> set[str]:
+    status = dvc(workspace, "status")
+    return {line.rstrip(":") for line in status.splitlines() if line and not line.startswith((" ", "\t"))}
+
+
+def would_run(workspace) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", dvc(workspace, "repro", "--dry")))
+
+
+def test_a_student_recipe_change_reruns_the_student_and_never_its_teachers(workspace):
+    original = (workspace / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["distill"]["temperature"] = 2.0
+    params["distill"]["students"]["resnet18"] = {"lr": 0.002}
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    assert changed_stages(workspace) == {"distill@resnet18"}
+    assert would_run(workspace) == {"distill@resnet18", "deploy@resnet18", "select", "report"}
+    params = yaml.safe_load(original)
+    params["train"]["candidates"]["resnet34"] = {"lr": 0.002}  # a teacher's own recipe
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    assert changed_stages(workspace) == {"train@resnet34"}
+    assert {"train@resnet34", "teach@resnet34", "distill@resnet18"} <= would_run(workspace)
+    assert "teach@resnet18" not in would_run(workspace)
+    (workspace / "params.yaml").write_text(original)
 
 
 def test_metrics_files_hold_headline_numbers_only(workspace):

@@ -261,6 +261,7 @@ class ModelCard(CardPart):
             "file": self.files.model,
             "tta_views": self.tta.views,
             "val_accuracy": metrics.val_accuracy,
+            "accuracy_gap": metrics.accuracy_gap,
             "test_accuracy": metrics.test_accuracy,
             "test_accuracy_ci95": metrics.test_accuracy_ci95,
             "test_accuracy_fp32": metrics.test_accuracy_fp32,
@@ -350,10 +351,37 @@ def _training_lines(training: Mapping[str, Any]) -> list[str]:
         f"- Label smoothing {config.get('label_smoothing')}, class weighting {config.get('class_weighting')}, "
         f"sampler {config.get('sampler')}, weight EMA {config.get('ema_decay')}, precision {config.get('precision')}",
         f"- Augmentation on the training device: mirror {config.get('flip')}; {augment_text}",
+        *_distillation_lines(training.get("distillation")),
         f"- Trainable: {training.get('trainable', 'all')}; seed {training.get('seed', 'unknown')}",
         f"- Trained with ferbench `{training.get('code_revision', 'not recorded')}`",
         f"- All of it: `provenance.training` in `{CARD_FILE}`",
     ]
+
+
+def _distillation_lines(distillation: Any) -> list[str]:
+    """A distilled student's teachers and their accuracies, as its checkpoint recorded them (none otherwise)."""
+    if not isinstance(distillation, Mapping):
+        return []
+    teachers = distillation.get("teachers") if isinstance(distillation.get("teachers"), list) else []
+    named = ", ".join(
+        f"`{teacher.get('name')}` ({teacher.get('stage')}, {teacher.get('views')} view(s); val "
+        f"{_percent(teacher.get('val_accuracy'))}, test {_percent(teacher.get('test_accuracy'))})"
+        for teacher in teachers
+        if isinstance(teacher, Mapping)
+    )
+    ensemble = distillation.get("ensemble") if isinstance(distillation.get("ensemble"), Mapping) else {}
+    soft = "cached on the clean images" if distillation.get("targets") == "cached" else "on every augmented batch"
+    return [
+        f"- Distilled: loss = (1 - {distillation.get('kd_weight')}) x cross-entropy on the labels + "
+        f"{distillation.get('kd_weight')} x KL to the teachers' soft labels at temperature "
+        f"{distillation.get('temperature')} ({soft})",
+        f"- Teachers, their probabilities averaged: {named or 'not recorded'}; together val "
+        f"{_percent(ensemble.get('val'))}, test {_percent(ensemble.get('test'))}",
+    ]
+
+
+def _percent(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else "not recorded"
 
 
 def _evaluation_lines(metrics: CardMetrics) -> list[str]:

@@ -171,7 +171,8 @@ class TTAClassifier(nn.Module):
     def preprocess(self) -> nn.Module:
         return self.model.preprocess
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """The views of a batch stacked view by view (views x batch images): the image, its mirror, its shifts."""
         x = images.float()
         views = [x]
         if self.config.flip:
@@ -182,8 +183,11 @@ class TTAClassifier(nn.Module):
             padded = F.pad(x.unsqueeze(1), (pad, pad, pad, pad), mode="replicate").squeeze(1)
             for dy, dx in self.config.offsets:
                 views.append(padded[:, pad + dy : pad + dy + height, pad + dx : pad + dx + width])
-        logits = self.model(torch.cat(views))
-        return logits.view(len(views), x.shape[0], -1).mean(0)
+        return torch.cat(views)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(self.views(images))
+        return logits.view(self.config.views, images.shape[0], -1).mean(0)
 
 
 def with_tta(model: nn.Module, config: TTAConfig | None) -> nn.Module:

@@ -24,7 +24,8 @@ from ferbench.evaluation.plots import save_confusion_matrix
 from ferbench.paths import stage_curves, stage_details
 
 BENCHMARK_STAGES = ("feature_extract", "finetune")
-CURVE_STAGES = (*BENCHMARK_STAGES, "train")
+FINAL_STAGES = ("train", "distill")  # the candidates' longer training and the distilled students
+CURVE_STAGES = (*BENCHMARK_STAGES, *FINAL_STAGES)
 MISTAKES_SHOWN = 16
 
 
@@ -50,15 +51,18 @@ class ReportOutputs:
     markdown: Path
 
 
-def collect(details: Path, backbones: Sequence[str], candidates: Sequence[str]) -> dict[str, Any]:
-    """Every record the report needs, read once."""
+def collect(details: Path, backbones: Sequence[str], final: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Every record the report needs, read once (`final`: the names each of FINAL_STAGES trained)."""
     return {
         "data": read_metrics(details / "data.json"),
         "benchmark": {
             stage: {name: read_metrics(stage_details(stage, name, details)) for name in backbones}
             for stage in BENCHMARK_STAGES
         },
-        "train": {name: read_metrics(stage_details("train", name, details)) for name in candidates},
+        "final": {
+            stage: {name: read_metrics(stage_details(stage, name, details)) for name in final.get(stage, ())}
+            for stage in FINAL_STAGES
+        },
         "latency": {name: read_metrics(stage_details("latency", name, details)) for name in backbones},
         "selection": read_metrics(details / "selection.json"),
     }
@@ -123,16 +127,23 @@ def benchmark_table(data: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def candidate_table(data: Mapping[str, Any]) -> pd.DataFrame:
+def final_runs(data: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """(stage, name, details) of every candidate's longer training and every distilled student."""
+    return [(stage, name, metrics) for stage, runs in data["final"].items() for name, metrics in runs.items()]
+
+
+def candidate_table(data: Mapping[str, Any], shipping: Mapping[str, str]) -> pd.DataFrame:
+    """One row per trained model (`train@` candidates, `distill@` students); `shipping`: select.candidates,
+    whose runs carry their selection rank and score."""
     ranking = {entry["name"]: entry for entry in data["selection"]["ranking"]}
     rows = []
-    for name, metrics in data["train"].items():
-        entry = ranking.get(name, {})
+    for stage, name, metrics in final_runs(data):
+        entry = ranking.get(name, {}) if shipping.get(name) == stage else {}
         tta = metrics.get("tta", {})
         calibration = metrics.get("calibration", {})
         rows.append(
             {
-                "candidate": name,
+                "model": f"{stage}@{name}",
                 "trainable": metrics.get("trainable"),
                 "val": metrics["val"]["accuracy"],
                 "val_tta": tta.get("val", {}).get("accuracy"),
@@ -158,14 +169,16 @@ def candidate_table(data: Mapping[str, Any]) -> pd.DataFrame:
 def per_class_table(data: Mapping[str, Any], classes: Sequence[str]) -> pd.DataFrame:
     """Test recall and F1 per class of every candidate (PyTorch fp32, no TTA), long format."""
     rows = []
-    for name, metrics in data["train"].items():
+    for stage, name, metrics in final_runs(data):
         test = metrics["test"]
         if "per_class_f1" not in test:
-            raise FerbenchError(f"reports/details/train/{name}.json: no per-class F1; rerun `dvc repro train@{name}`")
+            raise FerbenchError(
+                f"reports/details/{stage}/{name}.json: no per-class F1; rerun `dvc repro {stage}@{name}`"
+            )
         for label in classes:
             rows.append(
                 {
-                    "candidate": name,
+                    "candidate": f"{stage}@{name}",
                     "class": label,
                     "recall": test["per_class_recall"][label],
                     "f1": test["per_class_f1"][label],
@@ -251,7 +264,8 @@ def plot_benchmark(
     )
     long["mode"] = long["mode"].str.removesuffix("_test")
     final = [
-        {"backbone": name, "mode": "final", "test_accuracy": m["test"]["accuracy"]} for name, m in data["train"].items()
+        {"backbone": name, "mode": "final" if stage == "train" else "distilled", "test_accuracy": m["test"]["accuracy"]}
+        for stage, name, m in final_runs(data)
     ]
     selection = data["selection"]
     shipped = {
@@ -469,6 +483,73 @@ REFERENCES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def distillation_section(data: Mapping[str, Any]) -> list[str]:
+    """Each distilled student beside its teachers and beside its backbone trained on the labels alone on the
+    same schedule (`train@<backbone>`, when it is a candidate too): the gain distillation buys."""
+    lines: list[str] = []
+    for name, student in data["final"]["distill"].items():
+        record = student["distillation"]
+        rows = [
+            {
+                "model": f"teacher {teacher['stage']}@{teacher['name']}",
+                "views": teacher["views"],
+                "val": teacher["val_accuracy"],
+                "test": teacher["test_accuracy"],
+            }
+            for teacher in record["teachers"]
+        ]
+        rows.append(
+            {"model": "teachers together", "val": record["ensemble"]["val"], "test": record["ensemble"]["test"]}
+        )
+        runs = [(f"distill@{name} (student)", student)]
+        baseline = data["final"]["train"].get(name)
+        if baseline is not None:
+            runs.append((f"train@{name} (same schedule, labels only)", baseline))
+        for label, metrics in runs:
+            rows.append(
+                {
+                    "model": label,
+                    "views": 1,
+                    "val": metrics["val"]["accuracy"],
+                    "test": metrics["test"]["accuracy"],
+                    "test_tta": metrics.get("tta", {}).get("test", {}).get("accuracy"),
+                    "test_leakage_free": metrics["test_leakage_free"]["accuracy"],
+                    "test_macro_f1": metrics["test"]["macro_f1"],
+                }
+            )
+        lines += [
+            f"## Distillation: {name}",
+            "",
+            f"`distill@{name}` learned from the labels and from its teachers' soft labels (kd_weight "
+            f"{record['kd_weight']:g}, temperature {record['temperature']:g}, {record['targets']} targets); the "
+            "teachers' accuracies are over their views (view-averaged logits).",
+            "",
+            _markdown(pd.DataFrame(rows), dict.fromkeys(("val", "test", "test_tta", "test_leakage_free"), ".4f")),
+            "",
+        ]
+        if baseline is not None:
+            gain = {split: student[split]["accuracy"] - baseline[split]["accuracy"] for split in ("val", "test")}
+            gain["test_leakage_free"] = (
+                student["test_leakage_free"]["accuracy"] - baseline["test_leakage_free"]["accuracy"]
+            )
+            classes = list(student["test"]["per_class_recall"])
+            recall = pd.DataFrame(
+                {
+                    "class": classes,
+                    f"distill@{name}": [student["test"]["per_class_recall"][label] for label in classes],
+                    f"train@{name}": [baseline["test"]["per_class_recall"][label] for label in classes],
+                }
+            )
+            lines += [
+                f"Gain from distillation on the same schedule: val {gain['val']:+.4f}, test {gain['test']:+.4f}, "
+                f"leakage-free test {gain['test_leakage_free']:+.4f}. Test recall per class:",
+                "",
+                _markdown(recall, dict.fromkeys(recall.columns[1:], ".3f")),
+                "",
+            ]
+    return lines
+
+
 def _ci(interval: Sequence[float], style: str = ".4f") -> str:
     return f"95% CI {interval[0]:{style}}-{interval[1]:{style}}"
 
@@ -624,6 +705,7 @@ def results_markdown(
             "(15 bins) before / after a temperature fitted on val; `best_epoch`: the epoch whose weights were "
             "kept (best val accuracy).",
             "",
+            *distillation_section(data),
             "### Per class (test, PyTorch fp32, no test-time augmentation)",
             "",
             _markdown(per_class, dict.fromkeys(per_class.columns[2:], ".3f")),
@@ -689,18 +771,20 @@ def write_report(
     inputs: ReportInputs,
     outputs: ReportOutputs,
     backbones: Sequence[str],
-    candidates: Sequence[str],
+    final: Mapping[str, Sequence[str]],
+    shipping: Mapping[str, str],
     classes: Sequence[str],
     budget_ms: float | None,
 ) -> dict[str, Any]:
-    """Write every report output; return the summary metrics."""
-    data = collect(inputs.details, backbones, candidates)
+    """Write every report output; return the summary metrics. `final`: the names each of FINAL_STAGES
+    trained; `shipping`: select.candidates (name -> stage)."""
+    data = collect(inputs.details, backbones, final)
     selection = data["selection"]
     selected = selection["selected"]
     plots = outputs.plots
     tables = {
         "benchmark": benchmark_table(data),
-        "candidates": candidate_table(data),
+        "candidates": candidate_table(data, shipping),
         "per_class": per_class_table(data, classes),
         "points": variant_points(data, budget_ms),
     }
@@ -711,7 +795,7 @@ def write_report(
         plots / "benchmark_accuracy.csv",
         plots / "benchmark_accuracy.png",
     )
-    runs = {**data["benchmark"], "train": data["train"]}
+    runs = {**data["benchmark"], **data["final"]}
     plot_learning_curves(
         learning_curves(inputs.live, runs), plots / "learning_curves.csv", plots / "learning_curves.png"
     )

@@ -3,7 +3,7 @@
 `augment_images` turns a uint8 batch (B x H x W) into a float batch in the same 0..255 range:
 one random affine per image (mirror, shift, rotation, zoom) applied with a single
 `affine_grid`/`grid_sample` call, then optional random erasing. `mix_batch` applies mixup or
-cutmix to a batch and returns both label sets with their weight. Every random draw comes from
+cutmix to a batch and returns each image's partner with the weight of the image itself. Every random draw comes from
 torch's generator, so a seeded run augments identically (and a resumed run continues the
 stream: the engine saves the generator state).
 """
@@ -96,20 +96,19 @@ def _beta(alpha: float, device: torch.device) -> float:
     return float(torch.distributions.Beta(concentration, concentration).sample().item())
 
 
-def mix_batch(
-    images: torch.Tensor, labels: torch.Tensor, config: Augment
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+def mix_batch(images: torch.Tensor, config: Augment) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Mixup or cutmix (one of them at random when both are on) with a shuffled copy of the batch.
 
-    Returns the mixed images, the two label sets and the weight of the first: the loss is
-    `weight * CE(labels) + (1 - weight) * CE(partner_labels)`.
+    Returns the mixed images, the partner of each image (its index in the batch) and the weight of the
+    image itself: the loss is `weight * loss(targets) + (1 - weight) * loss(targets[partner])`, for hard
+    labels and a teacher's soft ones alike.
     """
     device = images.device
-    partner = torch.randperm(len(labels), device=device)
+    partner = torch.randperm(len(images), device=device)
     use_cutmix = bool(config.cutmix) and (not config.mixup or torch.rand(1).item() < 0.5)
     if not use_cutmix:
         weight = _beta(config.mixup, device)
-        return weight * images + (1 - weight) * images[partner], labels, labels[partner], weight
+        return weight * images + (1 - weight) * images[partner], partner, weight
     weight = _beta(config.cutmix, device)
     height, width = images.shape[-2:]
     cut_h, cut_w = round(height * math.sqrt(1 - weight)), round(width * math.sqrt(1 - weight))
@@ -119,4 +118,4 @@ def mix_batch(
     mixed = images.clone()
     mixed[..., top:bottom, left:right] = images[partner][..., top:bottom, left:right]
     kept = 1 - (bottom - top) * (right - left) / (height * width)  # the box was clipped at the edges
-    return mixed, labels, labels[partner], kept
+    return mixed, partner, kept

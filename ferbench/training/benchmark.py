@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from ferbench.training.embeddings import load_device_splits, load_embeddings
 from ferbench.training.engine import (
     Batches,
     Checkpointing,
+    Distillation,
     Parallel,
     ResumeFile,
     TrainingData,
@@ -47,6 +48,28 @@ from ferbench.training.engine import (
     warn_if_slow,
 )
 from ferbench.training.settings import RunSettings, scaled_recipe
+
+
+class Teaching(Protocol):
+    """What a student learns from, as its training needs it (`ferbench.training.teachers.Teaching`; kept
+    apart so that the candidates' and benchmarks' stages do not depend on the teachers' code)."""
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The teachers and settings, for the student's checkpoint and details."""
+        ...
+
+    @property
+    def digest(self) -> str:
+        """A short hash of everything taught, for the resume fingerprint."""
+        ...
+
+    @property
+    def initial_state(self) -> Mapping[str, torch.Tensor] | None:
+        """The weights the student starts from (a teacher's of its own backbone), or None: random."""
+        ...
+
+    def distillation(self, train: Batches, device: torch.device, bf16: bool) -> Distillation: ...
 
 
 @dataclass(frozen=True)
@@ -134,9 +157,10 @@ def train_and_report(
     settings: RunSettings,
     resume: ResumeFile | None = None,
     tta: TTAConfig | None = None,
+    distillation: Distillation | None = None,
 ) -> dict[str, Any]:
-    """Fit with DVCLive curves, reload the best-on-val checkpoint, evaluate it on every split (with `tta`'s
-    views too), write the run's outputs.
+    """Fit with DVCLive curves (learning from `distillation`'s teachers too, when given), reload the
+    best-on-val checkpoint, evaluate it on every split (with `tta`'s views too), write the run's outputs.
 
     Under data parallelism (`settings.group`), every rank trains; rank 0 alone logs, evaluates and
     writes, and the other ranks return an empty record once training is done."""
@@ -156,7 +180,7 @@ def train_and_report(
     with live_log as live:
         result = fit(
             model,
-            TrainingData(splits["train"], splits["val"], len(classes)),
+            TrainingData(splits["train"], splits["val"], len(classes), distillation),
             recipe,
             checkpointing,
             Parallel(group, settings.seed, sync_batchnorm),
@@ -214,13 +238,16 @@ def train_and_report(
 
 def headline_metrics(details: Mapping[str, Any]) -> dict[str, Any]:
     """What `dvc exp show` shows of a run: accuracy and macro-F1 per split (and on the leakage-free
-    test images), accuracy with test-time augmentation, the train-val gaps and the best epoch."""
+    test images), accuracy with test-time augmentation, the train-val gaps and the best epoch; for a
+    distilled student, its teachers' ensemble accuracy on val and test."""
     headline: dict[str, Any] = {split: _headline(details[split]) for split in ("train", "val", "test")}
     headline["test_leakage_free"] = _headline(details["test_leakage_free"])
     if "tta" in details:
         headline["tta"] = {split: {"accuracy": details["tta"][split]["accuracy"]} for split in ("val", "test")}
     headline["overfitting"] = {key: details["overfitting"][key] for key in ("accuracy_gap", "loss_gap")}
     headline["best_epoch"] = details["best_epoch"]
+    if "distillation" in details:  # a student: its teachers' accuracy together, beside its own
+        headline["teachers"] = {"accuracy": dict(details["distillation"]["ensemble"])}
     return headline
 
 
@@ -290,25 +317,42 @@ def data_digest(splits: Mapping[str, Batches]) -> str:
 
 def run_train(spec: BackboneSpec, training: CandidateTraining, settings: RunSettings) -> dict[str, Any]:
     """Final training of a shortlisted candidate: longer, with the chosen part trainable, resumable."""
+    return long_training("train", spec, training, settings)
+
+
+def long_training(
+    stage: str,
+    spec: BackboneSpec,
+    training: CandidateTraining,
+    settings: RunSettings,
+    teaching: Teaching | None = None,
+) -> dict[str, Any]:
+    """A candidate's training (`train`), or a student's (`distill`, with `teaching`): the recipe, with the
+    chosen part trainable, resumable after a kill. The checkpoint and details record the teachers."""
     torch.manual_seed(settings.seed)
     recipe = scaled_recipe(training.recipe, settings.distributed, settings.group.world_size)
     backbone = build_backbone(spec)
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(settings.classes)))
+    if teaching is not None and teaching.initial_state is not None:
+        model.load_state_dict(teaching.initial_state)
     trainable_parameters = set_trainable(model, training.trainable)
     model = model.to(settings.device)
     runnable = torch.compile(model) if settings.compile_model else model
     splits = load_device_splits(settings.prepared_dir, settings.device)
-    run = Run(
-        "train",
-        spec.name,
-        {
-            "backbone": spec.name,
-            "input_size": backbone.input_size,
-            "feature_dim": backbone.feature_dim,
-            "trainable": training.trainable,
-            "trainable_parameters": trainable_parameters,
-        },
-    )
+    record: dict[str, Any] = {
+        "backbone": spec.name,
+        "input_size": backbone.input_size,
+        "feature_dim": backbone.feature_dim,
+        "trainable": training.trainable,
+        "trainable_parameters": trainable_parameters,
+    }
+    distillation = None
+    if teaching is not None:
+        record["distillation"] = teaching.record
+        distillation = teaching.distillation(
+            splits["train"], settings.device, mixed_precision(recipe.precision, settings.device)
+        )
+    run = Run(stage, spec.name, record)
     fingerprint = hashlib.sha256(
         json.dumps(
             {
@@ -320,9 +364,12 @@ def run_train(spec: BackboneSpec, training: CandidateTraining, settings: RunSett
                 "bf16": mixed_precision(recipe.precision, settings.device),
                 "data": data_digest(splits),
                 "processes": settings.group.world_size,
+                "teaching": teaching.digest if teaching is not None else None,
             },
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
     resume = ResumeFile(run.outputs.resume, fingerprint)
-    return train_and_report(runnable, splits, recipe, run, settings, resume=resume, tta=settings.tta)
+    return train_and_report(
+        runnable, splits, recipe, run, settings, resume=resume, tta=settings.tta, distillation=distillation
+    )

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -58,6 +58,33 @@ def mixed_precision(precision: str, device: torch.device) -> bool:
         and torch.backends.mkldnn.is_available()
         and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     )
+
+
+class SoftTargets(Protocol):
+    """Teachers' class probabilities (at the distillation temperature) for a training batch."""
+
+    sees_images: bool  # computed from the batch as the student sees it (augmented, mixed), not looked up
+
+    def __call__(self, index: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """B x C probabilities for the train images at `index`, which the student sees as `inputs`."""
+        ...
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation: the loss is (1 - weight) x cross-entropy on the labels + weight x
+    temperature^2 x KL(teachers' probabilities || the student's), both at `temperature` (Hinton et al.
+    2015; the temperature^2 keeps the soft term's gradients on the scale of the hard one's)."""
+
+    targets: SoftTargets
+    weight: float
+    temperature: float
+
+
+def distillation_loss(logits: torch.Tensor, teacher_probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
+    """temperature^2 x KL(teacher || student), the student's probabilities softened by `temperature`, batch mean."""
+    log_student = F.log_softmax(logits / temperature, dim=1)
+    return temperature**2 * F.kl_div(log_student, teacher_probabilities, reduction="batchmean")
 
 
 class Batches:
@@ -233,6 +260,7 @@ class TrainingData:
     train: Batches
     val: Batches
     num_classes: int
+    distillation: Distillation | None = None  # teachers' soft labels for the train images, when distilling
 
 
 @dataclass(frozen=True)
@@ -290,14 +318,41 @@ class TrainingState:
             return balanced_sample(train.labels, self.data.num_classes)
         return torch.randperm(len(train), device=self.device)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, partner_labels: torch.Tensor, share: float):
+    def _loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        partner: torch.Tensor | None,
+        share: float,
+        soft: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Cross-entropy on the labels (mixed with the partners' by `share`), and with `soft` (the teachers'
+        probabilities for the batch) the distillation term weighted in."""
         recipe = self.recipe
         loss = F.cross_entropy(logits, labels, weight=self.class_weights, label_smoothing=recipe.label_smoothing)
-        if share < 1.0:
+        if partner is not None:
             loss = share * loss + (1 - share) * F.cross_entropy(
-                logits, partner_labels, weight=self.class_weights, label_smoothing=recipe.label_smoothing
+                logits, labels[partner], weight=self.class_weights, label_smoothing=recipe.label_smoothing
             )
-        return loss
+        distillation = self.data.distillation
+        if distillation is None or distillation.weight == 0 or soft is None:
+            return loss
+        return (1 - distillation.weight) * loss + distillation.weight * distillation_loss(
+            logits, soft, distillation.temperature
+        )
+
+    def _soft_targets(
+        self, index: torch.Tensor, inputs: torch.Tensor, partner: torch.Tensor | None, share: float
+    ) -> torch.Tensor | None:
+        """The teachers' probabilities for a batch: looked up and mixed like the labels, or computed from the
+        (mixed) images themselves."""
+        distillation = self.data.distillation
+        if distillation is None or distillation.weight == 0:
+            return None
+        soft = distillation.targets(index, inputs)
+        if partner is None or distillation.targets.sees_images:
+            return soft
+        return share * soft + (1 - share) * soft[partner]
 
     def epoch(self, epoch: int, progress: tqdm) -> dict[str, float]:
         """Train one epoch (`epoch` counts from 0), evaluate on val, keep the history row it returns."""
@@ -311,13 +366,14 @@ class TrainingState:
             index = rank_share(batch, group)
             seen += len(batch)
             inputs = train.get(index, flip=recipe.flip, augment=recipe.augment)
-            labels = partner_labels = train.labels[index]
-            share = 1.0
+            labels = train.labels[index]
+            partner, share = None, 1.0
             if recipe.augment.mixing:
-                inputs, labels, partner_labels, share = mix_batch(inputs.float(), labels, recipe.augment)
+                inputs, partner, share = mix_batch(inputs.float(), recipe.augment)
+            soft = self._soft_targets(index, inputs, partner, share)
             with training_autocast(self.device, self.bf16):
                 logits = self.trained(inputs).float()
-            loss = self._loss(logits, labels, partner_labels, share)
+            loss = self._loss(logits, labels, partner, share, soft)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
