@@ -492,7 +492,7 @@ def distillation_section(data: Mapping[str, Any]) -> list[str]:
         rows = [
             {
                 "model": f"teacher {teacher['stage']}@{teacher['name']}",
-                "views": teacher["views"],
+                "views": str(teacher["views"]),
                 "val": teacher["val_accuracy"],
                 "test": teacher["test_accuracy"],
             }
@@ -504,12 +504,13 @@ def distillation_section(data: Mapping[str, Any]) -> list[str]:
         runs = [(f"distill@{name} (student)", student)]
         baseline = data["final"]["train"].get(name)
         if baseline is not None:
-            runs.append((f"train@{name} (same schedule, labels only)", baseline))
+            what = "its starting point" if record.get("warm_start") else "same schedule, labels only"
+            runs.append((f"train@{name} ({what})", baseline))
         for label, metrics in runs:
             rows.append(
                 {
                     "model": label,
-                    "views": 1,
+                    "views": "1",
                     "val": metrics["val"]["accuracy"],
                     "test": metrics["test"]["accuracy"],
                     "test_tta": metrics.get("tta", {}).get("test", {}).get("accuracy"),
@@ -517,14 +518,22 @@ def distillation_section(data: Mapping[str, Any]) -> list[str]:
                     "test_macro_f1": metrics["test"]["macro_f1"],
                 }
             )
+        start = (
+            f"started from the weights of `{record['warm_start']}` and "
+            if record.get("warm_start")
+            else "started at random and "
+        )
         lines += [
             f"## Distillation: {name}",
             "",
-            f"`distill@{name}` learned from the labels and from its teachers' soft labels (kd_weight "
+            f"`distill@{name}` {start}learned from the labels and from its teachers' soft labels (kd_weight "
             f"{record['kd_weight']:g}, temperature {record['temperature']:g}, {record['targets']} targets); the "
             "teachers' accuracies are over their views (view-averaged logits).",
             "",
-            _markdown(pd.DataFrame(rows), dict.fromkeys(("val", "test", "test_tta", "test_leakage_free"), ".4f")),
+            _markdown(
+                pd.DataFrame(rows),
+                dict.fromkeys(("val", "test", "test_tta", "test_leakage_free", "test_macro_f1"), ".4f"),
+            ),
             "",
         ]
         if baseline is not None:
@@ -540,8 +549,14 @@ def distillation_section(data: Mapping[str, Any]) -> list[str]:
                     f"train@{name}": [baseline["test"]["per_class_recall"][label] for label in classes],
                 }
             )
+            versus = (
+                f"Against `train@{name}`, whose weights it started from (so the gain is that of the student's "
+                "further epochs and its teachers together; `scripts/bench_distill.py --modes none` separates them)"
+                if record.get("warm_start")
+                else "Gain from distillation on the same schedule"
+            )
             lines += [
-                f"Gain from distillation on the same schedule: val {gain['val']:+.4f}, test {gain['test']:+.4f}, "
+                f"{versus}: val {gain['val']:+.4f}, test {gain['test']:+.4f}, "
                 f"leakage-free test {gain['test_leakage_free']:+.4f}. Test recall per class:",
                 "",
                 _markdown(recall, dict.fromkeys(recall.columns[1:], ".3f")),
