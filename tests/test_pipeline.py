@@ -269,6 +269,7 @@ def test_the_student_learned_from_its_teachers_and_its_card_names_them(workspace
     assert card["provenance"]["training"]["distillation"]["teachers"] == record["teachers"]
     markdown = (workspace / "models/deploy/resnet18/MODEL_CARD.md").read_text()
     assert "- Teachers, their probabilities averaged: `resnet18` (train, 2 view(s); val" in markdown
+    assert "- Started from the weights of `train@resnet18` (warm start)" in markdown
     table = (workspace / "reports/results.md").read_text()
     assert "## Distillation: resnet18" in table and "Against `train@resnet18`, whose weights it started from" in table
     assert re.search(r"^\| distill@resnet18 +\|", table, re.M)  # among the candidates

@@ -371,7 +371,14 @@ def _distillation_lines(distillation: Any) -> list[str]:
     )
     ensemble = distillation.get("ensemble") if isinstance(distillation.get("ensemble"), Mapping) else {}
     soft = "cached on the clean images" if distillation.get("targets") == "cached" else "on every augmented batch"
+    warm = distillation.get("warm_start")
+    start = (
+        [f"- Started from the weights of `{warm}` (warm start): the epochs above came after that model's"]
+        if warm
+        else []
+    )
     return [
+        *start,
         f"- Distilled: loss = (1 - {distillation.get('kd_weight')}) x cross-entropy on the labels + "
         f"{distillation.get('kd_weight')} x KL to the teachers' soft labels at temperature "
         f"{distillation.get('temperature')} ({soft})",
