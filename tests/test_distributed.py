@@ -42,6 +42,7 @@ def project_params(nproc: int = 1, nnodes: int = 1, endpoint: str = "localhost:2
         }
     }
     params["train"]["candidates"] = {"resnet18": {}}
+    params["select"]["candidates"] = {"resnet18": "train"}
     params["finetune"].update(FINETUNE)
     params["distributed"].update(nproc_per_node=nproc, nnodes=nnodes, rdzv_endpoint=endpoint)
     return params

@@ -15,9 +15,11 @@ import torch
 from ferbench.constants import FER2013_CLASSES
 from ferbench.params import load_overrides, load_params
 from ferbench.schema import Params
-from ferbench.training.benchmark import run_feature_extract, run_finetune, run_train
+from ferbench.paths import teacher_file
+from ferbench.training.benchmark import long_training, run_feature_extract, run_finetune, run_train
 from ferbench.training.embeddings import save_embeddings
 from ferbench.training.settings import RunSettings, backbone_spec
+from ferbench.training.teachers import cache_teacher_outputs, load_teaching
 from ferbench.workflow.workspace import write_params
 from tests.conftest import PROJECT_ROOT, synthetic_prepared, tta
 
@@ -65,8 +67,9 @@ def test_the_gpu_preset_runs_a_few_steps_of_every_training_section_on_the_cpu(ti
         return spec.model_copy(update={"pretrained": False, "weights": None, "input_size": SMALL_INPUT[spec.source]})
 
     candidates = params.train.candidates
-    others = [name for name in params.backbones if name not in candidates]  # the candidates train below
-    assert "densenet121" in others and not any(
+    students = params.distill.students
+    others = [name for name in params.backbones if name not in candidates and name not in students]
+    assert "densenet121" in others and not any(  # the candidates and the students train below
         params.backbones[name].finetune.model_dump(exclude_none=True) for name in others
     )
     # The finetune section on one of them: vgg16 would run the same code with 17x the parameters (about 30 s
@@ -77,6 +80,19 @@ def test_the_gpu_preset_runs_a_few_steps_of_every_training_section_on_the_cpu(ti
     for name in candidates:
         summary = run_train(small(name), params.train_for(name).model_copy(update=few_steps), settings)
         assert summary["epochs"] == 1 and (tmp_path / f"models/train/{name}.pt").is_file()
+    assert set(params.distill.teachers) <= set(candidates) and students
+    for name, stage in params.distill.teachers.items():  # teach@<teacher>: the candidates' checkpoints above
+        outputs = cache_teacher_outputs(
+            small(name), stage, tmp_path / f"models/{stage}/{name}.pt", CLASSES, tiny_prepared,
+            settings.tta, 32, torch.device("cpu"), tmp_path / teacher_file(name),
+        )  # fmt: skip
+        assert outputs.logits["train"].shape == (2, 21, 7)  # the 21 train faces and their mirrors
+    for name in students:  # distill@<student>: its recipe, learning from both teachers' soft labels
+        teaching = load_teaching(params, tiny_prepared, name, root=tmp_path)
+        training = params.student_for(name).model_copy(update=few_steps)
+        summary = long_training("distill", small(name), training, settings, teaching)
+        assert summary["epochs"] == 1 and summary["distillation"]["teachers"][0]["name"] == "vit_b_16"
+        assert (tmp_path / f"models/distill/{name}.pt").is_file()
     counts = {"train": 21, "val": 7, "test": 14}
     rng = np.random.default_rng(0)
     features = {
