@@ -27,3 +27,5 @@ LR_SCALING: tuple[str, ...] = ("none", "linear", "sqrt")
 TEACHER_STAGES: tuple[str, ...] = ("train", "finetune")  # whose checkpoints may teach a distilled student
 CANDIDATE_STAGES: tuple[str, ...] = ("train", "distill")  # whose checkpoints compete to be shipped
 SOFT_TARGETS: tuple[str, ...] = ("cached", "online")  # teachers' outputs on the clean images, or on each batch
+TEMPERATURE_RANGE = (0.05, 20.0)  # a calibration temperature is fitted, and a model card's accepted, within this
+MAX_CLASS_NAME = 40  # characters of a class name in a model card (they reach every row and plot)

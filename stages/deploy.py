@@ -14,6 +14,7 @@ from ferbench.cli import backbone_argument, run_stage
 from ferbench.data.prepared import leakage_free_test_mask, load_split, read_provenance
 from ferbench.errors import FerbenchError
 from ferbench.evaluation.metrics import read_metrics, write_json
+from ferbench.files import write_frame_csv
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.paths import DEPLOY_METRICS, DEPLOY_MODELS, DEPLOY_PLOTS, PREPARED_DIR, RunOutputs, stage_details
 from ferbench.provenance import limitations, model_provenance
@@ -72,8 +73,8 @@ def main() -> None:
     summary = {"backbone": name, **{key: shipped[key] for key in HEADLINE}}
     write_json(DEPLOY_METRICS / f"{name}.json", summary)
     (DEPLOY_PLOTS / name).mkdir(parents=True, exist_ok=True)
-    deployment.reliability.to_csv(DEPLOY_PLOTS / name / "reliability.csv", index=False)
-    deployment.test_predictions.to_csv(DEPLOY_PLOTS / name / "test_predictions.csv", index=False)
+    write_frame_csv(deployment.reliability, DEPLOY_PLOTS / name / "reliability.csv")
+    write_frame_csv(deployment.test_predictions, DEPLOY_PLOTS / name / "test_predictions.csv")
     print(
         f"deploy@{name}: {summary['variant']}{' with TTA' if use_tta else ''}, p50 {summary['latency_p50_ms']:.2f} "
         f"ms, val {summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f} (agreement with fp32 on val "

@@ -80,7 +80,7 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_tabled(model, face, tmp_pa
 def test_a_table_it_cannot_write_is_one_line_and_exit_2(where, message, model, face, tmp_path, capsys):
     (tmp_path / "file.txt").write_text("x")
     target = {"folder": tmp_path, "under a file": tmp_path / "file.txt" / "faces.csv", "/dev/full": "/dev/full"}[where]
-    assert run([face], model, "--csv", target) == 2
+    assert run([face], model, "--csv", target, "--overwrite") == 2  # /dev/full exists: only --overwrite tries it
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("predict: model ")]
     assert len(err) == 1 and message in err[0]
 

@@ -14,8 +14,8 @@ import torch
 
 from ferbench.constants import FER2013_CLASSES
 from ferbench.params import load_overrides, load_params
-from ferbench.schema import Params
 from ferbench.paths import teacher_file
+from ferbench.schema import Params
 from ferbench.training.benchmark import long_training, run_feature_extract, run_finetune, run_train
 from ferbench.training.embeddings import save_embeddings
 from ferbench.training.settings import RunSettings, backbone_spec

@@ -219,7 +219,7 @@ def test_a_bad_video_is_one_line_and_exit_2(kind, message, model_folder, tmp_pat
         (["--start", "10"], "--start 10 s is past the end (3.0 s)"),
         (["--start", "2", "--end", "1"], "--end 1.0: use seconds after --start"),
         (["--max-frame-pixels", "1000"], "frames are 640x480; at most 1,000 pixels a frame"),
-        (["--every", "0"], "--every and --detect-every take 1 or more"),
+        (["--every", "0"], "--every 0: use 1 to 100,000 frames"),
     ],
 )
 def test_a_time_range_outside_the_video_or_frames_too_large_are_one_line(

@@ -89,20 +89,30 @@ def decode_fer(data: bytes | None) -> FerPixels:
 
 MIN_PHOTO_SIDE = 16  # a 48x48 face needs at least this much image around it to be found
 MAX_PHOTO_ASPECT = 20  # a strip of pixels is no photo; detectors fail on such shapes in their own ways
+DEFAULT_PHOTO_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB of RGB
+PHOTO_PIXELS_LIMIT = 250_000_000  # the most a user may raise it to: 750 MB of RGB
 
 
-def decode_rgb(data: bytes | None, max_pixels: int = 40_000_000) -> np.ndarray:
+def shape_problem(width: int, height: int, what: str = "photo") -> str | None:
+    """Why a `what` (a photo, a video's frames) of this size cannot hold faces to find, or None."""
+    short, long = sorted((width, height))
+    if short < MIN_PHOTO_SIDE or long > MAX_PHOTO_ASPECT * short:
+        return (
+            f"not a {what} of faces ({width}x{height} pixels: at least {MIN_PHOTO_SIDE} px a side and "
+            f"at most {MAX_PHOTO_ASPECT}:1)"
+        )
+    return None
+
+
+def decode_rgb(data: bytes | None, max_pixels: int = DEFAULT_PHOTO_PIXELS) -> np.ndarray:
     """Decode a photo (any size, EXIF orientation applied) to uint8 RGB H x W x 3, for face detection."""
 
     def to_rgb(image: Image.Image) -> np.ndarray:
         if image.width * image.height > max_pixels:
             raise UndecodableImage(f"too large ({image.width}x{image.height} pixels; the limit is {max_pixels:,})")
-        short, long = sorted((image.width, image.height))
-        if short < MIN_PHOTO_SIDE or long > MAX_PHOTO_ASPECT * short:
-            raise UndecodableImage(
-                f"not a photo of faces ({image.width}x{image.height} pixels: at least {MIN_PHOTO_SIDE} px a side and "
-                f"at most {MAX_PHOTO_ASPECT}:1)"
-            )
+        problem = shape_problem(image.width, image.height)
+        if problem:
+            raise UndecodableImage(problem)
         orientation = image.getexif().get(EXIF_ORIENTATION)
         rgb = to_8bit(image).convert("RGB")  # scaled before turning: one full-size wide copy at most
         if orientation in ORIENTATION_TRANSPOSES:

@@ -18,6 +18,7 @@ from ferbench.data.decode import UndecodableImage, decode_fer
 from ferbench.data.prepared import MANIFEST_FILE, PREPARED_SPLITS, Split, save_split
 from ferbench.data.split import group_stratified_split
 from ferbench.errors import FerbenchError
+from ferbench.files import write_frame_csv
 from ferbench.schema import Data
 
 
@@ -240,7 +241,7 @@ def write_prepared(result: PreparedData, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, data in result.splits.items():
         save_split(out_dir / f"{split}.npz", data)
-    result.manifest[MANIFEST_COLUMNS].to_csv(out_dir / MANIFEST_FILE, index=False)
+    write_frame_csv(result.manifest[MANIFEST_COLUMNS], out_dir / MANIFEST_FILE)
 
 
 DATA_HEADLINE_QUALITY = (

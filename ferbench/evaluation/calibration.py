@@ -19,8 +19,9 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from ferbench.constants import TEMPERATURE_RANGE
+
 ECE_BINS = 15
-TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 def _as_tensors(logits: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:

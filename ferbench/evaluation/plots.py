@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ferbench.files import write_frame_csv
+
 
 def save_class_distribution(
     counts: Mapping[str, Mapping[str, int]], classes: Sequence[str], csv_path: Path, png_path: Path
@@ -26,7 +28,7 @@ def save_class_distribution(
         ]
     )
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(csv_path, index=False)
+    write_frame_csv(frame, csv_path)
     sns.set_theme(style="whitegrid")
     figure, axes = plt.subplots(figsize=(8, 4.5))
     sns.barplot(data=frame, x="class", y="count", hue="split", ax=axes)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ferbench.constants import CALIBRATION_METHODS, IMAGE_SIZE, INPUT_SIZE_RANGE
+from ferbench.constants import CALIBRATION_METHODS, IMAGE_SIZE, INPUT_SIZE_RANGE, MAX_CLASS_NAME, TEMPERATURE_RANGE
 from ferbench.models.specs import BackboneSpec, ShiftPixels, Shifts, TTAConfig
 from ferbench.models.variants import RUNTIMES, VARIANTS
 from ferbench.provenance import SYNTHETIC_WARNING
@@ -42,6 +42,16 @@ def _plain_file_name(name: str) -> str:
 FileName = Annotated[str, AfterValidator(_plain_file_name)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Share = Annotated[float, Field(ge=0, le=1)]
+Temperature = Annotated[float, Field(ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1])]  # what calibration fits
+
+
+def _printable_name(name: str) -> str:
+    if not name.isprintable():
+        raise ValueError("a class name must be printable text (no control or bidirectional characters)")
+    return name
+
+
+ClassName = Annotated[str, Field(min_length=1, max_length=MAX_CLASS_NAME), AfterValidator(_printable_name)]
 Interval = Annotated[list[float], Field(min_length=2, max_length=2)]  # a 95% interval: low, high
 Milliseconds = Annotated[float, Field(ge=0)]
 
@@ -136,7 +146,7 @@ class SplitCalibration(CardPart):
 
 
 class CardCalibration(CardPart):
-    temperature: Annotated[float, Field(gt=0)]
+    temperature: Temperature
     fitted_on: Literal["val"]
     ece_bins: Annotated[int, Field(ge=1)]
     val: SplitCalibration
@@ -188,11 +198,11 @@ class ModelCard(CardPart):
     format: Literal[CARD_FORMAT]
     backbone: Annotated[str, Field(min_length=1)]
     spec: BackboneSpec
-    classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    classes: Annotated[list[ClassName], Field(min_length=1, max_length=100)]
     input: CardInput
     preprocessing: Preprocessing
     tta: CardTta
-    temperature: Annotated[float, Field(gt=0)] = 1.0
+    temperature: Temperature = 1.0
     runtime: Literal[RUNTIMES]
     variant: Literal[tuple(VARIANTS)]
     files: CardFiles

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -121,13 +122,16 @@ class EmotionModel:
     re-declared here; the card's temperature (fitted on val) calibrates the probabilities."""
 
     def __init__(self, folder: Path | str, threads: int | None = None) -> None:
+        cores = os.cpu_count() or 1
+        if threads is not None and not 1 <= threads <= cores:
+            raise FerbenchError(f"threads {threads}: use 1 to {cores} (the CPU cores of this machine) or all of them")
         self.folder = Path(folder)
         self.card = read_card(self.folder)
         self.classes: list[str] = list(self.card.classes)
         path = verified_file(self.folder, self.card, "model")
         try:
             self._logits = self._load(path, threads)
-            width = self._logits(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)).shape
+            width = np.shape(self._logits(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)))
         except FerbenchError:
             raise
         except Exception as exc:  # a damaged or foreign file: the runtimes raise their own exception types
@@ -170,4 +174,10 @@ class EmotionModel:
         """Calibrated probabilities of a batch of 48x48 uint8 crops, in one model call."""
         if len(crops) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return calibrated_probabilities(self._logits(crops), self.card.temperature).astype(np.float32)
+        logits = np.asarray(self._logits(crops))
+        if not np.isfinite(logits).all():
+            raise FerbenchError(
+                f"{self.folder}: the model answered NaN or infinite scores, which are no probabilities; the "
+                "model file is broken: copy the model folder again or re-export it with `dvc repro select`"
+            )
+        return calibrated_probabilities(logits, self.card.temperature).astype(np.float32)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ferbench.data.decode import UndecodableImage, decode_rgb
+from ferbench.data.decode import DEFAULT_PHOTO_PIXELS, UndecodableImage, decode_rgb
 from ferbench.errors import FerbenchError
 from ferbench.models.folder import EmotionModel
 from ferbench.provenance import SYNTHETIC_WARNING
@@ -33,11 +33,17 @@ from ferbench.serving.inference import (
     choose_model_folder,
     draw_results,
 )
-from ferbench.serving.video import TABLE_FILE, TRACKS_FILE, VIDEO_SUFFIXES, VideoOptions, analyse_video
+from ferbench.serving.video import (
+    MAX_TIMELINES,
+    TABLE_FILE,
+    TRACKS_FILE,
+    VIDEO_SUFFIXES,
+    VideoOptions,
+    analyse_video,
+)
 
 MAX_UPLOAD_MB = 10  # photos; videos up to the server's cap (.streamlit/config.toml: server.maxUploadSize)
 MAX_VIDEO_MB = 200
-MAX_PIXELS = 40_000_000
 MODES = ("Live webcam", "Snapshot", "Upload a photo", "Upload a video")
 LOG_EVERY_FRAMES = 90
 
@@ -156,7 +162,7 @@ def analyze_bytes(data: bytes | None, name: str, recognizer: EmotionRecognizer, 
         st.error(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_MB} MB.")
         return
     try:
-        rgb = decode_rgb(data, MAX_PIXELS)
+        rgb = decode_rgb(data, DEFAULT_PHOTO_PIXELS)
     except UndecodableImage as exc:
         st.error(f"Cannot read {name}: {exc}. Upload a JPEG, PNG, BMP or WebP photo.")
         return
@@ -177,9 +183,9 @@ def analyze_video_upload(data: bytes | None, name: str, recognizer: EmotionRecog
         return
     bar = st.progress(0.0, text=f"Analysing {name}")
 
-    def progress(done: int, total: int) -> None:
-        if total and done % 10 == 0:
-            bar.progress(min(1.0, done / total), text=f"Analysing {name}: frame {done} of {total}")
+    def progress(done: int, total: int, step: str) -> None:
+        if total and (done % 10 == 0 or step != "frame"):
+            bar.progress(min(1.0, done / total), text=f"Analysing {name}: {step} {done} of {total}")
 
     with tempfile.TemporaryDirectory(prefix="ferbench-video-") as scratch:
         path = Path(scratch) / f"upload{Path(name).suffix.lower()}"
@@ -190,6 +196,10 @@ def analyze_video_upload(data: bytes | None, name: str, recognizer: EmotionRecog
             bar.empty()
             st.error(f"Cannot analyse {name}: {str(exc).removeprefix(f'{path}: ')}")
             return
+        except Exception as exc:  # OpenCV and FFmpeg fail in their own ways on odd files: a message, not a crash
+            bar.empty()
+            st.error(f"Cannot analyse {name} ({type(exc).__name__}). Try another video.")
+            return
         table = pd.read_csv(result.out / TABLE_FILE)
         table_csv = (result.out / TABLE_FILE).read_bytes()
         summary = pd.read_csv(result.out / TRACKS_FILE)
@@ -199,9 +209,10 @@ def analyze_video_upload(data: bytes | None, name: str, recognizer: EmotionRecog
     if table.empty:
         st.warning(f"No face found in {name}. Try a video with frontal, well-lit faces that are not too small.")
         return
-    st.subheader(f"{len(summary)} face track(s) over {result.frames_analysed / result.info.fps:.1f} s")
+    st.subheader(f"{len(summary)} face track(s) over {result.seconds_covered:.1f} s")
     st.dataframe(summary, hide_index=True)
-    for track, rows in table.groupby("track"):
+    charted = summary.nlargest(MAX_TIMELINES, "frames_analysed")["track"]  # a flickering video makes hundreds
+    for track, rows in table[table["track"].isin(charted)].groupby("track"):
         st.markdown(f"**Track {track}**")
         timeline = rows.set_index("time_s")[[f"p_{name}" for name in classes]]
         st.line_chart(timeline.rename(columns=lambda column: column.removeprefix("p_")))

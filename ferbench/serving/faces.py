@@ -232,7 +232,11 @@ class YuNetFaceDetector:
         """YuNet's rows (box, 5 landmarks, score: 15 floats) on one BGR image."""
         self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, found = self._detector.detect(bgr)
-        return np.zeros((0, 15)) if found is None else found.astype(np.float64)
+        if found is None:
+            return np.zeros((0, 15))
+        found = found.astype(np.float64)
+        # on frames far from what it was trained on YuNet can answer NaN or empty boxes: no face there
+        return found[np.isfinite(found).all(axis=1) & (found[:, 2] > 0) & (found[:, 3] > 0)]
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         cv2 = self._cv2

@@ -113,6 +113,7 @@ class EmotionRecognizer:
     def reset(self) -> None:
         """Forget every track (a new video)."""
         self._frame_index = 0
+        self.detector_failures = 0
         self.tracker = FaceTracker(self.max_missing, self.smoothing)
 
     def crop(self, rgb: np.ndarray, face: Face) -> np.ndarray:
@@ -150,7 +151,13 @@ class EmotionRecognizer:
         frame = self._frame_index
         self._frame_index += 1
         if frame % self.detect_every == 0:
-            faces = self.detector(rgb)
+            try:
+                faces = self.detector(rgb)
+            except FerbenchError:
+                raise
+            except Exception:  # OpenCV's detectors fail in their own ways on odd frames: a frame without a face
+                self.detector_failures += 1
+                faces = []
             tracks = self.tracker.update(frame, faces)
         else:
             moved = self.tracker.predicted(frame)

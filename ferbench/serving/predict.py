@@ -24,31 +24,79 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from ferbench.data.decode import UndecodableImage, decode_rgb
+from ferbench.data.decode import DEFAULT_PHOTO_PIXELS, PHOTO_PIXELS_LIMIT, UndecodableImage, decode_rgb
 from ferbench.errors import FerbenchError
-from ferbench.files import NOT_REGULAR
+from ferbench.files import NOT_REGULAR, check_new_output, printable, safe_row
 from ferbench.models.folder import EmotionModel
 from ferbench.serving.faces import DETECTORS, WholeImage, build_detector
 from ferbench.serving.inference import (
     MODEL_ORDER,
     EmotionRecognizer,
-    FaceResult,
     choose_model_folder,
 )
-from ferbench.serving.video import MAX_FRAME_PIXELS, VideoOptions, analyse_video, is_video
+from ferbench.serving.video import (
+    FRAME_PIXELS_LIMIT,
+    MAX_EVERY,
+    MAX_FRAME_PIXELS,
+    VideoOptions,
+    analyse_video,
+    is_video,
+)
 
 
-def image_files(paths: Sequence[Path]) -> Iterator[Path]:
-    """Files as given, and every non-hidden file under a folder (sorted), so bad files get reported too."""
+@dataclass
+class FileList:
+    """The files to analyse, and the links under a folder that were skipped (and why)."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped_links: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def image_files(paths: Sequence[Path]) -> FileList:
+    """Files as given, and every non-hidden file under a folder (sorted), so bad files get reported too.
+    Under a folder, a link is followed only to a file inside that folder; links that lead outside it, to a
+    folder, nowhere or round in a loop are skipped and listed (a folder of photos should not read
+    /etc/passwd, nor walk for ever)."""
+    found = FileList()
     for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        else:
-            yield path
+        if not path.is_dir():
+            found.files.append(path)
+            continue
+        root = path.resolve()
+        inside: list[Path] = []
+        for folder, dirs, names in os.walk(path):  # never into linked folders: a loop cannot start
+            for name in dirs:
+                if os.path.islink(os.path.join(folder, name)):
+                    found.skipped_links.append((Path(folder, name), "a link to a folder"))
+            for name in names:
+                candidate = Path(folder, name)
+                if name.startswith("."):
+                    continue
+                if candidate.is_symlink():
+                    reason = _link_problem(candidate, root)
+                    if reason:
+                        found.skipped_links.append((candidate, reason))
+                        continue
+                inside.append(candidate)
+        found.files.extend(sorted(inside))
+    return found
+
+
+def _link_problem(link: Path, root: Path) -> str | None:
+    """Why a link under `root` is not followed, or None for a link to a file inside `root`."""
+    target = Path(os.path.realpath(link))
+    try:
+        target.stat()
+    except OSError:
+        return "a broken link or a loop"
+    if not target.is_relative_to(root):
+        return "a link leading outside the folder"
+    return None if target.is_file() else "a link to something that is not a file"
 
 
 MAX_IMAGE_MB = 50  # a photo is a few MB; a larger "image" is read whole only to be refused
@@ -65,62 +113,64 @@ def read_image_bytes(path: Path, max_mb: float = MAX_IMAGE_MB) -> bytes:
         return handle.read(int(max_mb * 1024 * 1024) + 1)
 
 
-def shown(path: Path) -> str:
-    """A path as text that any terminal can print (bytes that are not UTF-8 shown as escapes)."""
-    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def predict_file(recognizer: EmotionRecognizer, path: Path, max_pixels: int) -> tuple[dict[str, Any], list[FaceResult]]:
+def predict_file(recognizer: EmotionRecognizer, path: Path, max_pixels: int) -> dict[str, Any]:
+    """One photo's JSON record: its faces (box, label, probabilities), a note when there is none, or the error."""
     try:
         rgb = decode_rgb(read_image_bytes(path), max_pixels)
     except (OSError, UndecodableImage) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return {"file": str(path), "error": reason}, []
+        return {"file": str(path), "error": reason}
     try:
         faces = recognizer.analyze(rgb)
+    except FerbenchError:
+        raise  # the model's own failure (non-finite scores): the same for every file, so the run stops
     except Exception as exc:  # OpenCV's detectors fail in their own ways on odd images: one bad file, not the run
-        return {"file": str(path), "error": f"face detection failed ({type(exc).__name__})"}, []
+        return {"file": str(path), "error": f"face detection failed ({type(exc).__name__})"}
     record: dict[str, Any] = {"file": str(path), "faces": [face.to_dict() for face in faces]}
     if not faces:
         record["note"] = "no face found"
-    return record, faces
+    return record
 
 
 def predict_video(recognizer: EmotionRecognizer, path: Path, out: Path, options: VideoOptions) -> int:
     """Analyse one video into `out` with a progress bar; its exit code (0 done, 1 broke off, 2 refused)."""
     from tqdm import tqdm
 
-    bars: list[tqdm] = []  # made at the first frame: a refused video prints its one line alone
+    bars: dict[str, tqdm] = {}  # made at the first frame: a refused video prints its one line alone
 
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(desc=shown(path), total=total or None, unit="frame", file=sys.stderr, leave=False))
-        bars[0].update(done - bars[0].n)
+    def progress(done: int, total: int, step: str = "frame") -> None:
+        if step not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[step] = tqdm(desc=printable(path), total=total or None, unit=step, file=sys.stderr, leave=False)
+        bars[step].update(done - bars[step].n)
 
     try:
         result = analyse_video(path, recognizer, out, options, progress)
     except FerbenchError as exc:
-        print(f"predict: error: {exc}", file=sys.stderr)
+        print(f"predict: error: {printable(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # the results folder: not writable, a path under a file, the disk full
         print(
-            f"predict: error: cannot write the results of {shown(path)} to {shown(out)} ({exc.strerror or exc})",
+            f"predict: error: cannot write the results of {printable(path)} to {printable(out)} "
+            f"({exc.strerror or exc})",
             file=sys.stderr,
         )
         return 2
     finally:
-        for bar in bars:
+        for bar in bars.values():
             bar.close()
-    print(json.dumps({"file": str(path), "video": result.to_dict()}), flush=True)
-    seconds = result.frames_analysed * options.every / result.info.fps
-    print(
-        f"predict: {shown(path)}: {len(result.tracks)} track(s) over {seconds:.1f} s of video, "
-        f"{result.frames_analysed} frames analysed; results in {shown(out)}",
-        file=sys.stderr,
-    )
+    print(json.dumps({"file": str(path), "video": result.to_dict()}, allow_nan=False), flush=True)
+    print(f"predict: {printable(path)}: {result.describe()}; results in {printable(out)}", file=sys.stderr)
+    if result.detector_failures:
+        print(
+            f"predict: {printable(path)}: the face detector failed on {result.detector_failures} frame(s); "
+            "they count as frames without a face",
+            file=sys.stderr,
+        )
     if result.stopped_at is not None:
         print(
-            f"predict: {shown(path)}: the video breaks off at {result.stopped_at:.2f} s "
+            f"predict: {printable(path)}: the video breaks off at {result.stopped_at:.2f} s "
             f"(of {result.info.duration:.2f} s); the rows up to there are written",
             file=sys.stderr,
         )
@@ -128,38 +178,66 @@ def predict_video(recognizer: EmotionRecognizer, path: Path, out: Path, options:
     return 0
 
 
-def write_csv(path: Path, rows: list[tuple[dict[str, Any], list[FaceResult]]], classes: Sequence[str]) -> None:
-    """One row per face (a file without faces, or unreadable, gets one row with an empty face)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", errors="surrogateescape") as handle:  # file names as they were on disk
-        writer = csv.writer(handle)
-        writer.writerow(["file", "face", "x", "y", "width", "height", "label", *[f"p_{c}" for c in classes], "error"])
-        for record, faces in rows:
-            if not faces:
-                writer.writerow(
-                    [
-                        record["file"],
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        *[""] * len(classes),
-                        record.get("error", record.get("note", "")),
-                    ]
-                )
-            for index, face in enumerate(faces):
-                writer.writerow(
-                    [
-                        record["file"],
-                        index,
-                        *face.box,
-                        face.label,
-                        *[f"{face.probabilities[c]:.6f}" for c in classes],
-                        "",
-                    ]
-                )
+class PhotoTable:
+    """The --csv table, a row per face (a file without faces, or unreadable, gets one row with an empty
+    face), written as each photo is done: memory does not grow with the number of photos. The file is
+    created at the first row, never over an existing file unless `overwrite`."""
+
+    def __init__(self, path: Path, classes: Sequence[str], overwrite: bool) -> None:
+        self.path, self.classes, self.overwrite = path, list(classes), overwrite
+        self._handle: IO[str] | None = None
+        self._writer: Any = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            mode = "w" if self.overwrite else "x"  # "x": a file that appeared since the check is not replaced
+            self._handle = self.path.open(mode, newline="", errors="surrogateescape")  # names as on disk
+            self._writer = csv.writer(self._handle)
+            header = ["file", "face", "x", "y", "width", "height", "label", *[f"p_{c}" for c in self.classes]]
+            self._writer.writerow(safe_row([*header, "error"]))
+        faces = record.get("faces") or []
+        if not faces:
+            empty = [""] * (6 + len(self.classes))
+            self._writer.writerow(safe_row([record["file"], *empty, record.get("error", record.get("note", ""))]))
+        for index, face in enumerate(faces):
+            probabilities = [f"{face['probabilities'][c]:.6f}" for c in self.classes]
+            self._writer.writerow(safe_row([record["file"], index, *face["box"], face["label"], *probabilities, ""]))
+        self._handle.flush()  # type: ignore[union-attr]
+
+    def close(self, after_error: bool = False) -> None:
+        """Close the file (once); after an error writing it, a second failure to flush is the same error."""
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        try:
+            handle.close()
+        except OSError:
+            if not after_error:
+                raise
+
+
+def video_folders(videos: Sequence[Path], out: Path | None) -> dict[Path, Path]:
+    """Each video's results folder: --out itself for one video, else one inside --out (or NAME-emotions/
+    beside the current folder) per video, named by its stem; videos of the same stem get -2, -3, ..."""
+    folders: dict[Path, Path] = {}
+    taken: set[str] = set()
+    for video in videos:
+        name, count = video.stem, 1
+        while name in taken:
+            count += 1
+            name = f"{video.stem}-{count}"
+        taken.add(name)
+        if out is None:
+            folders[video] = Path(f"{name}-emotions")
+        else:
+            folders[video] = out if len(videos) == 1 else out / name
+    return folders
+
+
+def _in_range(value: int, low: int, high: int, flag: str, unit: str = "") -> None:
+    if not low <= value <= high:
+        raise FerbenchError(f"{flag} {value}: use {low:,} to {high:,}{unit}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,7 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help=f"model folder with model_card.json (default: {MODEL_ORDER})",
     )
-    parser.add_argument("--csv", type=Path, metavar="FILE", help="also write a table, one row per face")
+    parser.add_argument(
+        "--csv", type=Path, metavar="FILE", help="also write a table, one row per face (a new file, never an input)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="let --csv replace an existing file")
     parser.add_argument(
         "--detector",
         choices=DETECTORS,
@@ -210,7 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="skip face detection: each image is one face (for already-cropped faces such as FER-2013)",
     )
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help=f"CPU threads for the model (0: all cores; at most {os.cpu_count()})"
+    )
     video = parser.add_argument_group("videos")
     video.add_argument(
         "--out", type=Path, metavar="DIR", help="a new folder for a video's results (several videos: one inside each)"
@@ -239,18 +322,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     video.add_argument(
         "--max-frame-pixels", type=int, default=MAX_FRAME_PIXELS, help="refuse videos with larger frames"
     )
-    parser.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse images larger than this")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_PHOTO_PIXELS,
+        help=f"refuse images with more pixels (default {DEFAULT_PHOTO_PIXELS:,}; at most {PHOTO_PIXELS_LIMIT:,})",
+    )
     args = parser.parse_args(argv)
     try:
-        choice = choose_model_folder(args.model)
-        model = EmotionModel(choice.folder, threads=args.threads or None)
-        detector = WholeImage() if args.whole_image else build_detector(args.detector, model_file=args.detector_model)
-        recognizer = EmotionRecognizer(model, detector, align=args.align, margin=args.margin, smoothing=0.0)
-        print(
-            f"predict: model {model.folder} ({choice.origin}): {model.card.summary()}; faces: "
-            f"{detector.name}{', aligned' if args.align and detector.can_align else ''}",
-            file=sys.stderr,
-        )
+        check_numbers(args)
         options = VideoOptions(
             every=args.every,
             detect_every=args.detect_every,
@@ -262,42 +342,78 @@ def main(argv: Sequence[str] | None = None) -> int:
             annotate=args.annotate,
             max_frame_pixels=args.max_frame_pixels,
         )
+        listed = image_files(args.paths)
+        if not listed.files:
+            raise FerbenchError("no files found under the given paths")
+        if args.csv:
+            check_new_output(args.csv, listed.files, args.overwrite, flag="--csv")
+        choice = choose_model_folder(args.model)
+        model = EmotionModel(choice.folder, threads=args.threads or None)
+        detector = WholeImage() if args.whole_image else build_detector(args.detector, model_file=args.detector_model)
+        recognizer = EmotionRecognizer(model, detector, align=args.align, margin=args.margin, smoothing=0.0)
     except FerbenchError as exc:
-        print(f"predict: error: {exc}", file=sys.stderr)
+        print(f"predict: error: {printable(exc)}", file=sys.stderr)
         return 2
-    if args.csv and args.csv.is_dir():
-        print(f"predict: error: --csv {shown(args.csv)} is a folder; name a file for the table", file=sys.stderr)
-        return 2
-    rows = []
+    print(
+        f"predict: model {printable(model.folder)} ({choice.origin}): {printable(model.card.summary())}; faces: "
+        f"{detector.name}{', aligned' if args.align and detector.can_align else ''}",
+        file=sys.stderr,
+    )
+    if listed.skipped_links:
+        report_skipped(listed.skipped_links)
+    table = PhotoTable(args.csv, model.classes, args.overwrite) if args.csv else None
+    videos = video_folders([path for path in listed.files if is_video(path)], args.out)
     failed = 0
-    paths = list(image_files(args.paths))
-    videos = [path for path in paths if is_video(path)]
     try:
-        for path in paths:
+        for path in listed.files:
             if path in videos:
-                out = (args.out / path.stem if len(videos) > 1 else args.out) if args.out else None
-                code = predict_video(recognizer, path, out or Path(f"{path.stem}-emotions"), options)
-                failed = max(failed, code)
+                failed = max(failed, predict_video(recognizer, path, videos[path], options))
                 continue
-            record, faces = predict_file(recognizer, path, args.max_pixels)
+            record = predict_file(recognizer, path, args.max_pixels)
             if "error" in record:
                 failed = max(failed, 1)
-                print(f"predict: cannot read {shown(path)}: {record['error']}", file=sys.stderr)
-            print(json.dumps(record), flush=True)
-            rows.append((record, faces))
+                print(f"predict: cannot read {printable(path)}: {printable(record['error'])}", file=sys.stderr)
+            print(json.dumps(record, allow_nan=False), flush=True)
+            if table is not None:
+                table.add(record)
+        if table is not None:
+            table.close()
     except BrokenPipeError:  # `predict folder | head -1`: the reader has gone; stop quietly, as `cat` would
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    if not paths:
-        print("predict: error: no files found under the given paths", file=sys.stderr)
+    except FerbenchError as exc:  # the model answered what no probability can be: stop, say which model
+        print(f"predict: error: {printable(exc)}", file=sys.stderr)
         return 2
-    if args.csv and rows:
-        try:
-            write_csv(args.csv, rows, model.classes)
-        except OSError as exc:
-            print(f"predict: error: cannot write --csv {shown(args.csv)} ({exc.strerror or exc})", file=sys.stderr)
-            return 2
+    except OSError as exc:  # the table: not writable, the disk full, or a file made there since the check
+        print(f"predict: error: cannot write --csv {printable(args.csv)} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    finally:
+        if table is not None:
+            table.close(after_error=True)
     return failed
+
+
+MAX_THREADS = os.cpu_count() or 1
+LIMITS = {  # flag -> (attribute, lowest, highest, unit): every number a user passes, range-checked
+    "--threads": ("threads", 0, MAX_THREADS, f" (0: all cores; this machine has {MAX_THREADS})"),
+    "--max-pixels": ("max_pixels", 1, PHOTO_PIXELS_LIMIT, " pixels"),
+    "--max-frame-pixels": ("max_frame_pixels", 1, FRAME_PIXELS_LIMIT, " pixels"),
+    "--every": ("every", 1, MAX_EVERY, " frames"),
+    "--detect-every": ("detect_every", 1, MAX_EVERY, " frames"),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric option in its range, before anything is loaded (the video ones again in VideoOptions)."""
+    for flag, (attribute, low, high, unit) in LIMITS.items():
+        _in_range(getattr(args, attribute), low, high, flag, unit)
+
+
+def report_skipped(skipped: Sequence[tuple[Path, str]], shown_at_most: int = 5) -> None:
+    """One stderr line for the links under a folder that were not followed."""
+    listed = "; ".join(f"{printable(path)} ({reason})" for path, reason in skipped[:shown_at_most])
+    more = f"; and {len(skipped) - shown_at_most} more" if len(skipped) > shown_at_most else ""
+    print(f"predict: skipped {len(skipped)} link(s) under the folders given: {listed}{more}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,21 +15,30 @@ import math
 import os
 import stat
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from ferbench.data.decode import shape_problem
 from ferbench.errors import FerbenchError
-from ferbench.files import regular_file
+from ferbench.files import regular_file, safe_row
 from ferbench.serving.inference import EmotionRecognizer, FaceResult, draw_results
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
 MAX_FRAME_PIXELS = 2_100_000  # 1920x1080; a 4K frame costs four times the detection for little gain
+FRAME_PIXELS_LIMIT = 35_400_000  # the most --max-frame-pixels may allow: an 8K frame (7680x4320) and a little more
+MAX_EVERY = 100_000  # --every and --detect-every: more frames than an hour of 25 fps video
+TIMELINE_MIN_SECONDS = 1.0  # a track gets its own timeline plot once it was in view this long,
+MAX_TIMELINES = 20  # and only the longest this many do: a flickering video makes hundreds of short tracks
+REPORTED_TRACKS = 20  # tracks summed up on the stdout line (longest first); tracks.csv has them all
 FALLBACK_FPS = 25.0  # when a file does not say its frame rate (some GIFs, raw streams)
 TABLE_FILE, JSONL_FILE, TRACKS_FILE, ANNOTATED_FILE = "faces.csv", "faces.jsonl", "tracks.csv", "annotated.mp4"
+
+
+Progress = Callable[[int, int, str], None]  # (done, total, step): step "frame", then "timeline"
 
 
 def is_video(path: Path) -> bool:
@@ -64,8 +73,10 @@ class VideoOptions:
     max_frame_pixels: int = MAX_FRAME_PIXELS
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.detect_every < 1:
-            raise FerbenchError("--every and --detect-every take 1 or more frames")
+        if not (1 <= self.every <= MAX_EVERY and 1 <= self.detect_every <= MAX_EVERY):
+            raise FerbenchError(f"--every and --detect-every take 1 to {MAX_EVERY:,} frames")
+        if not 1 <= self.max_frame_pixels <= FRAME_PIXELS_LIMIT:
+            raise FerbenchError(f"--max-frame-pixels {self.max_frame_pixels}: use 1 to {FRAME_PIXELS_LIMIT:,} pixels")
         if not math.isfinite(self.start) or self.start < 0:
             raise FerbenchError(f"--start {self.start}: use seconds from 0")
         if self.end is not None and (not math.isfinite(self.end) or self.end <= self.start):
@@ -115,6 +126,10 @@ class VideoReader:
         if width <= 0 or height <= 0:
             self.close()
             raise FerbenchError(f"{path}: has no video stream (an audio-only file?)")
+        problem = shape_problem(width, height, "video")
+        if problem:
+            self.close()
+            raise FerbenchError(f"{path}: {problem}")
         if width * height > max_frame_pixels:
             self.close()
             raise FerbenchError(
@@ -190,19 +205,41 @@ class VideoResult:
     info: VideoInfo
     frames_analysed: int
     stopped_at: float | None  # seconds where the file broke off before its announced end, else None
-    tracks: list[dict[str, Any]]
+    tracks: list[dict[str, Any]]  # every track's summary row (tracks.csv), by track id
+    seconds_covered: float = 0.0  # of video, from the first frame read to the last
+    detector_failures: int = 0  # frames on which the face detector raised (counted as frames without a face)
+    timelines: int = 0  # timeline plots written (the longest tracks only)
 
     def to_dict(self) -> dict[str, Any]:
-        record = {
+        """The stdout record: bounded in size however many tracks the video made (the longest few; tracks.csv
+        holds every one)."""
+        longest = sorted(self.tracks, key=lambda row: -row["frames_analysed"])[:REPORTED_TRACKS]
+        record: dict[str, Any] = {
             "out": str(self.out),
             "duration_s": round(self.info.duration, 3),
             "fps": round(self.info.fps, 3),
+            "seconds_analysed": round(self.seconds_covered, 3),
             "frames_analysed": self.frames_analysed,
-            "tracks": self.tracks,
+            "track_count": len(self.tracks),
+            "tracks": sorted(longest, key=lambda row: row["track"]),
+            "timelines": self.timelines,
         }
+        if self.detector_failures:
+            record["detector_failures"] = self.detector_failures
         if self.stopped_at is not None:
             record["stopped_at_s"] = round(self.stopped_at, 3)
         return record
+
+    def describe(self) -> str:
+        """What the analysis covered, for a person: tracks, seconds and frames, timelines."""
+        skipped = len(self.tracks) - self.timelines
+        plots = f"; a timeline for {self.timelines}"
+        if skipped:
+            plots += f" (not for {skipped} shorter than {TIMELINE_MIN_SECONDS:g} s or past the longest {MAX_TIMELINES})"
+        return (
+            f"{len(self.tracks)} track(s) over {self.seconds_covered:.1f} s of video, "
+            f"{self.frames_analysed} frames analysed{plots}"
+        )
 
 
 def table_columns(classes: list[str]) -> list[str]:
@@ -222,9 +259,10 @@ def analyse_video(
     recognizer: EmotionRecognizer,
     out: Path,
     options: VideoOptions,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> VideoResult:
-    """Analyse one video into `out`; `progress(frames_done, frames_total)` after each frame read."""
+    """Analyse one video into `out`; `progress(done, total, "frame")` after each frame read, then
+    `progress(done, total, "timeline")` after each timeline plotted."""
     reader = VideoReader(path, options.max_frame_pixels)
     try:
         return _analyse(reader, recognizer, out, options, progress)
@@ -237,7 +275,7 @@ def _analyse(
     recognizer: EmotionRecognizer,
     out: Path,
     options: VideoOptions,
-    progress: Callable[[int, int], None] | None,
+    progress: Progress | None,
 ) -> VideoResult:
     info = reader.info
     if info.frames and options.start >= info.duration:
@@ -258,7 +296,7 @@ def _analyse(
     index, analysed, stopped_at = 0, 0, None
     with open(out / TABLE_FILE, "w", newline="") as table, _optional(out / JSONL_FILE, options.jsonl) as jsonl:
         writer = csv.writer(table)
-        writer.writerow(table_columns(classes))
+        writer.writerow(safe_row(table_columns(classes)))
         annotated = _writer(out / ANNOTATED_FILE, info, options) if options.annotate else None
         try:
             while index < first and reader.skip():
@@ -274,7 +312,7 @@ def _analyse(
                         writer.writerow(
                             [f"{seconds:.3f}", index, face.track, *face.box]
                             + [f"{face.probabilities[c]:.6f}" for c in classes]
-                            + [face.label]
+                            + safe_row([face.label])
                         )
                         summaries.setdefault(face.track, TrackSummary(face.track, classes)).add(seconds, face)
                         if jsonl:
@@ -284,7 +322,7 @@ def _analyse(
                         annotated.write(_annotate(rgb, faces))
                 index += 1
                 if progress:
-                    progress(index - first, total)
+                    progress(index - first, total, "frame")
         finally:
             if annotated is not None:
                 annotated.release()
@@ -294,9 +332,21 @@ def _analyse(
         stopped_at = index / info.fps
     rows = [summaries[track].row(frame_seconds) for track in sorted(summaries)]
     write_track_table(out / TRACKS_FILE, rows)
-    for summary in summaries.values():
+    plotted = timeline_tracks(summaries.values(), frame_seconds)
+    for done, summary in enumerate(plotted, start=1):
         plot_timeline(out / f"timeline-track-{summary.track}.png", summary)
-    return VideoResult(out, info, analysed, stopped_at, rows)
+        if progress:
+            progress(done, len(plotted), "timeline")
+    seconds = (index - first) / info.fps
+    return VideoResult(out, info, analysed, stopped_at, rows, seconds, recognizer.detector_failures, len(plotted))
+
+
+def timeline_tracks(summaries: Iterable[TrackSummary], frame_seconds: float) -> list[TrackSummary]:
+    """The tracks that get a timeline plot: in view for TIMELINE_MIN_SECONDS or more, the MAX_TIMELINES
+    longest of them (by track id)."""
+    long_enough = [summary for summary in summaries if summary.rows * frame_seconds >= TIMELINE_MIN_SECONDS]
+    longest = sorted(long_enough, key=lambda summary: (-summary.rows, summary.track))[:MAX_TIMELINES]
+    return sorted(longest, key=lambda summary: summary.track)
 
 
 class _optional:
@@ -339,9 +389,9 @@ def write_track_table(path: Path, rows: list[dict[str, Any]]) -> None:
         if not rows:
             handle.write("track\n")
             return
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        writer = csv.writer(handle)
+        writer.writerow(safe_row(rows[0]))
+        writer.writerows(safe_row(row.values()) for row in rows)
 
 
 def plot_timeline(path: Path, summary: TrackSummary) -> None:

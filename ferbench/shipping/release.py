@@ -1,5 +1,6 @@
 """Release a model folder: copy what serving needs (the card, its markdown and the model file, with its weights
-file for OpenVINO) into a folder that can live in git, such as `models/released/`, and check the copy loads.
+file for OpenVINO) into a folder that can live in git, such as `models/released/`, and check that the copy
+loads and answers probabilities (no NaN, no infinity) on a few faces.
 
 The training checkpoint stays behind (it is for re-exporting, not serving, and several times the
 size of an int8 model); the card drops it from its files and keeps the SHA-256 of what remains,
@@ -15,6 +16,8 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from ferbench.errors import FerbenchError
 from ferbench.models.card import CARD_FILE, CardFiles, ModelCard
@@ -40,10 +43,29 @@ def release_model(source: Path, destination: Path) -> ModelCard:
         for path in served.values():
             shutil.copyfile(path, staged / path.name)
         write_card(staged, card)
-        EmotionModel(staged)  # the copy loads and its outputs match its classes
+        check_answers(EmotionModel(staged))  # the copy loads, its outputs match its classes and are probabilities
         shutil.rmtree(destination, ignore_errors=True)
         staged.rename(destination)
     return card
+
+
+def probe_faces(count: int = 16) -> np.ndarray:
+    """Synthetic 48x48 faces (the demo's generator, seeded) and the extremes (black, white, noise): enough to
+    catch a model that answers NaN or infinite scores."""
+    from ferbench.constants import FER2013_CLASSES
+    from ferbench.data.synthetic import render_face
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([render_face(FER2013_CLASSES[index % 7], rng) for index in range(count)])
+    extremes = [np.zeros_like(faces[0]), np.full_like(faces[0], 255), rng.integers(0, 256, faces[0].shape, np.uint8)]
+    return np.concatenate([faces, np.stack(extremes)])
+
+
+def check_answers(model: EmotionModel) -> None:
+    """Refuse a folder whose model does not answer probabilities on a few faces."""
+    probabilities = model.probabilities(probe_faces())  # raises on NaN or infinite scores
+    if not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3):
+        raise FerbenchError(f"{model.folder}: its probabilities do not sum to 1; re-export it with `dvc repro select`")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarForm
 from ferbench.errors import FerbenchError
 from ferbench.evaluation.metrics import confusion_matrix, read_metrics, write_json
 from ferbench.evaluation.plots import save_confusion_matrix
+from ferbench.files import write_frame_csv
 from ferbench.paths import stage_curves, stage_details
 
 BENCHMARK_STAGES = ("feature_extract", "finetune")
@@ -277,7 +278,7 @@ def plot_benchmark(
     long.insert(0, "model", long["backbone"] + " " + long["mode"])
     long["chance"] = baseline[1]
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    long.to_csv(csv_path, index=False)
+    write_frame_csv(long, csv_path)
     sns.set_theme(style="whitegrid")
     figure, axes = plt.subplots(figsize=(9, 4.8))
     sns.barplot(data=long, x="backbone", y="test_accuracy", hue="mode", ax=axes)
@@ -303,7 +304,7 @@ def plot_learning_curves(curves: pd.DataFrame, csv_path: Path, png_path: Path) -
     """Accuracy and loss per epoch of every run, train and val overlaid in one panel per stage and
     metric, the kept (best-on-val) epoch marked."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    curves.to_csv(csv_path, index=False)
+    write_frame_csv(curves, csv_path)
     sns.set_theme(style="whitegrid")
     stages = [stage for stage in CURVE_STAGES if stage in set(curves["stage"])]
     figure, grid = plt.subplots(len(stages), 2, figsize=(11, 3.4 * len(stages)), squeeze=False)
@@ -338,8 +339,8 @@ def plot_accuracy_latency(points: pd.DataFrame, shipped: pd.DataFrame, csv_path:
     runtime variant of the fine-tune benchmark (faded; unfaithful variants crossed out), the Pareto front of
     the faithful benchmark variants and the latency budget."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat([points.assign(kind="benchmark"), shipped.assign(kind="shipped", faithful=True)]).to_csv(
-        csv_path, index=False
+    write_frame_csv(
+        pd.concat([points.assign(kind="benchmark"), shipped.assign(kind="shipped", faithful=True)]), csv_path
     )
     sns.set_theme(style="whitegrid")
     figure, axes = plt.subplots(figsize=(8.5, 5.2))
@@ -395,7 +396,7 @@ def plot_accuracy_latency(points: pd.DataFrame, shipped: pd.DataFrame, csv_path:
 def plot_per_class(table: pd.DataFrame, csv_path: Path, png_path: Path) -> None:
     """Test F1 per class of every candidate."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv_path, index=False)
+    write_frame_csv(table, csv_path)
     sns.set_theme(style="whitegrid")
     figure, axes = plt.subplots(figsize=(8, 4.5))
     sns.barplot(data=table, x="class", y="f1", hue="candidate", ax=axes)
@@ -822,7 +823,7 @@ def write_report(
         if not path.is_file():
             raise FerbenchError(f"{path}: not found; run `dvc repro select`")
     shipped_predictions = pd.read_csv(inputs.selected_predictions)
-    shipped_predictions[["actual", "predicted"]].to_csv(plots / "selected_predictions.csv", index=False)
+    write_frame_csv(shipped_predictions[["actual", "predicted"]], plots / "selected_predictions.csv")
     index = {name: position for position, name in enumerate(classes)}
     save_confusion_matrix(
         confusion_matrix(

@@ -26,6 +26,7 @@ from ferbench.errors import FerbenchError
 from ferbench.evaluation.calibration import calibration_report
 from ferbench.evaluation.metrics import classification_metrics, write_json
 from ferbench.evaluation.plots import save_confusion_matrix
+from ferbench.files import write_frame_csv
 from ferbench.models.backbones import build_backbone
 from ferbench.models.checkpoint import load_checkpoint, unwrap
 from ferbench.models.classifier import ImageClassifier, Standardize, build_head, set_trainable, with_tta
@@ -202,9 +203,12 @@ def train_and_report(
     eval_seconds = time.perf_counter() - start
     test_labels = splits["test"].labels.cpu().numpy()
     outputs.plots.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(
-        {"actual": [classes[i] for i in test_labels], "predicted": [classes[i] for i in predictions["test"]]}
-    ).to_csv(outputs.plots / "predictions.csv", index=False)
+    write_frame_csv(
+        pd.DataFrame(
+            {"actual": [classes[i] for i in test_labels], "predicted": [classes[i] for i in predictions["test"]]}
+        ),
+        outputs.plots / "predictions.csv",
+    )
     save_confusion_matrix(
         np.array(report["test"]["confusion_matrix"]),
         classes,
