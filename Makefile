@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo real app test lint clean-demo help
+.PHONY: install demo real app serve test lint clean-demo help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +28,9 @@ real: $(INSTALLED)  ## the CPU preset on real FER-2013 in runs/real-cpu/ (Kaggle
 
 app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (default: the released model; MODEL=DIR: another model folder; DETECTOR_MODEL=FILE: local YuNet)
 	$(VENV)/bin/streamlit run streamlit_app.py -- $(if $(MODEL),--model $(MODEL)) $(if $(DETECTOR_MODEL),--detector-model $(DETECTOR_MODEL))
+
+serve: $(INSTALLED)  ## serve the model over HTTP on http://127.0.0.1:8000 (OpenAPI at /docs; MODEL=DIR, DETECTOR_MODEL=FILE as for app)
+	$(VENV)/bin/ferbench-serve $(if $(MODEL),--model $(MODEL)) $(if $(DETECTOR_MODEL),--detector-model $(DETECTOR_MODEL))
 
 test: $(INSTALLED)  ## run the test suite
 	$(PY) -m pytest

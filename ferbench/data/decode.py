@@ -23,6 +23,10 @@ class UndecodableImage(ValueError):
     """The bytes are empty, not an image, or a truncated/corrupt image."""
 
 
+class ImageTooLarge(UndecodableImage):
+    """The image is over a size limit (bytes or pixels): refused before it is decoded."""
+
+
 @dataclass(frozen=True)
 class FerPixels:
     """A decoded sample and what had to be done to it."""
@@ -109,7 +113,7 @@ def decode_rgb(data: bytes | None, max_pixels: int = DEFAULT_PHOTO_PIXELS) -> np
 
     def to_rgb(image: Image.Image) -> np.ndarray:
         if image.width * image.height > max_pixels:
-            raise UndecodableImage(f"too large ({image.width}x{image.height} pixels; the limit is {max_pixels:,})")
+            raise ImageTooLarge(f"too large ({image.width}x{image.height} pixels; the limit is {max_pixels:,})")
         problem = shape_problem(image.width, image.height)
         if problem:
             raise UndecodableImage(problem)

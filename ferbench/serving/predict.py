@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ferbench.data.decode import DEFAULT_PHOTO_PIXELS, PHOTO_PIXELS_LIMIT, UndecodableImage, decode_rgb
+import numpy as np
+
+from ferbench.data.decode import (
+    DEFAULT_PHOTO_PIXELS,
+    PHOTO_PIXELS_LIMIT,
+    ImageTooLarge,
+    UndecodableImage,
+    decode_rgb,
+)
 from ferbench.errors import FerbenchError
 from ferbench.files import NOT_REGULAR, check_new_output, printable, safe_row
 from ferbench.models.folder import EmotionModel
@@ -108,7 +116,7 @@ def read_image_bytes(path: Path, max_mb: float = MAX_IMAGE_MB) -> bytes:
     if not stat.S_ISREG(info.st_mode):
         raise UndecodableImage(NOT_REGULAR)
     if info.st_size > max_mb * 1024 * 1024:
-        raise UndecodableImage(f"too large ({info.st_size / 2**20:,.0f} MB; the limit is {max_mb:g} MB)")
+        raise ImageTooLarge(f"too large ({info.st_size / 2**20:,.0f} MB; the limit is {max_mb:g} MB)")
     with open(path, "rb") as handle:
         return handle.read(int(max_mb * 1024 * 1024) + 1)
 
@@ -120,13 +128,18 @@ def predict_file(recognizer: EmotionRecognizer, path: Path, max_pixels: int) -> 
     except (OSError, UndecodableImage) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return {"file": str(path), "error": reason}
+    return faces_record(recognizer, str(path), rgb)
+
+
+def faces_record(recognizer: EmotionRecognizer, name: str, rgb: np.ndarray) -> dict[str, Any]:
+    """The record of one decoded photo, as the CLI prints it and the HTTP API answers it."""
     try:
         faces = recognizer.analyze(rgb)
     except FerbenchError:
         raise  # the model's own failure (non-finite scores): the same for every file, so the run stops
     except Exception as exc:  # OpenCV's detectors fail in their own ways on odd images: one bad file, not the run
-        return {"file": str(path), "error": f"face detection failed ({type(exc).__name__})"}
-    record: dict[str, Any] = {"file": str(path), "faces": [face.to_dict() for face in faces]}
+        return {"file": name, "error": f"face detection failed ({type(exc).__name__})"}
+    record: dict[str, Any] = {"file": name, "faces": [face.to_dict() for face in faces]}
     if not faces:
         record["note"] = "no face found"
     return record
