@@ -285,17 +285,18 @@ def measure_distillation(student: str, gpu_preset: Params, data: dict[str, Split
     check = device_split(data["val"], 2 * batch, device)
     timed = device_split(data["train"], args.steps * batch, device)
     warm_up = device_split(data["train"], 3 * batch, device)
-    soft = torch.full((len(timed), 7), 1 / 7, device=device)
     temperature, weight = gpu_preset.distill.temperature, gpu_preset.distill.kd_weight
+
+    def uniform(split: Batches) -> CachedTargets:  # cached soft labels: one row per image of the split
+        return CachedTargets(torch.full((len(split), 7), 1 / 7, device=device))
+
     result: dict[str, Any] = {"student": student, "teachers": names, "batch_size": batch}
     for mode in ("cached", "online"):
-        targets = CachedTargets(soft) if mode == "cached" else OnlineTargets(teachers, temperature, bf16=True)
-        distillation = Distillation(targets, weight, temperature)
+        online = OnlineTargets(teachers, temperature, bf16=True)
+        distillation = Distillation(uniform(timed) if mode == "cached" else online, weight, temperature)
         scratch = Path(tempfile.mkdtemp(prefix="gpu-check-distill-"))
         model = classifier(spec, device)
-        warm = (
-            Distillation(CachedTargets(soft[: len(warm_up)]), weight, temperature) if mode == "cached" else distillation
-        )
+        warm = Distillation(uniform(warm_up) if mode == "cached" else online, weight, temperature)
         fit(
             model,
             TrainingData(warm_up, check, 7, warm),

@@ -58,6 +58,7 @@ def test_the_cpu_dry_run_writes_every_field_and_records_a_failing_step(carried, 
     assert real["epochs"] == 1 and 0 <= real["val_accuracy"] <= 1 and 0 <= real["test_accuracy_last_epoch"] <= 1
     assert real["onnx_agreement_with_torch_cpu"] >= 0.95 and real["onnx_images"] == 20
     (distillation,) = report["distillation"]
+    assert distillation is not None, report["errors"]
     assert distillation["student"] == "fer_vgg8" and distillation["teachers"] == ["resnet18"]
     assert distillation["cached_images_per_second"] > 0 and distillation["online_images_per_second"] > 0
     assert report["projection"]["gpu_preset"]["stages_minutes"]["distill@fer_vgg8"] is None  # not measured here
