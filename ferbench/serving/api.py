@@ -422,6 +422,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
             card=card.model_dump(mode="json", exclude_unset=True),
         )
 
+    add_photo_routes(app, server, photos)
+    add_video_routes(app, server, guarded)
+    return app
+
+
+def add_photo_routes(app: FastAPI, server: Server, photos: dict[str, Any]) -> None:
+    """/v1/predict and /v1/predict/batch."""
+    settings = server.settings
+
     @app.post(f"{API}/predict", response_model=PhotoOut, response_model_exclude_none=True, **photos)
     async def predict(
         file: Annotated[UploadFile, File(description="a photo: JPEG, PNG, BMP, WebP, TIFF or GIF")],
@@ -444,6 +453,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         photos = [await read_photo(upload, settings.limits) for upload in files]
         records = await server.analyse(photos, whole_image)
         return BatchOut(results=[PhotoOut(**{k: v for k, v in r.items() if k != "status"}) for r in records])
+
+
+def add_video_routes(app: FastAPI, server: Server, guarded: list[Any]) -> None:
+    """/v1/videos: submit a job, its status, its tables and timelines."""
 
     @app.post(
         f"{API}/videos", response_model=JobOut, status_code=202, responses=ERRORS, dependencies=guarded,
@@ -484,8 +497,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 404, f"no timeline for track {track} (tracks shorter than 1 s, or beyond the longest, have none)"
             )
         return FileResponse(path, media_type="image/png")
-
-    return app
 
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")

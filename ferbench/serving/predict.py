@@ -253,7 +253,8 @@ def _in_range(value: int, low: int, high: int, flag: str, unit: str = "") -> Non
         raise FerbenchError(f"{flag} {value}: use {low:,} to {high:,}{unit}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's options, with their help."""
     parser = argparse.ArgumentParser(
         prog="ferbench-predict",
         description=__doc__,
@@ -341,7 +342,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_PHOTO_PIXELS,
         help=f"refuse images with more pixels (default {DEFAULT_PHOTO_PIXELS:,}; at most {PHOTO_PIXELS_LIMIT:,})",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse every file named; the exit status (0 all read, 1 some not, 2 a usage or model error)."""
     try:
         check_numbers(args)
         options = VideoOptions(
