@@ -8,6 +8,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ferbench.constants import FER2013_CLASSES
+from ferbench.serving.video import VIDEO_DEFAULTS, analyse_video
 from tests.conftest import (
     PROJECT_ROOT,
     cache_yunet,
@@ -176,3 +177,23 @@ def test_a_bad_video_upload_is_a_message(app):
     app.radio[0].set_value("Upload a video").run()
     upload(app, "notes.mp4", b"not a video" * 100, "video/mp4")
     assert any("Cannot analyse notes.mp4: not a video OpenCV can read" in error.value for error in app.error)
+
+
+def test_an_uploaded_video_is_analysed_with_the_sidebar_settings(app, tmp_path, monkeypatch):
+    from ferbench.serving import app as app_module
+
+    used = []
+
+    def recording(path, recognizer, out, options, progress=None):
+        used.append(options)
+        return analyse_video(path, recognizer, out, options, progress)
+
+    monkeypatch.setattr(app_module, "analyse_video", recording)
+    smoothing, _margin, detect_every = app.sidebar.slider
+    assert (smoothing.value, detect_every.value) == (VIDEO_DEFAULTS.smoothing, VIDEO_DEFAULTS.detect_every)
+    smoothing.set_value(0.2)
+    detect_every.set_value(4)
+    app.radio[0].set_value("Upload a video").run()
+    upload(app, "talk.mp4", astronaut_video(tmp_path / "talk.mp4", frames=12), "video/mp4")
+    assert not app.error, [error.value for error in app.error]
+    assert [(options.smoothing, options.detect_every) for options in used] == [(0.2, 4)]

@@ -21,6 +21,7 @@ from face_scenes import MovingFace, write_moving_faces_video
 from PIL import Image
 
 from ferbench.constants import FER2013_CLASSES
+from ferbench.errors import FerbenchError
 from ferbench.models.folder import EmotionModel
 from ferbench.serving import predict
 from ferbench.serving.faces import Face, box_window
@@ -115,6 +116,22 @@ def test_a_face_away_longer_than_missing_seconds_comes_back_with_a_new_id(tmp_pa
     options = VideoOptions(detect_every=1, smoothing=0.0, missing_seconds=0.5)
     _, table, _ = analyse(tmp_path, [face], options)
     assert sorted(table["track"].unique()) == [1, 2]
+
+
+def test_a_video_leaves_the_shared_recognizer_as_it_was_and_tracking_values_are_checked(tmp_path):
+    """The HTTP API and the app keep one recognizer for photos (no smoothing, detection on every call):
+    a video analysed with it must not change it, and tracking values go through the recognizer's checks."""
+    path = tmp_path / "clip.avi"
+    truth = write_moving_faces_video(
+        str(path), [MovingFace((100, 200), (500, 220), 110, ((HAPPY, patch(200, 3)),))], FRAMES, FPS
+    )
+    shared = EmotionRecognizer(BrightnessModel(), TruthDetector(truth), smoothing=0.0)
+    analyse_video(path, shared, tmp_path / "out", VideoOptions(detect_every=3, smoothing=0.7))
+    assert (shared.smoothing, shared.detect_every, shared.max_missing) == (0.0, 1, 15)
+    with pytest.raises(FerbenchError, match="smoothing is 1.5"):
+        shared.with_tracking(1.5, 1, 10)
+    with pytest.raises(FerbenchError, match="detect_every is 0"):
+        shared.with_tracking(0.5, 0, 10)
 
 
 def test_the_table_and_the_summary_agree(tmp_path):

@@ -15,6 +15,7 @@ import argparse
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from ferbench.serving.video import (
     MAX_TIMELINES,
     TABLE_FILE,
     TRACKS_FILE,
+    VIDEO_DEFAULTS,
     VIDEO_SUFFIXES,
     VideoOptions,
     analyse_video,
@@ -46,6 +48,7 @@ MAX_UPLOAD_MB = 10  # photos; videos up to the server's cap (.streamlit/config.t
 MAX_VIDEO_MB = 200
 MODES = ("Live webcam", "Snapshot", "Upload a photo", "Upload a video")
 LOG_EVERY_FRAMES = 90
+LIVE_MAX_MISSING_FRAMES = 15  # a face unseen this many webcam frames (about half a second) gets a new track
 
 
 def app_arguments() -> argparse.Namespace:
@@ -79,7 +82,22 @@ def synthetic_banner(model: EmotionModel) -> None:
         st.warning(SYNTHETIC_WARNING)
 
 
-def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str | bool]:
+@dataclass(frozen=True)
+class Settings:
+    """The sidebar's choices: how faces are found and framed, and how videos are tracked (live and uploaded
+    alike; the video numbers are checked by `VideoOptions`, which also holds their defaults)."""
+
+    detector: str
+    align: bool
+    margin: float
+    video: VideoOptions
+
+    def recognizer(self, model: EmotionModel, detector: FaceDetector) -> EmotionRecognizer:
+        """A recognizer for photos (no smoothing: each photo stands alone)."""
+        return EmotionRecognizer(model, detector, align=self.align, margin=self.margin, smoothing=0.0)
+
+
+def sidebar(model: EmotionModel, default_detector: str) -> Settings:
     card = model.card
     st.sidebar.header("Model")
     st.sidebar.markdown(f"**{card.backbone}** (`{card.spec.model}`), {card.variant} on {card.runtime}")
@@ -106,40 +124,44 @@ def sidebar(model: EmotionModel, default_detector: str) -> dict[str, float | str
             st.write(selection.reason)
     st.sidebar.caption(f"Classes: {', '.join(model.classes)}. Folder: {model.folder}")
     st.sidebar.header("Settings")
-    return {
-        "detector": st.sidebar.selectbox(
-            "Face detector",
-            DETECTORS,
-            index=DETECTORS.index(default_detector),
-            help="yunet: OpenCV's CNN with landmarks (finds turned and tilted faces); "
-            "haar: OpenCV's bundled cascade, frontal faces only",
-        ),
-        "align": st.sidebar.checkbox(
-            "Align faces (level the eyes)",
-            value=True,
-            help="rotate each face upright from YuNet's eye landmarks before classifying",
-        ),
-        "smoothing": st.sidebar.slider(
-            "Smoothing over video frames",
-            0.0,
-            0.9,
-            0.5,
-            0.05,
-            help="weight of the previous frames' probabilities (0: none)",
-        ),
-        "margin": st.sidebar.slider(
-            "Extra margin around each face",
-            -0.2,
-            0.4,
-            0.0,
-            0.05,
-            help="context added around FER-2013's framing, as a share of its side (0: the "
-            "framing the model was trained on)",
-        ),
-        "detect_every": st.sidebar.slider(
-            "Detect faces every N video frames", 1, 5, 2, help="boxes are reused in between; every frame is classified"
-        ),
-    }
+    detector = st.sidebar.selectbox(
+        "Face detector",
+        DETECTORS,
+        index=DETECTORS.index(default_detector),
+        help="yunet: OpenCV's CNN with landmarks (finds turned and tilted faces); "
+        "haar: OpenCV's bundled cascade, frontal faces only",
+    )
+    align = st.sidebar.checkbox(
+        "Align faces (level the eyes)",
+        value=True,
+        help="rotate each face upright from YuNet's eye landmarks before classifying",
+    )
+    smoothing = st.sidebar.slider(
+        "Smoothing over video frames",
+        0.0,
+        0.9,
+        VIDEO_DEFAULTS.smoothing,
+        0.05,
+        help="weight of the previous frames' probabilities (0: none); live and uploaded videos",
+    )
+    margin = st.sidebar.slider(
+        "Extra margin around each face",
+        -0.2,
+        0.4,
+        0.0,
+        0.05,
+        help="context added around FER-2013's framing, as a share of its side (0: the "
+        "framing the model was trained on)",
+    )
+    detect_every = st.sidebar.slider(
+        "Detect faces every N video frames",
+        1,
+        5,
+        VIDEO_DEFAULTS.detect_every,
+        help="boxes are reused in between; every frame is classified (live and uploaded videos)",
+    )
+    video = replace(VIDEO_DEFAULTS, smoothing=float(smoothing), detect_every=int(detect_every))
+    return Settings(str(detector), bool(align), float(margin), video)
 
 
 def show_results(rgb: np.ndarray, faces: list[FaceResult], classes: list[str]) -> None:
@@ -174,8 +196,11 @@ def analyze_bytes(data: bytes | None, name: str, recognizer: EmotionRecognizer, 
     show_results(rgb, faces, classes)
 
 
-def analyze_video_upload(data: bytes | None, name: str, recognizer: EmotionRecognizer, classes: list[str]) -> None:
-    """The predict CLI's video analysis with a progress bar: a timeline per track, the summary, the table."""
+def analyze_video_upload(
+    data: bytes | None, name: str, recognizer: EmotionRecognizer, options: VideoOptions, classes: list[str]
+) -> None:
+    """The predict CLI's video analysis with a progress bar, with the sidebar's tracking settings (`options`):
+    a timeline per track, the summary, the table."""
     if data is None:
         return
     if len(data) > MAX_VIDEO_MB * 1024 * 1024:
@@ -191,7 +216,7 @@ def analyze_video_upload(data: bytes | None, name: str, recognizer: EmotionRecog
         path = Path(scratch) / f"upload{Path(name).suffix.lower()}"
         path.write_bytes(data)
         try:
-            result = analyse_video(path, recognizer, Path(scratch) / "out", VideoOptions(), progress)
+            result = analyse_video(path, recognizer, Path(scratch) / "out", options, progress)
         except FerbenchError as exc:
             bar.empty()
             st.error(f"Cannot analyse {name}: {str(exc).removeprefix(f'{path}: ')}")
@@ -219,17 +244,12 @@ def analyze_video_upload(data: bytes | None, name: str, recognizer: EmotionRecog
     st.download_button("Download the table (CSV)", table_csv, file_name=f"{Path(name).stem}-faces.csv")
 
 
-def live(model: EmotionModel, detector: FaceDetector, settings: dict[str, float | str | bool]) -> None:
+def live(model: EmotionModel, detector: FaceDetector, settings: Settings) -> None:
     import av
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-    recognizer = EmotionRecognizer(
-        model,
-        detector,
-        align=bool(settings["align"]),
-        margin=float(settings["margin"]),
-        smoothing=float(settings["smoothing"]),
-        detect_every=int(settings["detect_every"]),
+    recognizer = settings.recognizer(model, detector).with_tracking(
+        settings.video.smoothing, settings.video.detect_every, LIVE_MAX_MISSING_FRAMES
     )
     lock = threading.Lock()
     clock = {"last": None, "fps": None, "frames": 0}
@@ -283,17 +303,15 @@ def main() -> None:
     )
     model_file = str(args.detector_model) if args.detector_model else None
     try:
-        detector = session_detector(str(settings["detector"]), mode in (MODES[0], MODES[3]), model_file)
+        detector = session_detector(settings.detector, mode in (MODES[0], MODES[3]), model_file)
     except FerbenchError as exc:
         st.error(f"{exc}")
         st.info("Choose the haar detector in the sidebar, or start the app with `-- --detector-model FILE`.")
         return
     st.caption(
-        f"Faces: {detector.name}" + (", aligned (eyes levelled)" if settings["align"] and detector.can_align else "")
+        f"Faces: {detector.name}" + (", aligned (eyes levelled)" if settings.align and detector.can_align else "")
     )
-    recognizer = EmotionRecognizer(
-        model, detector, align=bool(settings["align"]), margin=float(settings["margin"]), smoothing=0.0
-    )
+    recognizer = settings.recognizer(model, detector)
     if mode == MODES[0]:
         try:
             live(model, detector, settings)
@@ -310,4 +328,4 @@ def main() -> None:
             f"A video (up to {MAX_VIDEO_MB} MB)", type=[suffix.removeprefix(".") for suffix in VIDEO_SUFFIXES]
         )
         data, name = (upload.getvalue(), upload.name) if upload else (None, "")
-        analyze_video_upload(data, name, recognizer, model.classes)
+        analyze_video_upload(data, name, recognizer, settings.video, model.classes)

@@ -110,6 +110,13 @@ class EmotionRecognizer:
         self.max_missing = max_missing
         self.reset()
 
+    def with_tracking(self, smoothing: float, detect_every: int, max_missing: int) -> EmotionRecognizer:
+        """A recognizer of the same model, detector and framing for one video, with these tracking
+        settings checked as any new one's are (this one, which others may share, is left as it is)."""
+        return EmotionRecognizer(
+            self.model, self.detector, self.align, self.margin, smoothing, detect_every, max_missing
+        )
+
     def reset(self) -> None:
         """Forget every track (a new video)."""
         self._frame_index = 0

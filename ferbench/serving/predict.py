@@ -50,7 +50,7 @@ from ferbench.serving.inference import (
 from ferbench.serving.video import (
     FRAME_PIXELS_LIMIT,
     MAX_EVERY,
-    MAX_FRAME_PIXELS,
+    VIDEO_DEFAULTS,
     VideoOptions,
     analyse_video,
     is_video,
@@ -312,29 +312,44 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--out", type=Path, metavar="DIR", help="a new folder for a video's results (several videos: one inside each)"
     )
-    video.add_argument("--every", type=int, default=1, metavar="N", help="classify every Nth frame (default 1)")
+    video.add_argument(
+        "--every",
+        type=int,
+        default=VIDEO_DEFAULTS.every,
+        metavar="N",
+        help=f"classify every Nth frame (default {VIDEO_DEFAULTS.every})",
+    )
     video.add_argument(
         "--detect-every",
         type=int,
-        default=2,
+        default=VIDEO_DEFAULTS.detect_every,
         metavar="N",
-        help="detect faces every Nth classified frame; tracks carry them in between (default 2)",
+        help=f"detect faces every Nth classified frame; tracks carry them in between "
+        f"(default {VIDEO_DEFAULTS.detect_every})",
     )
-    video.add_argument("--start", type=float, default=0.0, metavar="S", help="start at S seconds")
+    video.add_argument("--start", type=float, default=VIDEO_DEFAULTS.start, metavar="S", help="start at S seconds")
     video.add_argument("--end", type=float, default=None, metavar="S", help="stop at S seconds (default: the end)")
     video.add_argument(
-        "--smoothing", type=float, default=0.5, help="weight of a track's past in its probabilities (0: none)"
+        "--smoothing",
+        type=float,
+        default=VIDEO_DEFAULTS.smoothing,
+        help=f"weight of a track's past in its probabilities (0: none; default {VIDEO_DEFAULTS.smoothing:g})",
     )
     video.add_argument(
         "--missing-seconds",
         type=float,
-        default=1.0,
-        help="a face unseen for longer gets a new track id when it comes back (default 1)",
+        default=VIDEO_DEFAULTS.missing_seconds,
+        help=f"a face unseen for longer gets a new track id when it comes back "
+        f"(default {VIDEO_DEFAULTS.missing_seconds:g})",
     )
     video.add_argument("--jsonl", action="store_true", help="also write faces.jsonl, a JSON line per face and frame")
     video.add_argument("--annotate", action="store_true", help="also write annotated.mp4 (boxes, track ids, labels)")
     video.add_argument(
-        "--max-frame-pixels", type=int, default=MAX_FRAME_PIXELS, help="refuse videos with larger frames"
+        "--max-frame-pixels",
+        type=int,
+        default=VIDEO_DEFAULTS.max_frame_pixels,
+        help=f"refuse videos with larger frames (default {VIDEO_DEFAULTS.max_frame_pixels:,}; "
+        f"at most {FRAME_PIXELS_LIMIT:,})",
     )
     parser.add_argument(
         "--max-pixels",

@@ -60,7 +60,8 @@ def is_video(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class VideoOptions:
-    """What to analyse and what to write (the predict CLI's video flags)."""
+    """What to analyse and what to write: the predict CLI's video flags, the app's video settings and the
+    HTTP API's video jobs all build one, so each default is written here only (`VIDEO_DEFAULTS`)."""
 
     every: int = 1  # classify every Nth frame
     detect_every: int = 2  # detect faces every Nth analysed frame; tracks carry them in between
@@ -85,6 +86,9 @@ class VideoOptions:
             raise FerbenchError(f"--smoothing {self.smoothing}: use a weight in [0, 1)")
         if not 0 <= self.missing_seconds <= 60:
             raise FerbenchError(f"--missing-seconds {self.missing_seconds}: use 0 to 60 seconds")
+
+
+VIDEO_DEFAULTS = VideoOptions()
 
 
 @dataclass
@@ -287,10 +291,9 @@ def _analyse(
     prepare_output_folder(out)
     classes = list(recognizer.model.classes)
     frame_seconds = options.every / info.fps
-    recognizer.detect_every = options.detect_every
-    recognizer.smoothing = options.smoothing
-    recognizer.max_missing = math.ceil(options.missing_seconds / frame_seconds)
-    recognizer.reset()
+    recognizer = recognizer.with_tracking(
+        options.smoothing, options.detect_every, math.ceil(options.missing_seconds / frame_seconds)
+    )
     summaries: dict[int, TrackSummary] = {}
     total = max(0, last - first)
     index, analysed, stopped_at = 0, 0, None
