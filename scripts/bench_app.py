@@ -34,7 +34,7 @@ from ferbench.models.variants import OPENVINO_INSTALL, VARIANTS, missing_package
 from ferbench.params import load_params
 from ferbench.serving.faces import build_detector
 from ferbench.serving.inference import EmotionRecognizer, draw_results
-from ferbench.shipping.deploy import write_model_folder
+from ferbench.shipping.deploy import FolderSources, write_model_folder
 from ferbench.shipping.latency import timing
 from ferbench.training.settings import backbone_spec
 
@@ -79,7 +79,14 @@ def main() -> None:
         backbone = build_backbone(spec)
         model = ImageClassifier(backbone, build_head(backbone.feature_dim, 7)).eval()
         with tempfile.TemporaryDirectory() as scratch:
-            write_model_folder(Path(scratch), spec, model, list(FER2013_CLASSES), variant, int8_calibration=calibration)
+            write_model_folder(
+                Path(scratch),
+                spec,
+                model,
+                list(FER2013_CLASSES),
+                variant,
+                sources=FolderSources(int8_calibration=calibration),
+            )
             deployed = EmotionModel(scratch, threads=args.threads)
             for (detector_name, detector), detect_every in itertools.product(detectors.items(), (1, 2)):
                 recognizer = EmotionRecognizer(deployed, detector, detect_every=detect_every)

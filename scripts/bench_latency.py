@@ -186,8 +186,7 @@ def main() -> None:
                 variant: sorted(rows, key=lambda row: row["p50_ms"])[len(rows) // 2] for variant, rows in rounds.items()
             }
             ships = fastest_faithful(
-                {variant: {**results[variant], "agreement": agreements[variant]} for variant in runtimes},
-                params.latency.min_agreement,
+                {variant: results[variant]["p50_ms"] for variant in runtimes}, agreements, params.latency.min_agreement
             )
             eager, ort = results[REFERENCE]["p50_ms"], results["onnx_fp32"]["p50_ms"]
             print(f"# {name}: {weights}")

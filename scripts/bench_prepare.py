@@ -37,7 +37,7 @@ def main() -> None:
             result = prepare_dataset(args.archive, params.data, params.seed)
             write_prepared(result, Path(out))
             times.append(time.perf_counter() - start)
-    files = sum(result.summary["archive_files"].values())
+    files = sum(result.summary.archive_files.values())
     runs = ", ".join(f"{t:.2f}" for t in times)
     print(f"prepare on {args.archive}: {files} files, best {min(times):.2f} s, runs {runs}")
 

@@ -13,18 +13,16 @@ from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.data.prepared import leakage_free_test_mask, load_split, read_provenance
 from ferbench.errors import FerbenchError
-from ferbench.evaluation.metrics import read_metrics, write_json
 from ferbench.files import write_frame_csv
+from ferbench.models.card import Provenance
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.paths import DEPLOY_METRICS, DEPLOY_MODELS, DEPLOY_PLOTS, PREPARED_DIR, RunOutputs, stage_details
 from ferbench.provenance import limitations, model_provenance
-from ferbench.shipping.deploy import JudgingData, ShippingRules, TrainedCandidate, deploy_candidate
+from ferbench.records import LatencyReport, RunReport, read_record, write_headline
+from ferbench.shipping.deploy import JudgingData, ModelContext, ShippingRules, TrainedCandidate, deploy_candidate
 from ferbench.shipping.latency import calibration_from_params
 from ferbench.shipping.selection import ships_with_tta
 from ferbench.training.settings import backbone_spec, tta_config
-
-HEADLINE = ("variant", "tta_views", "latency_p50_ms", "agreement_with_fp32_on_val", "val_accuracy", "test_accuracy")
-HEADLINE += ("test_macro_f1", "test_leakage_free_accuracy")  # what dvc exp show shows; the card holds the rest
 
 
 def main() -> None:
@@ -32,12 +30,13 @@ def main() -> None:
     params = P.load_params()
     params.candidate_training(name)  # a candidate, or one line saying which names are
     trained_run = RunOutputs(params.select.candidates[name], name)
-    trained = read_metrics(trained_run.metrics)
+    trained_stage = f"{params.select.candidates[name]}@{name}"
+    trained = read_record(trained_run.details, RunReport, trained_stage)
     latency_path = stage_details("latency", name)
     if not latency_path.is_file():
         raise FerbenchError(f"{latency_path}: not found; every candidate must also be under backbones (latency@{name})")
-    with_tta = trained.get("tta", {}).get("val", {}).get("accuracy")
-    use_tta = ships_with_tta(params.select, name, trained["val"]["accuracy"], with_tta)
+    latency = read_record(latency_path, LatencyReport, f"latency@{name}")
+    use_tta = ships_with_tta(params.select, name, trained.val.accuracy, trained.tta_val_accuracy)
     data = read_provenance(PREPARED_DIR)
     _, weights = load_checkpoint(trained_run.checkpoint)
     training = {
@@ -60,25 +59,23 @@ def main() -> None:
             trained_run.checkpoint,
             list(params.data.classes),
             trained,
-            read_metrics(latency_path),
+            latency,
         ),
         JudgingData(val, test, leakage_free_test_mask(PREPARED_DIR, len(test)), calibration_from_params(params, train)),
         ShippingRules(params.latency.threads, params.latency.min_agreement, tta_config(params) if use_tta else None),
-        card_fields={
-            "provenance": model_provenance(data, training, shipping),
-            "limitations": limitations(data["source"]),
-        },
+        ModelContext(
+            Provenance.model_validate(model_provenance(data, training, shipping)), limitations(data["source"])
+        ),
     )
     shipped = deployment.card.deployment_summary()
-    summary = {"backbone": name, **{key: shipped[key] for key in HEADLINE}}
-    write_json(DEPLOY_METRICS / f"{name}.json", summary)
+    write_headline(DEPLOY_METRICS / f"{name}.json", shipped.deploy_headline(name))
     (DEPLOY_PLOTS / name).mkdir(parents=True, exist_ok=True)
     write_frame_csv(deployment.reliability, DEPLOY_PLOTS / name / "reliability.csv")
     write_frame_csv(deployment.test_predictions, DEPLOY_PLOTS / name / "test_predictions.csv")
     print(
-        f"deploy@{name}: {summary['variant']}{' with TTA' if use_tta else ''}, p50 {summary['latency_p50_ms']:.2f} "
-        f"ms, val {summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f} (agreement with fp32 on val "
-        f"{summary['agreement_with_fp32_on_val']:.4f})"
+        f"deploy@{name}: {shipped.variant}{' with TTA' if use_tta else ''}, p50 {shipped.latency_p50_ms:.2f} "
+        f"ms, val {shipped.val_accuracy:.4f}, test {shipped.test_accuracy:.4f} (agreement with fp32 on val "
+        f"{shipped.agreement_with_fp32_on_val:.4f})"
     )
 
 

@@ -22,13 +22,13 @@ def main() -> None:
     tune_for(device)
     summary = long_training("distill", spec, training, RunSettings.from_params(params, device, group), teaching)
     leave_group(group)
-    if not group.is_main:
+    if summary is None:  # not rank 0: it wrote nothing
         return
-    ensemble = summary["distillation"]["ensemble"]
+    ensemble = summary.distillation.ensemble
     print(
-        f"distill@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f} "
+        f"distill@{name}: val {summary.val.accuracy:.3f}, test {summary.test.accuracy:.3f} "
         f"(teachers {', '.join(teaching.names)}: val {ensemble['val']:.3f}, test {ensemble['test']:.3f}); "
-        f"train-val gap {summary['overfitting']['accuracy_gap']:+.3f} (best epoch {summary['best_epoch']})"
+        f"train-val gap {summary.overfitting.accuracy_gap:+.3f} (best epoch {summary.best_epoch})"
     )
 
 

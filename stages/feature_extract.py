@@ -12,7 +12,7 @@ def main() -> None:
     params = P.load_params()
     settings = RunSettings.from_params(params, resolve_device(params.device))
     summary = run_feature_extract(name, features_file(name), params.feature_extract_for(name), settings)
-    print(f"feature_extract@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}")
+    print(f"feature_extract@{name}: val {summary.val.accuracy:.3f}, test {summary.test.accuracy:.3f}")
 
 
 if __name__ == "__main__":

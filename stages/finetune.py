@@ -16,9 +16,9 @@ def main() -> None:
     tune_for(device)
     summary = run_finetune(spec, recipe, RunSettings.from_params(params, device, group))
     leave_group(group)
-    if not group.is_main:
+    if summary is None:  # not rank 0: it wrote nothing
         return
-    print(f"finetune@{spec.name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}")
+    print(f"finetune@{spec.name}: val {summary.val.accuracy:.3f}, test {summary.test.accuracy:.3f}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ architecture, so the numbers also stand for the same backbone after `train`.
 from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.data.prepared import load_split
-from ferbench.evaluation.metrics import write_json
 from ferbench.models.classifier import load_classifier
 from ferbench.paths import LATENCY_METRICS, PREPARED_DIR, RunOutputs, stage_details
-from ferbench.shipping.latency import calibration_from_params, latency_headline, latency_report
+from ferbench.records import write_headline, write_record
+from ferbench.shipping.latency import LatencySource, calibration_from_params, latency_report
 from ferbench.training.settings import backbone_spec, tta_config
 
 
@@ -25,16 +25,20 @@ def main() -> None:
     model = load_classifier(backbone_spec(params, name), checkpoint, len(params.data.classes))
     calibration = calibration_from_params(params, load_split(PREPARED_DIR / "train.npz"))
     report = latency_report(
-        model, load_split(PREPARED_DIR / "val.npz"), params.latency, tta_config(params).views, calibration
+        model,
+        LatencySource(name, str(checkpoint)),
+        load_split(PREPARED_DIR / "val.npz"),
+        params.latency,
+        tta_config(params).views,
+        calibration,
     )
-    report = {"backbone": name, "model": str(checkpoint), **report}
-    write_json(stage_details("latency", name), report)
-    write_json(LATENCY_METRICS / f"{name}.json", latency_headline(report))
+    write_record(stage_details("latency", name), report)
+    write_headline(LATENCY_METRICS / f"{name}.json", report.headline())
     line = ", ".join(
-        f"{variant} p50 {result['p50_ms']:.2f} ms (agreement {result['agreement']:.3f})"
-        for variant, result in report["variants"].items()
+        f"{variant} p50 {result.p50_ms:.2f} ms (agreement {result.agreement:.3f})"
+        for variant, result in report.variants.items()
     )
-    print(f"latency@{name}: {line}; fastest faithful: {report['fastest_faithful']}")
+    print(f"latency@{name}: {line}; fastest faithful: {report.fastest_faithful}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ reports/details/data.json."""
 
 from ferbench import params as P
 from ferbench.cli import run_stage
-from ferbench.data.prepare import data_headline, prepare_dataset, write_prepared
+from ferbench.data.prepare import prepare_dataset, write_prepared
 from ferbench.data.prepared import PROVENANCE_FILE, archive_provenance
 from ferbench.evaluation.metrics import write_json
 from ferbench.evaluation.plots import save_class_distribution
 from ferbench.paths import DATA_DETAILS, DATA_METRICS, DATA_PLOTS, PREPARED_DIR, RAW_ARCHIVE
+from ferbench.records import write_headline, write_record
 
 
 def main() -> None:
@@ -20,19 +21,19 @@ def main() -> None:
     write_prepared(result, PREPARED_DIR)
     provenance = archive_provenance(RAW_ARCHIVE, params.data.source, params.data.kaggle_dataset)
     write_json(PREPARED_DIR / PROVENANCE_FILE, provenance)
-    write_json(DATA_DETAILS, result.summary)
-    write_json(DATA_METRICS, data_headline(result.summary))
+    summary = result.summary
+    write_record(DATA_DETAILS, summary)
+    write_headline(DATA_METRICS, summary.headline())
     save_class_distribution(
-        result.summary["counts"], classes, DATA_PLOTS / "class_distribution.csv", DATA_PLOTS / "class_distribution.png"
+        summary.counts, classes, DATA_PLOTS / "class_distribution.csv", DATA_PLOTS / "class_distribution.png"
     )
-    counts = result.summary["counts"]
-    quality = result.summary["quality"]
+    counts, quality = summary.counts, summary.quality
     print(
         f"prepare: train {counts['train']['total']}, val {counts['val']['total']}, test {counts['test']['total']}; "
-        f"{quality['skipped']} skipped, {sum(quality['dropped'].values())} dropped, "
-        f"{quality['train_test_shared_groups']} groups shared by train and test"
+        f"{quality.skipped} skipped, {sum(quality.dropped.values())} dropped, "
+        f"{quality.train_test_shared_groups} groups shared by train and test"
     )
-    for line in result.summary["skipped_files"]:
+    for line in summary.skipped_files:
         print(f"prepare: skipped {line}")
 
 

@@ -11,7 +11,6 @@ import shutil
 from ferbench import params as P
 from ferbench.cli import run_stage
 from ferbench.errors import FerbenchError
-from ferbench.evaluation.metrics import write_json
 from ferbench.models.folder import read_card
 from ferbench.paths import (
     DEPLOY_METRICS,
@@ -23,8 +22,9 @@ from ferbench.paths import (
     SELECTION_DETAILS,
     SELECTION_METRICS,
 )
+from ferbench.records import write_headline, write_record
 from ferbench.shipping.deploy import ship_selected
-from ferbench.shipping.selection import Candidate, select, selection_headline
+from ferbench.shipping.selection import Candidate, select
 
 
 def main() -> None:
@@ -38,30 +38,24 @@ def main() -> None:
             )
         shipped = read_card(folder).deployment_summary()
         candidates.append(
-            Candidate(
-                name,
-                shipped["val_accuracy"],
-                shipped["accuracy_gap"],
-                shipped["latency_p50_ms"],
-                shipped["tta_views"] > 1,
-            )
+            Candidate(name, shipped.val_accuracy, shipped.accuracy_gap, shipped.latency_p50_ms, shipped.tta_views > 1)
         )
     selection = select(candidates, params.select)
-    chosen = selection["selected"]
+    chosen = selection.selected
     card = ship_selected(DEPLOY_MODELS / chosen, SELECTED_DIR, selection)
-    selection["deployment"] = card.deployment_summary()
-    write_json(SELECTION_DETAILS, selection)
-    write_json(SELECTION_METRICS, selection_headline(selection))
+    shipped = card.deployment_summary()
+    selection = selection.model_copy(update={"deployment": shipped})
+    write_record(SELECTION_DETAILS, selection)
+    write_headline(SELECTION_METRICS, selection.headline())
     RELIABILITY_PLOT.parent.mkdir(parents=True, exist_ok=True)
     for plot in (RELIABILITY_PLOT, SELECTED_PREDICTIONS):
         shutil.copyfile(DEPLOY_PLOTS / chosen / plot.name, plot)
-    print(f"select: {selection['reason']}")
-    shipped = selection["deployment"]
+    print(f"select: {selection.reason}")
     print(
-        f"select: shipped {card.variant}{' with TTA' if shipped['tta_views'] > 1 else ''} to {SELECTED_DIR}/ "
-        f"(test accuracy {shipped['test_accuracy']:.4f}, leakage-free {shipped['test_leakage_free_accuracy']:.4f}; "
-        f"temperature {shipped['temperature']:.2f}, test ECE {shipped['test_ece']:.3f} -> "
-        f"{shipped['test_ece_scaled']:.3f})"
+        f"select: shipped {card.variant}{' with TTA' if shipped.tta_views > 1 else ''} to {SELECTED_DIR}/ "
+        f"(test accuracy {shipped.test_accuracy:.4f}, leakage-free {shipped.test_leakage_free_accuracy:.4f}; "
+        f"temperature {shipped.temperature:.2f}, test ECE {shipped.test_ece:.3f} -> "
+        f"{shipped.test_ece_scaled:.3f})"
     )
 
 

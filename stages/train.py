@@ -16,12 +16,12 @@ def main() -> None:
     tune_for(device)
     summary = run_train(spec, training, RunSettings.from_params(params, device, group))
     leave_group(group)
-    if not group.is_main:
+    if summary is None:  # not rank 0: it wrote nothing
         return
-    gap = summary["overfitting"]["accuracy_gap"]
+    gap = summary.overfitting.accuracy_gap
     print(
-        f"train@{name}: val {summary['val']['accuracy']:.3f}, test {summary['test']['accuracy']:.3f}, "
-        f"train-val gap {gap:+.3f} (best epoch {summary['best_epoch']})"
+        f"train@{name}: val {summary.val.accuracy:.3f}, test {summary.test.accuracy:.3f}, "
+        f"train-val gap {gap:+.3f} (best epoch {summary.best_epoch})"
     )
 
 

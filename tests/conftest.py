@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -156,30 +156,51 @@ def save_tiny_clip(folder: Path) -> Path:
 
 
 def untrained_model_folder(
-    folder: Path, variant: str = "onnx_fp32", tta: object = None, temperature: float = 1.0, **card_fields: object
+    folder: Path,
+    variant: str = "onnx_fp32",
+    tta: object = None,
+    temperature: float = 1.0,
+    *,
+    metrics: dict | None = None,
+    latency: dict | None = None,
+    calibration: dict | None = None,
+    provenance: dict | None = None,
+    selection: dict | None = None,
+    agreement_with_fp32_on_val: dict | None = None,
+    limitations: Sequence[str] = (),
+    int8_calibration: object = None,
 ) -> Path:
     """A deployable model folder (card + export) of resnet18 at 48 px with random weights, optionally
-    with test-time augmentation (a TTAConfig) inside and a calibration temperature on the card."""
+    with test-time augmentation (a TTAConfig) inside, a calibration temperature and the card sections given
+    (as the card's JSON has them)."""
     import torch
 
     from ferbench.models.backbones import build_backbone
+    from ferbench.models.card import CardLatency, CardMetrics, Provenance, Selection
     from ferbench.models.classifier import ImageClassifier, build_head, with_tta
-    from ferbench.shipping.deploy import write_model_folder
+    from ferbench.records import TemperatureScaling
+    from ferbench.shipping.deploy import CardSections, FolderSources, write_model_folder
+
+    def typed(kind, value):
+        return kind.model_validate(value) if value is not None else None
 
     torch.manual_seed(0)
     spec = backbone_spec("resnet18", "torchvision", "resnet18", input_size=48)
     backbone = build_backbone(spec)
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(FER2013_CLASSES))).eval()
-    write_model_folder(
-        folder,
-        spec,
-        with_tta(model, tta),
-        list(FER2013_CLASSES),
-        variant,
+    sections = CardSections(
         tta=tta,
         temperature=temperature,
-        **card_fields,
+        agreement_with_fp32_on_val=agreement_with_fp32_on_val,
+        metrics=typed(CardMetrics, metrics),
+        calibration=typed(TemperatureScaling, calibration),
+        latency=typed(CardLatency, latency),
+        provenance=typed(Provenance, provenance),
+        limitations=limitations,
+        selection=typed(Selection, selection),
     )
+    sources = FolderSources(int8_calibration=int8_calibration)
+    write_model_folder(folder, spec, with_tta(model, tta), list(FER2013_CLASSES), variant, sections, sources)
     return folder
 
 

@@ -24,7 +24,8 @@ APP = str(PROJECT_ROOT / "streamlit_app.py")
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("selected")
-    selection = {"criterion": {"name": "generalization"}, "reason": "resnet18 ranks first"}
+    criterion = {"name": "generalization", "gap_tolerance": 0.05, "gap_penalty": 1.0, "max_gap": None}
+    selection = {"criterion": {**criterion, "latency_budget_ms": None}, "reason": "resnet18 ranks first"}
     return untrained_model_folder(
         folder,
         "onnx_int8",

@@ -199,11 +199,9 @@ def test_a_warm_started_student_begins_from_its_teachers_weights_and_says_so(tmp
     for key, value in teacher_state.items():
         if value.is_floating_point() and "running" not in key:
             torch.testing.assert_close(student_state[key], value, atol=1e-5, rtol=0)
-    assert (
-        summary["distillation"]["warm_start"] == "train@tiny" and metadata["distillation"]["warm_start"] == "train@tiny"
-    )
+    assert summary.distillation.warm_start == "train@tiny" and metadata["distillation"]["warm_start"] == "train@tiny"
     teacher = json.loads(Path("reports/details/train/tiny.json").read_text())
-    assert summary["val"]["accuracy"] == pytest.approx(teacher["val"]["accuracy"], abs=0.15)
+    assert summary.val.accuracy == pytest.approx(teacher["val"]["accuracy"], abs=0.15)
     with pytest.raises(FerbenchError, match=r"not found; run `dvc repro` \(teach@tiny"):
         Path("data/teachers/tiny.npz").unlink()
         load_teaching(params, prepared, "tiny")

@@ -77,6 +77,6 @@ def test_the_shipped_fer_network_learns_synthetic_faces_from_scratch(prepared, t
     monkeypatch.chdir(tmp_path)
     section = candidate_training(epochs=6, batch_size=16, lr=0.001, augment={"shift": 0.05}, eval_batch_size=128)
     summary = run_train(fer_spec(name), section, run_settings(prepared, tta(flip=True)))
-    assert summary["test"]["accuracy"] >= 2 / 7 and summary["tta"]["test"]["accuracy"] >= 2 / 7
+    assert summary.test.accuracy >= 2 / 7 and summary.tta.test.accuracy >= 2 / 7
     reloaded = load_classifier(fer_spec(name), tmp_path / f"models/train/{name}.pt", 7)
     assert sum(p.numel() for p in reloaded.parameters()) > 1e6

@@ -294,7 +294,7 @@ def broken_model_folder(folder: Path, value: float) -> Path:
     with torch.no_grad():
         for parameter in model.head.parameters():
             parameter.fill_(value)
-    write_model_folder(folder, spec, model, list(FER2013_CLASSES), "onnx_fp32", tta=None, temperature=1.0)
+    write_model_folder(folder, spec, model, list(FER2013_CLASSES), "onnx_fp32")
     return folder
 
 

@@ -12,12 +12,13 @@ from ferbench.models.export import CalibrationReader, export_onnx, onnx_logits, 
 from ferbench.models.runtimes import Calibration, Runtime, VariantExporter
 from ferbench.models.specs import BackboneSpec
 from ferbench.models.variants import VARIANTS
+from ferbench.records import LatencyReport, read_record, write_record
 from ferbench.shipping.latency import (
+    LatencySource,
     agreement,
     build_runtimes,
     calibration_sample,
     fastest_faithful,
-    latency_headline,
     latency_report,
     measure_variants,
     timing,
@@ -80,9 +81,9 @@ def test_measured_agreement_and_accuracy_per_variant():
         "onnx_int8": Runtime("onnx_int8", predicting([2, 5])),
     }
     result = measure_variants(runtimes, pixels, labels, warmup=1, runs=3)
-    assert result["torch_fp32"]["agreement"] == result["onnx_fp32"]["agreement"] == 1.0
-    assert result["onnx_int8"]["agreement"] == pytest.approx(6 / 8)
-    assert result["torch_fp32"]["val_accuracy"] == 1.0 and result["onnx_int8"]["val_accuracy"] == pytest.approx(6 / 8)
+    assert result["torch_fp32"].agreement == result["onnx_fp32"].agreement == 1.0
+    assert result["onnx_int8"].agreement == pytest.approx(6 / 8)
+    assert result["torch_fp32"].val_accuracy == 1.0 and result["onnx_int8"].val_accuracy == pytest.approx(6 / 8)
 
 
 def test_timing_percentiles_are_positive_and_ordered():
@@ -101,17 +102,21 @@ def settings(**changes) -> object:
 
 def test_latency_report_of_a_real_model(resnet, tmp_path):
     val = Split(images(40), np.zeros(40, dtype=np.int64))
-    report = latency_report(resnet, val, settings(), 1, Calibration(images(16, seed=5), "percentile"))
-    assert set(report["variants"]) == set(VARIANTS)
-    for result in report["variants"].values():
-        assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
-        assert 0 <= result["agreement"] <= 1
-    assert report["variants"]["onnx_fp32"]["agreement"] == 1.0
-    assert report["variants"][report["fastest_faithful"]]["agreement"] >= 0.99
-    headline = latency_headline(report)  # what metrics/latency/<backbone>.json keeps: timings and the pick
-    assert headline["fastest_faithful"] == report["fastest_faithful"]
-    assert headline["variants"]["onnx_int8"] == {key: report["variants"]["onnx_int8"][key] for key in PERCENTILES}
-    assert report["gflops"] == pytest.approx(forward_flops(resnet) / 1e9) and report["gflops"] > 0.05
+    source = LatencySource("resnet18", "models/finetune/resnet18.pt")
+    report = latency_report(resnet, source, val, settings(), 1, Calibration(images(16, seed=5), "percentile"))
+    assert set(report.variants) == set(VARIANTS) and report.backbone == "resnet18"
+    for result in report.variants.values():
+        assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms
+        assert result.tta is None  # one view: nothing more to time
+    assert report.variants["onnx_fp32"].agreement == 1.0
+    assert report.variants[report.fastest_faithful].agreement >= 0.99
+    headline = report.headline()  # what metrics/latency/<backbone>.json keeps: timings and the pick
+    assert headline["fastest_faithful"] == report.fastest_faithful
+    assert headline["variants"]["onnx_int8"] == {key: getattr(report.variants["onnx_int8"], key) for key in PERCENTILES}
+    assert report.gflops == pytest.approx(forward_flops(resnet) / 1e9) and report.gflops > 0.05
+    path = tmp_path / "latency.json"
+    write_record(path, report)
+    assert read_record(path, LatencyReport, "latency@resnet18") == report
 
 
 @pytest.fixture(scope="module")
@@ -133,21 +138,18 @@ def test_int8_runtime_agreement_matches_a_direct_comparison(resnet_variants):
     reference = runtimes["torch_fp32"].logits(batch).argmax(1)
     int8 = runtimes["onnx_int8"].logits(batch).argmax(1)
     measured = measure_variants(runtimes, batch, reference, warmup=0, runs=1)
-    assert measured["onnx_int8"]["agreement"] == pytest.approx((int8 == reference).mean())
+    assert measured["onnx_int8"].agreement == pytest.approx((int8 == reference).mean())
 
 
 def test_fastest_faithful_skips_a_faster_unfaithful_variant():
-    variants = {
-        "torch_fp32": {"p50_ms": 9.0, "agreement": 1.0},
-        "onnx_fp32": {"p50_ms": 5.0, "agreement": 1.0},
-        "onnx_int8": {"p50_ms": 2.0, "agreement": 0.95},
-    }
-    assert fastest_faithful(variants, 0.99) == "onnx_fp32"
-    assert fastest_faithful(variants, 0.9) == "onnx_int8"
-    static = {**variants, "onnx_int8_static": {"p50_ms": 1.0, "agreement": 0.985}}
-    assert fastest_faithful(static, 0.99) == "onnx_fp32"  # faster, but not faithful at 0.99
-    static["onnx_int8_static"]["agreement"] = 0.995
-    assert fastest_faithful(static, 0.99) == "onnx_int8_static"
+    p50 = {"torch_fp32": 9.0, "onnx_fp32": 5.0, "onnx_int8": 2.0}
+    agreements = {"torch_fp32": 1.0, "onnx_fp32": 1.0, "onnx_int8": 0.95}
+    assert fastest_faithful(p50, agreements, 0.99) == "onnx_fp32"
+    assert fastest_faithful(p50, agreements, 0.9) == "onnx_int8"
+    p50["onnx_int8_static"], agreements["onnx_int8_static"] = 1.0, 0.985
+    assert fastest_faithful(p50, agreements, 0.99) == "onnx_fp32"  # faster, but not faithful at 0.99
+    agreements["onnx_int8_static"] = 0.995
+    assert fastest_faithful(p50, agreements, 0.99) == "onnx_int8_static"
 
 
 class SmallCNN(torch.nn.Module):
@@ -212,8 +214,8 @@ def test_calibrated_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, f
         model, tmp_path, threads=1, calibration=Calibration(calibration_sample(others, 64, 0), "percentile")
     )
     measured = measure_variants(runtimes, judged.images, judged.labels, warmup=0, runs=1)
-    static_agreement = measured["onnx_int8_static"]["agreement"]
-    assert measured["openvino_int8"]["agreement"] >= 0.99  # NNCF, calibrated on the same train faces
+    static_agreement = measured["onnx_int8_static"].agreement
+    assert measured["openvino_int8"].agreement >= 0.99  # NNCF, calibrated on the same train faces
     reference = runtimes["torch_fp32"].logits(judged.images)
     np.testing.assert_allclose(runtimes["openvino_fp32"].logits(judged.images), reference, rtol=1e-3, atol=1e-3)
     openvino_int8 = (tmp_path / VARIANTS["openvino_int8"].file).read_text()
@@ -254,10 +256,15 @@ def test_calibration_reads_train_images_only(faces, tmp_path, monkeypatch):
     train, val, test = (load_split(faces / f"{split}.npz") for split in ("train", "val", "test"))
     model = classifier(backbone_spec("vgg8_w32", "ferbench", "vgg8_w32"))
     report = latency_report(
-        model, val, settings(warmup=0, runs=2), 1, Calibration(calibration_sample(train, 50, seed=3), "minmax")
+        model,
+        LatencySource("fer_vgg8", "models/finetune/fer_vgg8.pt"),
+        val,
+        settings(warmup=0, runs=2),
+        1,
+        Calibration(calibration_sample(train, 50, seed=3), "minmax"),
     )
-    assert report["calibration"] == {"images": 50, "split": "train", "method": "minmax"}
-    assert "onnx_int8_static" in report["variants"]
+    assert report.calibration.model_dump() == {"images": 50, "split": "train", "method": "minmax"}
+    assert "onnx_int8_static" in report.variants
     rows = {image.tobytes() for image in np.concatenate(served)}
     assert len(rows) == 50
     assert rows <= {image.tobytes() for image in train.images}

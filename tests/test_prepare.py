@@ -26,10 +26,10 @@ def test_bad_files_are_skipped_and_listed_and_odd_images_fixed(zip_factory):
     members["test/fear/truncated.jpg"] = encode(textured(902))[:200]
     members["train/loose.jpg"] = encode(textured(903))
     result = run(zip_factory(members))
-    quality = result.summary["quality"]
-    assert quality["skipped"] == 4
-    assert quality["converted_to_gray"] == 1 and quality["resized"] == 1
-    skipped = "\n".join(result.summary["skipped_files"])
+    quality = result.summary.quality
+    assert quality.skipped == 4
+    assert quality.converted_to_gray == 1 and quality.resized == 1
+    skipped = "\n".join(result.summary.skipped_files)
     for expected in (
         "empty.jpg: empty file",
         "notes.jpg: not an image",
@@ -79,16 +79,16 @@ def _dataset_with_problems():
 
 def test_quality_problems_are_found_and_dropped_from_train_only(zip_factory):
     result = run(zip_factory(_dataset_with_problems()))
-    quality = result.summary["quality"]
-    assert quality["duplicate_groups"] == 3  # dup pair, conflict pair, train/test pair
-    assert quality["label_conflict_groups"] == 1
-    assert quality["near_blank"] == 1
-    assert quality["train_test_shared_groups"] == 1
-    assert quality["dropped"] == {"duplicate": 1, "label_conflict": 2, "near_blank": 1, "shared_with_test": 1}
+    quality = result.summary.quality
+    assert quality.duplicate_groups == 3  # dup pair, conflict pair, train/test pair
+    assert quality.label_conflict_groups == 1
+    assert quality.near_blank == 1
+    assert quality.train_test_shared_groups == 1
+    assert quality.dropped == {"duplicate": 1, "label_conflict": 2, "near_blank": 1, "shared_with_test": 1}
     manifest = result.manifest.set_index("file")
     assert manifest.loc["test/fear/img_0.png", "split"] == "test"
     assert manifest.loc["train/fear/leak.png", "split"] == "dropped"
-    assert result.summary["counts"]["test"]["total"] == 7 * 8
+    assert result.summary.counts["test"]["total"] == 7 * 8
 
 
 def test_keep_policies_keep_everything(zip_factory):
@@ -105,7 +105,7 @@ def test_split_is_reproducible_stratified_and_keeps_copies_together(synthetic_ar
     assert first.manifest["split"].tolist() == again.manifest["split"].tolist()
     assert first.manifest["split"].tolist() != other.manifest["split"].tolist()
     for name in FER2013_CLASSES:
-        assert first.summary["counts"]["val"][name] == 10  # 25% of 40 per class
+        assert first.summary.counts["val"][name] == 10  # 25% of 40 per class
 
     labels = np.repeat(np.arange(3), 40)
     groups = np.arange(120) // 3  # copies in threes
@@ -147,7 +147,7 @@ def test_leakage_free_test_subset_is_the_test_images_not_in_the_train_folder(zip
     shared = set(manifest.loc[~mask, "file"])
     assert shared == {"test/fear/img_0.png", "test/sad/img_3.png"}  # whatever prepare dropped from train
     assert mask.sum() == 7 * 8 - 2
-    assert result.summary["quality"]["test_leakage_free_images"] == 7 * 8 - 2
-    assert result.summary["quality"]["test_images_in_train_folder"] == 2
+    assert result.summary.quality.test_leakage_free_images == 7 * 8 - 2
+    assert result.summary.quality.test_images_in_train_folder == 2
     with pytest.raises(FerbenchError, match="does not match test.npz"):
         leakage_free_test_mask(tmp_path / "prepared", 5)

@@ -39,11 +39,11 @@ SLOW_AND_GOOD = Candidate("vgg16", val_accuracy=0.66, accuracy_gap=0.04, latency
 )
 def test_criteria_pick_the_expected_candidate(criterion, candidates, expected):
     result = select(candidates, criterion)
-    assert result["selected"] == expected
-    ranked = [entry for entry in result["ranking"] if entry["rank"] is not None]
-    assert [entry["rank"] for entry in ranked] == list(range(1, len(ranked) + 1))
-    assert ranked[0]["name"] == expected and expected in result["reason"]
-    scores = [entry["score"] for entry in ranked]
+    assert result.selected == expected
+    ranked = [entry for entry in result.ranking if entry.rank is not None]
+    assert [entry.rank for entry in ranked] == list(range(1, len(ranked) + 1))
+    assert ranked[0].name == expected and expected in result.reason
+    scores = [entry.score for entry in ranked]
     assert scores == sorted(scores, reverse=True)
 
 
@@ -56,19 +56,19 @@ def test_generalization_score_is_val_accuracy_minus_the_excess_gap():
 def test_ties_go_to_the_smaller_gap_then_latency_then_name():
     tight = Candidate("b", 0.6, 0.01, 30.0)
     loose = Candidate("a", 0.6, 0.08, 10.0)
-    assert select([loose, tight], rules("accuracy"))["selected"] == "b"
+    assert select([loose, tight], rules("accuracy")).selected == "b"
     fast = Candidate("z", 0.6, 0.01, 5.0)
-    assert select([tight, fast], rules("accuracy"))["selected"] == "z"
+    assert select([tight, fast], rules("accuracy")).selected == "z"
     twin = Candidate("a", 0.6, 0.01, 30.0)
     result = select([tight, twin], rules("accuracy"))
-    assert result["selected"] == "a" and "tie" in result["reason"]
+    assert result.selected == "a" and "tie" in result.reason
 
 
 def test_excluded_candidates_are_listed_with_the_reason():
     result = select([ACCURATE_BUT_OVERFIT, MODEST_AND_STABLE], rules("accuracy", max_gap=0.1))
-    excluded = [entry for entry in result["ranking"] if entry["excluded"]]
-    assert [entry["name"] for entry in excluded] == ["resnet18"]
-    assert "max_gap" in excluded[0]["excluded"] and "excluded: resnet18" in result["reason"]
+    excluded = [entry for entry in result.ranking if entry.excluded]
+    assert [entry.name for entry in excluded] == ["resnet18"]
+    assert "max_gap" in excluded[0].excluded and "excluded: resnet18" in result.reason
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_tta_is_shipped_when_it_pays_on_val():
 def test_a_candidate_shipped_with_tta_says_so_in_the_reason():
     with_tta = Candidate("vgg8", val_accuracy=0.67, accuracy_gap=0.02, latency_ms=1.5, tta=True)
     result = select([with_tta, MODEST_AND_STABLE], rules("accuracy"))
-    assert result["selected"] == "vgg8" and "val accuracy 0.6700 (with TTA)" in result["reason"]
+    assert result.selected == "vgg8" and "val accuracy 0.6700 (with TTA)" in result.reason
 
 
 def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypatch):
@@ -119,6 +119,7 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
 
     import yaml
 
+    from ferbench.records import Selection, read_record
     from tests.conftest import PROJECT_ROOT, untrained_model_folder
 
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
@@ -156,13 +157,13 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
     headline = json.loads((tmp_path / "metrics/selection.json").read_text())
     assert headline["selected"] == "clip_vit_b32" and headline["shipped"]["latency_p50_ms"] == 8.0
     assert headline["ranking"] == {"clip_vit_b32": {"rank": 1, "score": 0.65}, "resnet18": {"rank": None, "score": 0.7}}
-    selection = json.loads((tmp_path / "reports/details/selection.json").read_text())
-    assert selection["selected"] == "clip_vit_b32"
-    excluded = {entry["name"]: entry["excluded"] for entry in selection["ranking"]}
+    selection = read_record(tmp_path / "reports/details/selection.json", Selection, "select")
+    assert selection.selected == "clip_vit_b32"
+    excluded = {entry.name: entry.excluded for entry in selection.ranking}
     assert "25.0" in excluded["resnet18"] and excluded["clip_vit_b32"] is None
     card = json.loads((tmp_path / "models/selected/model_card.json").read_text())
     assert card["variant"] == "onnx_fp32" and card["latency"]["p50_ms"] == 8.0
     assert "clip_vit_b32" in card["selection"]["reason"]
-    assert selection["deployment"]["latency_p50_ms"] == 8.0
+    assert selection.deployment is not None and selection.deployment.latency_p50_ms == 8.0
     assert "clip_vit_b32" in (tmp_path / "plots/selected/reliability.csv").read_text()
     assert "clip_vit_b32" in (tmp_path / "plots/selected/test_predictions.csv").read_text()

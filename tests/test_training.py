@@ -48,7 +48,7 @@ def test_finetune_learns_and_writes_its_outputs(prepared, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     section = recipe(epochs=4, batch_size=32, lr=0.001, flip=True, precision="fp32", eval_batch_size=128)
     summary = run_finetune(SPEC, section, run_settings(prepared, tta(flip=True, shifts=4)))
-    assert summary["test"]["accuracy"] >= 2 / 7
+    assert summary.test.accuracy >= 2 / 7
     written = json.loads((tmp_path / "reports/details/finetune/resnet18.json").read_text())
     assert {"accuracy", "macro_f1", "per_class_recall", "per_class_f1", "confusion_matrix"} <= set(written["test"])
     headline = json.loads((tmp_path / "metrics/finetune/resnet18.json").read_text())
@@ -79,7 +79,7 @@ def test_feature_extract_learns_from_cached_features(prepared, tmp_path, monkeyp
     save_embeddings(tmp_path / "f.npz", arrays, {"feature_dim": 512})
     section = feature_extract_section(epochs=20, batch_size=64, lr=0.001, flip=True, hidden=[], dropout=0.0)
     summary = run_feature_extract("resnet18", tmp_path / "f.npz", section, run_settings(prepared))
-    assert summary["test"]["accuracy"] >= 2 / 7
+    assert summary.test.accuracy >= 2 / 7
     assert (tmp_path / "metrics/feature_extract/resnet18.json").is_file()
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from ferbench.data.prepared import MANIFEST_FILE, PREPARED_SPLITS, Split, save_s
 from ferbench.data.split import group_stratified_split
 from ferbench.errors import FerbenchError
 from ferbench.files import write_frame_csv
+from ferbench.records import DataQuality, DataSummary
 from ferbench.schema import Data
 
 
@@ -28,7 +29,7 @@ class PreparedData:
 
     splits: dict[str, Split]
     manifest: pd.DataFrame
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: DataSummary
 
 
 def _check_layout(archive: Path, classes: Sequence[str], max_uncompressed_mb: float) -> int:
@@ -170,12 +171,10 @@ def prepare_dataset(archive: Path, data: Data, seed: int) -> PreparedData:
             images=pixels[frame.loc[rows, "pixel_row"].to_numpy()],
             labels=frame.loc[rows, "label"].to_numpy(dtype=np.int64),
         )
-    result = PreparedData(splits=splits, manifest=frame)
-    result.summary = summarize(frame, classes)
-    return result
+    return PreparedData(splits=splits, manifest=frame, summary=summarize(frame, classes))
 
 
-def summarize(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, Any]:
+def summarize(frame: pd.DataFrame, classes: Sequence[str]) -> DataSummary:
     """Counts per split and class, and every quality count, as written to metrics/data.json."""
     decoded = frame[frame["problem"] == ""]
     counts = {}
@@ -193,28 +192,28 @@ def summarize(frame: pd.DataFrame, classes: Sequence[str]) -> dict[str, Any]:
     test_in_train = int(test_rows["pixel_hash"].isin(train_hashes).sum())
     skipped = frame[frame["problem"] != ""]
     dropped = frame[frame["split"] == "dropped"]["dropped"].value_counts()
-    return {
-        "counts": counts,
-        "archive_files": folders,
-        "quality": {
-            "duplicate_groups": int(duplicated["pixel_hash"].nunique()),
-            "duplicate_images": len(duplicated),
-            "label_conflict_groups": int(conflicting["pixel_hash"].nunique()),
-            "train_test_shared_groups": int(shared["pixel_hash"].nunique()),
-            "train_test_shared_images": len(shared),
-            "test_images_in_train_folder": test_in_train,
-            "test_leakage_free_images": len(test_rows) - test_in_train,
-            "near_blank": int(decoded["blank"].sum()),
-            "skipped": len(skipped),
-            "converted_to_gray": int(decoded["converted"].sum()),
-            "resized": int(decoded["resized"].sum()),
-            "dropped": {
+    return DataSummary(
+        counts=counts,
+        archive_files=folders,
+        quality=DataQuality(
+            duplicate_groups=int(duplicated["pixel_hash"].nunique()),
+            duplicate_images=len(duplicated),
+            label_conflict_groups=int(conflicting["pixel_hash"].nunique()),
+            train_test_shared_groups=int(shared["pixel_hash"].nunique()),
+            train_test_shared_images=len(shared),
+            test_images_in_train_folder=test_in_train,
+            test_leakage_free_images=len(test_rows) - test_in_train,
+            near_blank=int(decoded["blank"].sum()),
+            skipped=len(skipped),
+            converted_to_gray=int(decoded["converted"].sum()),
+            resized=int(decoded["resized"].sum()),
+            dropped={
                 reason: int(dropped.get(reason, 0))
                 for reason in ("duplicate", "label_conflict", "near_blank", "shared_with_test")
             },
-        },
-        "skipped_files": [f"{row.file}: {row.problem.removeprefix('skipped: ')}" for row in skipped.itertuples()],
-    }
+        ),
+        skipped_files=[f"{row.file}: {row.problem.removeprefix('skipped: ')}" for row in skipped.itertuples()],
+    )
 
 
 MANIFEST_COLUMNS = [
@@ -242,24 +241,3 @@ def write_prepared(result: PreparedData, out_dir: Path) -> None:
     for split, data in result.splits.items():
         save_split(out_dir / f"{split}.npz", data)
     write_frame_csv(result.manifest[MANIFEST_COLUMNS], out_dir / MANIFEST_FILE)
-
-
-DATA_HEADLINE_QUALITY = (
-    "duplicate_images",
-    "label_conflict_groups",
-    "train_test_shared_images",
-    "test_leakage_free_images",
-    "near_blank",
-    "skipped",
-)
-
-
-def data_headline(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """What `dvc exp show` shows of the data: images per split, archive files and the main quality
-    counts (per-class counts go to the class distribution plot, the rest to the details file)."""
-    return {
-        "images": {split: counts["total"] for split, counts in summary["counts"].items()},
-        "archive_files": summary["archive_files"],
-        "quality": {key: summary["quality"][key] for key in DATA_HEADLINE_QUALITY}
-        | {"dropped": sum(summary["quality"]["dropped"].values())},
-    }

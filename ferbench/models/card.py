@@ -22,6 +22,7 @@ from ferbench.constants import CALIBRATION_METHODS, IMAGE_SIZE, INPUT_SIZE_RANGE
 from ferbench.models.specs import BackboneSpec, ShiftPixels, Shifts, TTAConfig
 from ferbench.models.variants import RUNTIMES, VARIANTS
 from ferbench.provenance import SYNTHETIC_WARNING
+from ferbench.records import Criterion, ShippedSummary, TemperatureScaling
 
 CARD_FILE = "model_card.json"
 MARKDOWN_FILE = "MODEL_CARD.md"
@@ -138,21 +139,6 @@ class CardMetrics(CardPart):
     test_per_class: dict[str, ClassResult]
 
 
-class SplitCalibration(CardPart):
-    ece: float
-    nll: float
-    ece_scaled: float
-    nll_scaled: float
-
-
-class CardCalibration(CardPart):
-    temperature: Temperature
-    fitted_on: Literal["val"]
-    ece_bins: Annotated[int, Field(ge=1)]
-    val: SplitCalibration
-    test: SplitCalibration
-
-
 class CardLatency(CardPart):
     """Batch-1 CPU timings of the shipped variant (on its TTA views when it has several)."""
 
@@ -188,7 +174,7 @@ class Provenance(CardPart):
 
 
 class Selection(CardPart):
-    criterion: dict[str, Any]
+    criterion: Criterion
     reason: str
 
 
@@ -210,7 +196,7 @@ class ModelCard(CardPart):
     int8_calibration: Int8Calibration | None = None
     agreement_with_fp32_on_val: dict[str, Share] | None = None
     metrics: CardMetrics | None = None
-    calibration: CardCalibration | None = None
+    calibration: TemperatureScaling | None = None  # the temperature and what it does to ECE and NLL
     latency: CardLatency | None = None
     provenance: Provenance | None = None
     limitations: list[str] = Field(default_factory=list)
@@ -260,34 +246,34 @@ class ModelCard(CardPart):
             line += f", code {self.provenance.git_revision}"
         return line
 
-    def deployment_summary(self) -> dict[str, Any]:
+    def deployment_summary(self) -> ShippedSummary:
         """What the card says it ships, in numbers (`select`'s record; deploy's headline metrics)."""
         if self.metrics is None or self.calibration is None or self.latency is None:
             raise ValueError("a deployed card has metrics, calibration and latency")
         metrics, calibration = self.metrics, self.calibration
-        return {
-            "variant": self.variant,
-            "runtime": self.runtime,
-            "file": self.files.model,
-            "tta_views": self.tta.views,
-            "val_accuracy": metrics.val_accuracy,
-            "accuracy_gap": metrics.accuracy_gap,
-            "test_accuracy": metrics.test_accuracy,
-            "test_accuracy_ci95": metrics.test_accuracy_ci95,
-            "test_accuracy_fp32": metrics.test_accuracy_fp32,
-            "test_macro_f1": metrics.test_macro_f1,
-            "test_macro_f1_ci95": metrics.test_macro_f1_ci95,
-            "test_leakage_free_accuracy": metrics.test_leakage_free_accuracy,
-            "test_leakage_free_accuracy_ci95": metrics.test_leakage_free_accuracy_ci95,
-            "test_leakage_free_images": metrics.test_leakage_free_images,
-            "temperature": self.temperature,
-            "test_ece": calibration.test.ece,
-            "test_ece_scaled": calibration.test.ece_scaled,
-            "test_nll": calibration.test.nll,
-            "test_nll_scaled": calibration.test.nll_scaled,
-            "agreement_with_fp32_on_val": self.shipped_agreement,
-            "latency_p50_ms": self.latency.p50_ms,
-        }
+        return ShippedSummary(
+            variant=self.variant,
+            runtime=self.runtime,
+            file=self.files.model,
+            tta_views=self.tta.views,
+            val_accuracy=metrics.val_accuracy,
+            accuracy_gap=metrics.accuracy_gap,
+            test_accuracy=metrics.test_accuracy,
+            test_accuracy_ci95=metrics.test_accuracy_ci95,
+            test_accuracy_fp32=metrics.test_accuracy_fp32,
+            test_macro_f1=metrics.test_macro_f1,
+            test_macro_f1_ci95=metrics.test_macro_f1_ci95,
+            test_leakage_free_accuracy=metrics.test_leakage_free_accuracy,
+            test_leakage_free_accuracy_ci95=metrics.test_leakage_free_accuracy_ci95,
+            test_leakage_free_images=metrics.test_leakage_free_images,
+            temperature=self.temperature,
+            test_ece=calibration.test.ece,
+            test_ece_scaled=calibration.test.ece_scaled,
+            test_nll=calibration.test.nll,
+            test_nll_scaled=calibration.test.nll_scaled,
+            agreement_with_fp32_on_val=self.shipped_agreement,
+            latency_p50_ms=self.latency.p50_ms,
+        )
 
     def markdown(self) -> str:
         """The card for people (`MODEL_CARD.md`)."""

@@ -119,7 +119,7 @@ def sidebar(model: EmotionModel, default_detector: str) -> Settings:
         + f"Probabilities calibrated with temperature {card.temperature:.2f}."
     )
     if selection is not None:
-        st.sidebar.markdown(f"Criterion: `{selection.criterion.get('name', 'not recorded')}`")
+        st.sidebar.markdown(f"Criterion: `{selection.criterion.name}`")
         with st.sidebar.expander("Why this model"):
             st.write(selection.reason)
     st.sidebar.caption(f"Classes: {', '.join(model.classes)}. Folder: {model.folder}")

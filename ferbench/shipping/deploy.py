@@ -23,7 +23,6 @@ from ferbench.evaluation.calibration import calibration_report, reliability_tabl
 from ferbench.evaluation.metrics import evaluation_report
 from ferbench.models.card import (
     CARD_FORMAT,
-    CardCalibration,
     CardFiles,
     CardInput,
     CardLatency,
@@ -32,6 +31,7 @@ from ferbench.models.card import (
     Int8Calibration,
     ModelCard,
     Preprocessing,
+    Provenance,
     Selection,
 )
 from ferbench.models.checkpoint import save_checkpoint
@@ -41,7 +41,58 @@ from ferbench.models.runtimes import Calibration, VariantExporter
 from ferbench.models.specs import NO_TTA, BackboneSpec, TTAConfig
 from ferbench.models.variants import CHECKPOINT_FILE, REFERENCE, VARIANTS
 from ferbench.paths import DETAILS_DIR
+from ferbench.records import (
+    LatencyReport,
+    RunReport,
+    TemperatureScaling,
+    Timing,
+    VariantMeasurement,
+    ViewsTiming,
+    picked,
+)
+from ferbench.records import Selection as SelectionRecord
 from ferbench.shipping.latency import agreement, batched_logits, build_runtimes, fastest_faithful
+
+
+@dataclass(frozen=True)
+class CardSections:
+    """What a model card says beyond its files: every section optional (a test folder of an untrained model
+    has none), the temperature 1 unless one was fitted."""
+
+    tta: TTAConfig | None = None  # the views inside the graph; None: none
+    temperature: float = 1.0
+    agreement_with_fp32_on_val: Mapping[str, float] | None = None
+    metrics: CardMetrics | None = None
+    calibration: TemperatureScaling | None = None
+    latency: CardLatency | None = None
+    provenance: Provenance | None = None
+    limitations: Sequence[str] = ()
+    selection: Selection | None = None
+
+    def optional_fields(self) -> dict[str, Any]:
+        """The optional card sections that are set (the card records only those)."""
+        optional = {
+            "agreement_with_fp32_on_val": dict(self.agreement_with_fp32_on_val)
+            if self.agreement_with_fp32_on_val is not None
+            else None,
+            "metrics": self.metrics,
+            "calibration": self.calibration,
+            "latency": self.latency,
+            "provenance": self.provenance,
+            "limitations": list(self.limitations) or None,
+            "selection": self.selection,
+        }
+        return {name: value for name, value in optional.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class FolderSources:
+    """Where a model folder's files come from: the variant's files exported already (else exported from the
+    model), the checkpoint to copy (else saved from the model), and the train images int8 calibrates on."""
+
+    exported: Path | None = None
+    checkpoint: Path | None = None
+    int8_calibration: Calibration | None = None
 
 
 def write_model_folder(
@@ -50,19 +101,16 @@ def write_model_folder(
     model: nn.Module,
     classes: Sequence[str],
     variant: str,
-    **card_fields: Any,
+    sections: CardSections = CardSections(),
+    sources: FolderSources = FolderSources(),
 ) -> ModelCard:
-    """A deployable folder: the files of `variant` (copied from the folder `card_fields["exported"]` where
-    they were exported already, else exported now from `model`, which already carries its TTA wrapper), the
-    checkpoint (`card_fields["checkpoint"]`, or saved from the classifier), and the card with the other
-    `card_fields` (tta, temperature, int8_calibration, metrics, ...) as ModelCard fields."""
+    """A deployable folder: the files of `variant` (from `sources`; `model` already carries its TTA
+    wrapper), the checkpoint, and the card with `sections`."""
     if variant not in VARIANTS:
         raise FerbenchError(f"unknown deployment variant {variant!r}; use one of {', '.join(VARIANTS)}")
     shipped = VARIANTS[variant]
-    exported: Path | None = card_fields.pop("exported", None)
-    checkpoint: Path | None = card_fields.pop("checkpoint", None)
-    calibration: Calibration | None = card_fields.pop("int8_calibration", None)
-    tta: TTAConfig = card_fields.pop("tta", None) or NO_TTA
+    exported, checkpoint, calibration = sources.exported, sources.checkpoint, sources.int8_calibration
+    tta = sections.tta or NO_TTA
     if shipped.int8 and calibration is None:
         raise FerbenchError(f"{variant}: int8 calibrated on train images needs its calibration images (train split)")
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,7 +151,7 @@ def write_model_folder(
             std=preprocess.std.flatten().tolist(),
         ),
         tta=CardTta.of(tta),
-        temperature=card_fields.pop("temperature", 1.0),
+        temperature=sections.temperature,
         runtime=VARIANTS[variant].runtime,
         variant=variant,
         files=files,
@@ -119,7 +167,7 @@ def write_model_folder(
             if shipped.int8
             else {}
         ),
-        **card_fields,
+        **sections.optional_fields(),
     )
     write_card(folder, card)
     return card
@@ -133,8 +181,8 @@ class TrainedCandidate:
     spec: BackboneSpec
     checkpoint: Path
     classes: list[str]
-    trained: Mapping[str, Any]  # reports/details/train/<name>.json
-    latency: Mapping[str, Any]  # reports/details/latency/<name>.json
+    trained: RunReport  # reports/details/<train or distill>/<name>.json
+    latency: LatencyReport  # reports/details/latency/<name>.json
 
 
 @dataclass(frozen=True)
@@ -155,6 +203,14 @@ class ShippingRules:
     tta: TTAConfig | None  # the views to ship inside the graph; None: none
 
 
+@dataclass(frozen=True)
+class ModelContext:
+    """What a deployed card says of the model's origin: where its data and code came from, and its limits."""
+
+    provenance: Provenance
+    limitations: Sequence[str]
+
+
 @dataclass
 class Deployment:
     """What `deploy_candidate` produced: the card, the model's test reliability table (per
@@ -171,7 +227,7 @@ def deploy_candidate(
     candidate: TrainedCandidate,
     data: JudgingData,
     rules: ShippingRules,
-    card_fields: Mapping[str, Any] | None = None,
+    about: ModelContext | None = None,
 ) -> Deployment:
     """Decide once how a trained candidate ships: export the checkpoint (with `rules.tta`'s views inside the
     graph when given) in every variant, keep its fastest faithful one (this checkpoint's own agreement
@@ -181,20 +237,17 @@ def deploy_candidate(
     torch.set_num_threads(rules.threads)
     classes, val, test = candidate.classes, data.val, data.test
     shipped = with_tta(load_classifier(candidate.spec, candidate.checkpoint, len(classes)), rules.tta)
-    timings_key = "tta" if rules.tta is not None and rules.tta.enabled else None
+    with_views = rules.tta is not None and rules.tta.enabled
     shutil.rmtree(folder, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
         # only the variants the latency stage timed: their timings are what the rule compares
-        timed = candidate.latency["variants"]
+        timed = candidate.latency.variants
         runtimes = build_runtimes(shipped, Path(scratch), rules.threads, data.calibration, only=timed)
         val_logits = {name: batched_logits(runtime, val.images) for name, runtime in runtimes.items()}
         reference = val_logits[REFERENCE].argmax(1)
         agreements = {name: agreement(reference, logits.argmax(1)) for name, logits in val_logits.items()}
-        measured = {
-            name: {"p50_ms": _timings(_variant(candidate.latency, name), timings_key)["p50_ms"], "agreement": share}
-            for name, share in agreements.items()
-        }
-        variant = fastest_faithful(measured, rules.min_agreement)
+        p50 = {name: _timing(_variant(candidate.latency, name), with_views).p50_ms for name in agreements}
+        variant = fastest_faithful(p50, agreements, rules.min_agreement)
         test_logits = batched_logits(runtimes[variant], test.images)
         probabilities = calibration_report(
             {"val": (val_logits[variant], val.labels), "test": (test_logits, test.labels)}
@@ -209,37 +262,38 @@ def deploy_candidate(
             shipped,
             classes,
             variant,
-            checkpoint=candidate.checkpoint,
-            exported=Path(scratch),
-            tta=rules.tta,
-            temperature=probabilities["temperature"],
-            int8_calibration=data.calibration,
-            agreement_with_fp32_on_val=agreements,
-            metrics=CardMetrics(
-                val_accuracy=float((val_logits[variant].argmax(1) == val.labels).mean()),
-                train_accuracy=trained["train"]["accuracy"],
-                accuracy_gap=trained["overfitting"]["accuracy_gap"],
-                test_accuracy_fp32=trained["test"]["accuracy"],
-                test_images=deployed_test["images"],
-                test_accuracy=deployed_test["accuracy"],
-                test_accuracy_ci95=deployed_test["accuracy_ci95"],
-                test_macro_f1=deployed_test["macro_f1"],
-                test_macro_f1_ci95=deployed_test["macro_f1_ci95"],
-                test_leakage_free_accuracy=leakage_free["accuracy"],
-                test_leakage_free_accuracy_ci95=leakage_free["accuracy_ci95"],
-                test_leakage_free_macro_f1=leakage_free["macro_f1"],
-                test_leakage_free_macro_f1_ci95=leakage_free["macro_f1_ci95"],
-                test_leakage_free_images=leakage_free["images"],
-                test_per_class=deployed_test["per_class"],
+            CardSections(
+                tta=rules.tta,
+                temperature=probabilities["temperature"],
+                agreement_with_fp32_on_val=agreements,
+                metrics=CardMetrics(
+                    val_accuracy=float((val_logits[variant].argmax(1) == val.labels).mean()),
+                    train_accuracy=trained.train.accuracy,
+                    accuracy_gap=trained.overfitting.accuracy_gap,
+                    test_accuracy_fp32=trained.test.accuracy,
+                    test_images=deployed_test["images"],
+                    test_accuracy=deployed_test["accuracy"],
+                    test_accuracy_ci95=deployed_test["accuracy_ci95"],
+                    test_macro_f1=deployed_test["macro_f1"],
+                    test_macro_f1_ci95=deployed_test["macro_f1_ci95"],
+                    test_leakage_free_accuracy=leakage_free["accuracy"],
+                    test_leakage_free_accuracy_ci95=leakage_free["accuracy_ci95"],
+                    test_leakage_free_macro_f1=leakage_free["macro_f1"],
+                    test_leakage_free_macro_f1_ci95=leakage_free["macro_f1_ci95"],
+                    test_leakage_free_images=leakage_free["images"],
+                    test_per_class=deployed_test["per_class"],
+                ),
+                calibration=TemperatureScaling.model_validate(probabilities),
+                latency=CardLatency(
+                    machine=candidate.latency.machine,
+                    threads=candidate.latency.threads,
+                    batch_size=1,
+                    **_timing_fields(_timing(candidate.latency.variants[variant], with_views)),
+                ),
+                provenance=about.provenance if about is not None else None,
+                limitations=about.limitations if about is not None else (),
             ),
-            calibration=CardCalibration.model_validate(probabilities),
-            latency=CardLatency(
-                **({"machine": candidate.latency["machine"]} if "machine" in candidate.latency else {}),
-                threads=candidate.latency["threads"],
-                batch_size=1,
-                **_timings(candidate.latency["variants"][variant], timings_key),
-            ),
-            **(card_fields or {}),
+            FolderSources(exported=Path(scratch), checkpoint=candidate.checkpoint, int8_calibration=data.calibration),
         )
     before = reliability_table(test_logits, test.labels)
     after = reliability_table(test_logits, test.labels, probabilities["temperature"])
@@ -259,35 +313,38 @@ def deploy_candidate(
     return Deployment(card, reliability, test_predictions)
 
 
-def _variant(latency: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+def _variant(latency: LatencyReport, name: str) -> VariantMeasurement:
     """The latency stage's record of one variant (an error naming the fix when it was not measured)."""
-    if name not in latency["variants"]:
+    if name not in latency.variants:
         raise FerbenchError(
             f"{DETAILS_DIR / 'latency'}: no timings for {name}; rerun `dvc repro` (the latency stage times "
             "every variant the select stage may ship)"
         )
-    return latency["variants"][name]
+    return latency.variants[name]
 
 
-def _timings(variant: Mapping[str, Any], key: str | None) -> dict[str, Any]:
+def _timing(variant: VariantMeasurement, with_views: bool) -> Timing:
     """A latency variant's batch-1 timings, or those on the TTA views."""
-    timings = variant if key is None else variant.get(key)
-    if timings is None:
+    timing = variant.tta if with_views else variant
+    if timing is None:
         raise FerbenchError(
             f"{DETAILS_DIR / 'latency'}: no timings with TTA; rerun `dvc repro` (the latency stage times "
             "the TTA views when params.yaml: tta has more than one)"
         )
-    return {name: value for name, value in timings.items() if name.endswith("_ms") or name in ("fps", "views")}
+    return timing
 
 
-def ship_selected(deployed: Path, folder: Path, selection: Mapping[str, Any]) -> ModelCard:
+def _timing_fields(timing: Timing) -> dict[str, Any]:
+    """The card's latency fields of a timing: the `Timing` fields, and the views timed when there are several."""
+    return picked(timing, [*Timing.model_fields, *(["views"] if isinstance(timing, ViewsTiming) else [])])
+
+
+def ship_selected(deployed: Path, folder: Path, selection: SelectionRecord) -> ModelCard:
     """Copy the chosen candidate's deployed folder to `folder` as it is, with why it was chosen added
     to its card."""
     card = read_card(deployed)
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(deployed, folder)
-    card = card.model_copy(
-        update={"selection": Selection(criterion=selection["criterion"], reason=selection["reason"])}
-    )
+    card = card.model_copy(update={"selection": Selection(criterion=selection.criterion, reason=selection.reason)})
     write_card(folder, card)
     return card

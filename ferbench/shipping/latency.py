@@ -15,6 +15,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ferbench.models.runtimes import (
 )
 from ferbench.models.variants import REFERENCE
 from ferbench.provenance import machine_description
+from ferbench.records import Int8Ranges, LatencyReport, VariantMeasurement, as_record
 from ferbench.schema import Latency, Params
 
 
@@ -120,7 +122,7 @@ def measure_variants(
     warmup: int,
     runs: int,
     tta_views: int = 1,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, VariantMeasurement]:
     """Per variant: batch-1 timing on images[0] (and on its `tta_views` views), val accuracy, and
     agreement with torch_fp32."""
     if len(images) == 0:
@@ -130,7 +132,7 @@ def measure_variants(
     results = {}
     for name, runtime in runtimes.items():
         predictions = reference if name == REFERENCE else batched_predictions(runtime, images)
-        results[name] = {
+        measured: dict[str, Any] = {
             **timing(lambda runtime=runtime: runtime.logits(single), warmup, runs),
             "agreement": agreement(reference, predictions),
             "val_accuracy": float((predictions == labels).mean()),
@@ -141,49 +143,50 @@ def measure_variants(
             def call(runtime: Runtime = runtime, views: np.ndarray = views) -> object:
                 return runtime.logits(views)
 
-            results[name]["tta"] = {"views": tta_views, **timing(call, warmup, runs)}
+            measured["tta"] = {"views": tta_views, **timing(call, warmup, runs)}
+        results[name] = as_record(VariantMeasurement, measured)
     return results
 
 
-def fastest_faithful(variants: Mapping[str, Mapping[str, float]], min_agreement: float) -> str:
+def fastest_faithful(p50_ms: Mapping[str, float], agreements: Mapping[str, float], min_agreement: float) -> str:
     """The variant with the lowest p50 among those agreeing with fp32 on >= min_agreement of val (the
     reference agrees with itself, so there always is one)."""
-    faithful = [name for name, result in variants.items() if result["agreement"] >= min_agreement]
-    return min(faithful, key=lambda name: (variants[name]["p50_ms"], name))
+    faithful = [name for name in p50_ms if agreements[name] >= min_agreement]
+    return min(faithful, key=lambda name: (p50_ms[name], name))
+
+
+@dataclass(frozen=True)
+class LatencySource:
+    """What is timed: the backbone's name and the checkpoint file its model came from."""
+
+    backbone: str
+    checkpoint: str
 
 
 def latency_report(
-    model: nn.Module, val: Split, settings: Latency, tta_views: int, calibration: Calibration
-) -> dict[str, Any]:
+    model: nn.Module, source: LatencySource, val: Split, settings: Latency, tta_views: int, calibration: Calibration
+) -> LatencyReport:
     """Everything latency@<backbone> records: per-variant timing (`settings`: threads, warm-up, runs) and
     faithfulness on `val`, FLOPs, and the fastest faithful variant."""
     torch.set_num_threads(settings.threads)
     with tempfile.TemporaryDirectory() as scratch:
         runtimes = build_runtimes(model, Path(scratch), settings.threads, calibration)
         variants = measure_variants(runtimes, val.images, val.labels, settings.warmup, settings.runs, tta_views)
-    return {
-        "machine": machine_description(),
-        "threads": settings.threads,
-        "batch_size": 1,
-        "runs": settings.runs,
-        "gflops": forward_flops(model) / 1e9,
-        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "variants": variants,
-        "calibration": {"images": len(calibration.images), "split": "train", "method": calibration.method},
-        "min_agreement": settings.min_agreement,
-        "fastest_faithful": fastest_faithful(variants, settings.min_agreement),
-        "speedup_vs_torch_fp32": {
-            name: variants[REFERENCE]["p50_ms"] / result["p50_ms"] for name, result in variants.items()
-        },
-    }
-
-
-def latency_headline(report: Mapping[str, Any]) -> dict[str, Any]:
-    """What `dvc exp show` shows of a latency report: p50/p90/p99 per variant and the fastest faithful one."""
-    return {
-        "fastest_faithful": report["fastest_faithful"],
-        "variants": {
-            name: {key: result[key] for key in ("p50_ms", "p90_ms", "p99_ms")}
-            for name, result in report["variants"].items()
-        },
-    }
+    p50 = {name: variant.p50_ms for name, variant in variants.items()}
+    return LatencyReport(
+        backbone=source.backbone,
+        model=source.checkpoint,
+        machine=machine_description(),
+        threads=settings.threads,
+        batch_size=1,
+        runs=settings.runs,
+        gflops=forward_flops(model) / 1e9,
+        parameters_m=sum(p.numel() for p in model.parameters()) / 1e6,
+        variants=variants,
+        calibration=Int8Ranges(images=len(calibration.images), split="train", method=calibration.method),
+        min_agreement=settings.min_agreement,
+        fastest_faithful=fastest_faithful(
+            p50, {name: v.agreement for name, v in variants.items()}, settings.min_agreement
+        ),
+        speedup_vs_torch_fp32={name: p50[REFERENCE] / value for name, value in p50.items()},
+    )

@@ -17,11 +17,11 @@ TTA is ranked by its TTA val accuracy and TTA latency.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from ferbench.errors import FerbenchError
+from ferbench.records import Criterion, RankedCandidate, Selection
 from ferbench.schema import Select
 
 
@@ -40,15 +40,15 @@ def ships_with_tta(select: Select, name: str, plain_val_accuracy: float, tta_val
     return select.tta == "always" or tta_val_accuracy - plain_val_accuracy >= select.tta_min_gain
 
 
-def criterion_record(select: Select) -> dict[str, Any]:
+def criterion_record(select: Select) -> Criterion:
     """The criterion as the selection record and the card's `selection` state it."""
-    return {
-        "name": select.criterion,
-        "gap_tolerance": select.gap_tolerance,
-        "gap_penalty": select.gap_penalty,
-        "max_gap": select.max_gap,
-        "latency_budget_ms": select.latency_budget_ms,
-    }
+    return Criterion(
+        name=select.criterion,
+        gap_tolerance=select.gap_tolerance,
+        gap_penalty=select.gap_penalty,
+        max_gap=select.max_gap,
+        latency_budget_ms=select.latency_budget_ms,
+    )
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def _explain(candidate: Candidate, rules: Select) -> str:
     )
 
 
-def select(candidates: Sequence[Candidate], rules: Select) -> dict[str, Any]:
+def select(candidates: Sequence[Candidate], rules: Select) -> Selection:
     """Rank the candidates; return `selected`, `ranking` (each with score or exclusion) and `reason`."""
     if not candidates:
         raise FerbenchError("params.yaml: train.candidates is empty; name at least one backbone to train")
@@ -114,10 +114,10 @@ def select(candidates: Sequence[Candidate], rules: Select) -> dict[str, Any]:
 
     ranked = sorted(eligible, key=order)
     ranking = [
-        {**asdict(c), "rank": rank, "score": score(c, rules), "excluded": None}
+        RankedCandidate(**asdict(c), rank=rank, score=score(c, rules), excluded=None)
         for rank, (c, _) in enumerate(ranked, start=1)
     ]
-    ranking += [{**asdict(c), "rank": None, "score": score(c, rules), "excluded": why} for c, why in excluded]
+    ranking += [RankedCandidate(**asdict(c), rank=None, score=score(c, rules), excluded=why) for c, why in excluded]
     best = ranked[0][0]
     reason = f"{best.name} ranks first by '{rules.criterion}': {_explain(best, rules)}"
     if len(ranked) > 1:
@@ -128,23 +128,4 @@ def select(candidates: Sequence[Candidate], rules: Select) -> dict[str, Any]:
             reason += " (a tie, broken by the smaller train-val gap, then lower latency, then name)"
     if excluded:
         reason += "; excluded: " + "; ".join(f"{c.name} ({why})" for c, why in excluded)
-    return {"selected": best.name, "criterion": criterion_record(rules), "ranking": ranking, "reason": reason}
-
-
-SHIPPED_HEADLINE = (
-    "val_accuracy",
-    "test_accuracy",
-    "test_macro_f1",
-    "test_leakage_free_accuracy",
-    "latency_p50_ms",
-)
-
-
-def selection_headline(selection: Mapping[str, Any]) -> dict[str, Any]:
-    """What `dvc exp show` shows of a selection: the chosen name, each candidate's rank and score, and
-    the shipped model's accuracy and latency (the reason and the rest go to the details file)."""
-    return {
-        "selected": selection["selected"],
-        "ranking": {entry["name"]: {"rank": entry["rank"], "score": entry["score"]} for entry in selection["ranking"]},
-        "shipped": {key: selection["deployment"][key] for key in SHIPPED_HEADLINE},
-    }
+    return Selection(selected=best.name, criterion=criterion_record(rules), ranking=ranking, reason=reason)

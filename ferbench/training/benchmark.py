@@ -24,7 +24,7 @@ from dvclive import Live
 
 from ferbench.errors import FerbenchError
 from ferbench.evaluation.calibration import calibration_report
-from ferbench.evaluation.metrics import classification_metrics, write_json
+from ferbench.evaluation.metrics import classification_metrics
 from ferbench.evaluation.plots import save_confusion_matrix
 from ferbench.files import write_frame_csv
 from ferbench.models.backbones import build_backbone
@@ -33,6 +33,7 @@ from ferbench.models.classifier import ImageClassifier, Standardize, build_head,
 from ferbench.models.specs import BackboneSpec, TTAConfig
 from ferbench.paths import RunOutputs
 from ferbench.provenance import code_revision
+from ferbench.records import RunReport, as_record, write_headline, write_record
 from ferbench.schema import CandidateTraining, FeatureExtract, Recipe
 from ferbench.training.embeddings import load_device_splits, load_embeddings
 from ferbench.training.engine import (
@@ -159,12 +160,12 @@ def train_and_report(
     resume: ResumeFile | None = None,
     tta: TTAConfig | None = None,
     distillation: Distillation | None = None,
-) -> dict[str, Any]:
+) -> RunReport | None:
     """Fit with DVCLive curves (learning from `distillation`'s teachers too, when given), reload the
     best-on-val checkpoint, evaluate it on every split (with `tta`'s views too), write the run's outputs.
 
     Under data parallelism (`settings.group`), every rank trains; rank 0 alone logs, evaluates and
-    writes, and the other ranks return an empty record once training is done."""
+    writes and returns the report, and the other ranks return None once training is done."""
     group, outputs, classes = settings.group, run.outputs, settings.classes
     if group.is_main:
         outputs.clear()
@@ -189,7 +190,7 @@ def train_and_report(
             description=run.description,
         )
     if not group.is_main:
-        return {}
+        return None
     if not result.identical_across_ranks:
         raise FerbenchError(
             f"{run.description}: the {group.world_size} processes ended with different weights; data-parallel "
@@ -235,24 +236,10 @@ def train_and_report(
         "mixed_precision": "bf16" if mixed_precision(recipe.precision, device) else "fp32",
         **run.record,
     }
-    write_json(outputs.details, details)
-    write_json(outputs.metrics, headline_metrics(details))
-    return details
-
-
-def headline_metrics(details: Mapping[str, Any]) -> dict[str, Any]:
-    """What `dvc exp show` shows of a run: accuracy and macro-F1 per split (and on the leakage-free
-    test images), accuracy with test-time augmentation, the train-val gaps and the best epoch; for a
-    distilled student, its teachers' ensemble accuracy on val and test."""
-    headline: dict[str, Any] = {split: _headline(details[split]) for split in ("train", "val", "test")}
-    headline["test_leakage_free"] = _headline(details["test_leakage_free"])
-    if "tta" in details:
-        headline["tta"] = {split: {"accuracy": details["tta"][split]["accuracy"]} for split in ("val", "test")}
-    headline["overfitting"] = {key: details["overfitting"][key] for key in ("accuracy_gap", "loss_gap")}
-    headline["best_epoch"] = details["best_epoch"]
-    if "distillation" in details:  # a student: its teachers' accuracy together, beside its own
-        headline["teachers"] = {"accuracy": dict(details["distillation"]["ensemble"])}
-    return headline
+    report = as_record(RunReport, details)
+    write_record(outputs.details, report)
+    write_headline(outputs.metrics, report.headline())
+    return report
 
 
 def overfitting_gaps(
@@ -281,7 +268,9 @@ def overfitting_gaps(
     }
 
 
-def run_feature_extract(name: str, features_path: Path, training: FeatureExtract, settings: RunSettings) -> dict:
+def run_feature_extract(
+    name: str, features_path: Path, training: FeatureExtract, settings: RunSettings
+) -> RunReport | None:
     """Train a head on cached features of a frozen backbone (`training`: the merged feature_extract section)."""
     torch.manual_seed(settings.seed)
     splits, metadata = load_embeddings(features_path, settings.device)
@@ -298,7 +287,7 @@ def run_feature_extract(name: str, features_path: Path, training: FeatureExtract
     )
 
 
-def run_finetune(spec: BackboneSpec, recipe: Recipe, settings: RunSettings) -> dict[str, Any]:
+def run_finetune(spec: BackboneSpec, recipe: Recipe, settings: RunSettings) -> RunReport | None:
     """Train the whole network (backbone and a linear head) end to end."""
     torch.manual_seed(settings.seed)
     recipe = scaled_recipe(recipe, settings.distributed, settings.group.world_size)
@@ -319,7 +308,7 @@ def data_digest(splits: Mapping[str, Batches]) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_train(spec: BackboneSpec, training: CandidateTraining, settings: RunSettings) -> dict[str, Any]:
+def run_train(spec: BackboneSpec, training: CandidateTraining, settings: RunSettings) -> RunReport | None:
     """Final training of a shortlisted candidate: longer, with the chosen part trainable, resumable."""
     return long_training("train", spec, training, settings)
 
@@ -330,7 +319,7 @@ def long_training(
     training: CandidateTraining,
     settings: RunSettings,
     teaching: Teaching | None = None,
-) -> dict[str, Any]:
+) -> RunReport | None:
     """A candidate's training (`train`), or a student's (`distill`, with `teaching`): the recipe, with the
     chosen part trainable, resumable after a kill. The checkpoint and details record the teachers."""
     torch.manual_seed(settings.seed)
