@@ -24,7 +24,7 @@ from PIL import Image
 from ferbench.serving import api, predict
 from ferbench.serving.api import ServeLimits, ServeSettings, create_app
 from ferbench.serving.faces import WholeImage
-from tests.conftest import PROJECT_ROOT, untrained_model_folder
+from tests.support import PROJECT_ROOT, untrained_model_folder
 
 KEY = "a-long-enough-test-key-0123456789"
 

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from ferbench.constants import FER2013_CLASSES
 from ferbench.serving.video import VIDEO_DEFAULTS, analyse_video
-from tests.conftest import (
+from tests.support import (
     PROJECT_ROOT,
     cache_yunet,
     card_latency,

@@ -7,7 +7,7 @@ import pytest
 from ferbench.data.archive import check_archive, classify_entry, pack_folder
 from ferbench.data.download import acquire_dataset
 from ferbench.errors import FerbenchError
-from tests.conftest import data_section, minimal_members, write_zip
+from tests.support import data_section, minimal_members, write_zip
 
 
 def _with_member(path, info_or_name, data=b"x"):

@@ -9,7 +9,7 @@ from ferbench.models.checkpoint import load_checkpoint, save_checkpoint
 from ferbench.models.specs import BackboneSpec
 from ferbench.params import load_params
 from ferbench.training.settings import backbone_spec
-from tests.conftest import PROJECT_ROOT, save_tiny_clip
+from tests.support import PROJECT_ROOT, save_tiny_clip
 
 SEED_FEATURES = {"resnet18": 512, "vgg16": 4096, "densenet121": 1024, "vit_b_16": 768, "clip_vit_b32": 768}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

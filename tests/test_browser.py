@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from ferbench.constants import FER2013_CLASSES
-from tests.conftest import PROJECT_ROOT, detector_args, untrained_model_folder
+from tests.support import PROJECT_ROOT, detector_args, untrained_model_folder
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(

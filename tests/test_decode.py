@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ferbench.data.decode import UndecodableImage, decode_fer, decode_rgb
-from tests.conftest import PROJECT_ROOT, textured
+from tests.support import PROJECT_ROOT, textured
 
 
 def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -40,7 +40,7 @@ from ferbench.training.teachers import (
     teacher_outputs,
     view_logits,
 )
-from tests.conftest import PROJECT_ROOT, candidate_training, recipe, run_settings, synthetic_prepared, train, tta
+from tests.support import PROJECT_ROOT, candidate_training, recipe, run_settings, synthetic_prepared, train, tta
 
 CPU = torch.device("cpu")
 CLASSES = list(FER2013_CLASSES)

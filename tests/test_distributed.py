@@ -22,7 +22,7 @@ from ferbench.constants import FER2013_CLASSES
 from ferbench.training.benchmark import run_finetune
 from ferbench.training.distributed import SINGLE, Group, global_batches, rank_share, rank_slice
 from ferbench.training.settings import RunSettings, scaled_recipe
-from tests.conftest import PROJECT_PARAMS, PROJECT_ROOT, backbone_spec, recipe, synthetic_prepared, tta
+from tests.support import PROJECT_ROOT, backbone_spec, recipe, synthetic_prepared, tta
 
 EPOCHS = 4
 FINETUNE = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.001, "precision": "fp32", "eval_batch_size": 256}
@@ -124,7 +124,9 @@ def test_a_global_batch_is_shared_by_the_ranks_without_overlap():
 
 
 def distributed(batch: str, lr_scaling: str = "none"):
-    return PROJECT_PARAMS.distributed.model_copy(update={"nproc_per_node": 4, "batch": batch, "lr_scaling": lr_scaling})
+    return project_params().distributed.model_copy(
+        update={"nproc_per_node": 4, "batch": batch, "lr_scaling": lr_scaling}
+    )
 
 
 def test_the_global_batch_and_learning_rate_rule():

@@ -12,7 +12,7 @@ from ferbench.data import kaggle
 from ferbench.data.download import acquire_dataset
 from ferbench.errors import FerbenchError
 from ferbench.workflow.workspace import create_workspace, python_env
-from tests.conftest import PROJECT_ROOT, data_section, minimal_members, write_zip
+from tests.support import PROJECT_ROOT, data_section, minimal_members, write_zip
 
 
 class FakeKaggleApi:

@@ -20,7 +20,7 @@ from ferbench.serving.faces import (
     crop_window,
     yunet_model_file,
 )
-from tests.conftest import REAL_ARCHIVE, YUNET_FILE, needs_yunet, untrained_model_folder
+from tests.support import REAL_ARCHIVE, YUNET_FILE, needs_yunet, untrained_model_folder
 
 
 def astronaut() -> np.ndarray:

@@ -13,7 +13,7 @@ from ferbench.models.fernets import NETWORKS
 from ferbench.models.runtimes import torch_runtime
 from ferbench.models.specs import BackboneSpec
 from ferbench.training.benchmark import run_train
-from tests.conftest import candidate_training, run_settings, synthetic_prepared, tta
+from tests.support import candidate_training, run_settings, synthetic_prepared, tta
 
 CLASSES = list(FER2013_CLASSES)
 CPU = torch.device("cpu")

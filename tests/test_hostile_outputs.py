@@ -31,7 +31,7 @@ from ferbench.serving.video import (
     analyse_video,
 )
 from ferbench.shipping.release import release_model
-from tests.conftest import untrained_model_folder
+from tests.support import untrained_model_folder
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +286,7 @@ def broken_model_folder(folder: Path, value: float) -> Path:
     from ferbench.models.backbones import build_backbone
     from ferbench.models.classifier import ImageClassifier, build_head
     from ferbench.shipping.deploy import write_model_folder
-    from tests.conftest import backbone_spec
+    from tests.support import backbone_spec
 
     spec = backbone_spec("resnet18", "torchvision", "resnet18", input_size=48)
     backbone = build_backbone(spec)

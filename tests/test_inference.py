@@ -16,7 +16,7 @@ from ferbench.models.folder import EmotionModel
 from ferbench.serving import predict
 from ferbench.serving.faces import HaarFaceDetector
 from ferbench.serving.inference import EmotionRecognizer, draw_results
-from tests.conftest import FixedFaces, detector_args, tta, untrained_model_folder
+from tests.support import FixedFaces, detector_args, tta, untrained_model_folder
 
 CLASSES = list(FER2013_CLASSES)
 

@@ -23,7 +23,7 @@ from ferbench.shipping.latency import (
     measure_variants,
     timing,
 )
-from tests.conftest import PROJECT_PARAMS, backbone_spec, save_tiny_clip, synthetic_prepared
+from tests.support import backbone_spec, project_params, save_tiny_clip, synthetic_prepared
 
 
 def classifier(spec: BackboneSpec) -> ImageClassifier:
@@ -97,7 +97,7 @@ PERCENTILES = ("p50_ms", "p90_ms", "p99_ms")
 
 def settings(**changes) -> object:
     """params.yaml's latency section, with fewer runs for a test."""
-    return PROJECT_PARAMS.latency.model_copy(update={"threads": 1, "warmup": 2, "runs": 10, **changes})
+    return project_params().latency.model_copy(update={"threads": 1, "warmup": 2, "runs": 10, **changes})
 
 
 def test_latency_report_of_a_real_model(resnet, tmp_path):

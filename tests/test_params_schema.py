@@ -2,6 +2,7 @@
 unknown key with one line that names the key, the value and what is allowed; stages exit 2 before work."""
 
 import copy
+import functools
 import subprocess
 import sys
 
@@ -12,27 +13,41 @@ from ferbench.errors import FerbenchError
 from ferbench.params import load_params
 from ferbench.schema import validate_params
 from ferbench.workflow.workspace import create_workspace, python_env
-from tests.conftest import PROJECT_ROOT
+from tests.support import PROJECT_ROOT
 
-BASE = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+@functools.cache
+def _project_params() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+
+def base() -> dict:
+    """The project's params.yaml as YAML reads it (read on first use, not when the tests are collected)."""
+    return copy.deepcopy(_project_params())
+
+
+class Merged(dict):
+    """A case's value merged into the section at its key instead of replacing it."""
 
 
 def changed(path: str, value: object) -> dict:
-    """The project's params with the value at dotted `path` replaced (`...` deletes it)."""
-    params = copy.deepcopy(BASE)
+    """The project's params with the value at dotted `path` replaced (`...` deletes it; `Merged`: merged in)."""
+    params = base()
     *parents, last = path.split(".")
     node = params
     for part in parents:
         node = node[part]
     if value is ...:
         del node[last]
+    elif isinstance(value, Merged):
+        node[last] = {**node[last], **value}
     else:
         node[last] = value
     return params
 
 
 # A distillation section that is valid as it is: resnet18 relearns from the trained clip_vit_b32.
-STUDENT = {**BASE["distill"], "teachers": {"clip_vit_b32": "train"}, "students": {"resnet18": {}}}
+STUDENT = {"teachers": {"clip_vit_b32": "train"}, "students": {"resnet18": {}}}
 
 CASES = [
     # (dotted key, bad value, the one line it must give)
@@ -144,30 +159,34 @@ CASES = [
     ("distill.students", {"resnet18": {}}, "distill.students names resnet18 but distill.teachers is empty"),
     (
         "distill",
-        STUDENT | {"temperature": 0.0},
+        Merged({**STUDENT, "temperature": 0.0}),
         "'distill.temperature' is 0.0; allowed: greater than 0 and at most 100",
     ),
-    ("distill", STUDENT | {"temperature": -2.0}, "'distill.temperature' is -2.0; allowed: greater than 0"),
-    ("distill", STUDENT | {"kd_weight": 1.5}, "'distill.kd_weight' is 1.5; allowed: at least 0 and at most 1"),
-    ("distill", STUDENT | {"kd_weight": 0.0}, "distill.kd_weight is 0: the students would ignore their teachers"),
-    ("distill", STUDENT | {"targets": "live"}, "'distill.targets' is 'live'; use one of: cached, online"),
+    ("distill", Merged({**STUDENT, "temperature": -2.0}), "'distill.temperature' is -2.0; allowed: greater than 0"),
+    ("distill", Merged({**STUDENT, "kd_weight": 1.5}), "'distill.kd_weight' is 1.5; allowed: at least 0 and at most 1"),
     (
         "distill",
-        STUDENT | {"students": {"resnet18": {"lr": -1.0}}},
+        Merged({**STUDENT, "kd_weight": 0.0}),
+        "distill.kd_weight is 0: the students would ignore their teachers",
+    ),
+    ("distill", Merged({**STUDENT, "targets": "live"}), "'distill.targets' is 'live'; use one of: cached, online"),
+    (
+        "distill",
+        Merged({**STUDENT, "students": {"resnet18": {"lr": -1.0}}}),
         "'distill.students.resnet18.lr' is -1.0; allowed: greater than 0",
     ),
     (
         "distill",
-        STUDENT | {"students": {"resnet18": {"epochs": 2, "warmup_epochs": 2}}},
+        Merged({**STUDENT, "students": {"resnet18": {"epochs": 2, "warmup_epochs": 2}}}),
         "distill.students.resnet18: warmup_epochs (2) must be fewer than epochs (2)",
     ),
     ("distill.temprature", 4.0, "unknown key 'distill.temprature'; did you mean 'distill.temperature'?"),
     (
         "distill",
-        STUDENT | {"students": {"resnet18": {"warm_start": True}}},
+        Merged({**STUDENT, "students": {"resnet18": {"warm_start": True}}}),
         "distill.students.resnet18.warm_start is true, but no teacher has the backbone resnet18",
     ),
-    ("distill", STUDENT | {"students": {"resnet18": {"warm_start": "yes"}}}, "expected true or false"),
+    ("distill", Merged({**STUDENT, "students": {"resnet18": {"warm_start": "yes"}}}), "expected true or false"),
 ]
 
 
@@ -182,9 +201,9 @@ def test_a_bad_param_is_one_line_naming_the_key_the_value_and_what_is_allowed(ke
 def test_the_project_params_and_every_preset_are_valid():
     from ferbench.params import load_overrides, merge_overrides
 
-    validate_params(BASE)
+    validate_params(base())
     for preset in ("params-demo.yaml", "params-cpu.yaml", "params-gpu.yaml"):
-        validate_params(merge_overrides(copy.deepcopy(BASE), load_overrides(PROJECT_ROOT / preset)), preset)
+        validate_params(merge_overrides(base(), load_overrides(PROJECT_ROOT / preset)), preset)
 
 
 def test_load_params_validates_and_a_bad_override_never_reaches_a_workspace(tmp_path):

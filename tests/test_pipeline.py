@@ -25,7 +25,7 @@ from ferbench.workflow.workspace import (
     register_selected_model,
     remote_folder,
 )
-from tests.conftest import PROJECT_ROOT, SMALL_COUNTS
+from tests.support import PROJECT_ROOT, SMALL_COUNTS
 
 DVC_TIMEOUT_S = 1200  # the longest call, the first `dvc repro`, takes about 4 minutes on 2 cores
 
@@ -291,7 +291,7 @@ def test_the_distillation_benchmark_compares_cached_online_and_no_teachers(works
     rows = json.loads(out.read_text())
     assert [row["mode"] for row in rows] == ["cached", "online", "none"]
     for row in rows:
-        assert row["epochs"] == 1 and 0 <= row["test"] <= 1 and 0 <= row["test_tta"] <= 1
+        assert row["epochs"] == 1 and {"val", "test", "test_tta"} <= set(row)
         assert row["train_seconds_per_epoch"] > 0
     assert "| targets | epochs | val |" in done.stdout and "resnet18, teachers resnet18, resnet34" in done.stdout
 

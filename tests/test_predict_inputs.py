@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from ferbench.serving import predict
-from tests.conftest import PROJECT_ROOT, untrained_model_folder
+from tests.support import PROJECT_ROOT, untrained_model_folder
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from ferbench.data.prepare import prepare_dataset, write_prepared
 from ferbench.data.prepared import Split, leakage_free_test_mask, load_split, save_split
 from ferbench.data.split import group_stratified_split
 from ferbench.errors import FerbenchError
-from tests.conftest import data_section, encode, minimal_members, textured
+from tests.support import data_section, encode, minimal_members, textured
 
 CLASSES = list(FER2013_CLASSES)
 

@@ -22,7 +22,7 @@ from ferbench.training.embeddings import save_embeddings
 from ferbench.training.settings import RunSettings, backbone_spec
 from ferbench.training.teachers import cache_teacher_outputs, load_teaching
 from ferbench.workflow.workspace import write_params
-from tests.conftest import PROJECT_ROOT, synthetic_prepared, tta
+from tests.support import PROJECT_ROOT, synthetic_prepared, tta
 
 CLASSES = list(FER2013_CLASSES)
 PRESETS = ("params-demo.yaml", "params-cpu.yaml", "params-gpu.yaml")

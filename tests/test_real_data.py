@@ -3,13 +3,13 @@
 import pytest
 
 from ferbench.data.prepare import prepare_dataset
-from tests.conftest import PROJECT_PARAMS, REAL_ARCHIVE
+from tests.support import REAL_ARCHIVE, project_params
 
 pytestmark = pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"real FER-2013 not found at {REAL_ARCHIVE}")
 
 
 def test_real_archive_counts_and_known_quirks():
-    result = prepare_dataset(REAL_ARCHIVE, PROJECT_PARAMS.data, 42)
+    result = prepare_dataset(REAL_ARCHIVE, project_params().data, 42)
     summary = result.summary
     assert summary.archive_files == {"train": 28709, "test": 7178}
     assert summary.counts["test"]["total"] == 7178

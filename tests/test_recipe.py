@@ -22,7 +22,7 @@ from ferbench.models.classifier import TTAClassifier, with_tta
 from ferbench.schema import Recipe
 from ferbench.training.augment import affine_matrices, augment_images, mix_batch, warp
 from ferbench.training.engine import Batches, WeightAverage, _scheduler, balanced_sample, lr_factor
-from tests.conftest import augment, recipe, train, tta
+from tests.support import augment, recipe, train, tta
 
 RECIPE = augment(shift=0.1, rotate=15, scale=0.15, erase=0.5)
 
@@ -270,6 +270,40 @@ def test_expected_calibration_error_by_hand():
     assert len(table) == 15 and table["count"].sum() == 3
 
 
+def test_a_temperature_on_the_bound_is_found_there_where_scipys_bounded_search_stops_short():
+    """Why fit_temperature keeps its own golden-section search: random logits of a confident model want the
+    highest temperature; ours returns the bound, SciPy's bounded minimiser stops short of it."""
+    import math
+
+    import torch
+    from scipy.optimize import minimize_scalar
+
+    from ferbench.constants import TEMPERATURE_RANGE
+
+    rng = np.random.default_rng(3)
+    logits, labels = rng.normal(0, 3, (500, 7)), rng.integers(0, 7, 500)
+    assert fit_temperature(logits, labels) == pytest.approx(TEMPERATURE_RANGE[1], abs=1e-6)
+    logits_t, labels_t = torch.tensor(logits, dtype=torch.float32), torch.tensor(labels)
+    found = minimize_scalar(
+        lambda log_t: float(torch.nn.functional.cross_entropy(logits_t / math.exp(log_t), labels_t)),
+        bounds=tuple(math.log(bound) for bound in TEMPERATURE_RANGE),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    assert math.exp(found.x) < TEMPERATURE_RANGE[1] - 1e-4
+
+
+def test_wilson_interval_by_hand():
+    """The 95% Wilson interval of 8 successes in 10 (Wilson 1927; z = 1.96)."""
+    from ferbench.evaluation.metrics import wilson_interval
+
+    z, share, total = 1.959963984540054, 0.8, 10
+    centre = (share + z**2 / (2 * total)) / (1 + z**2 / total)
+    half = z * math.sqrt(share * (1 - share) / total + z**2 / (4 * total**2)) / (1 + z**2 / total)
+    assert wilson_interval(8, 10) == pytest.approx([centre - half, centre + half], abs=1e-12)
+    assert wilson_interval(0, 0) == [0.0, 1.0] and wilson_interval(0, 5)[0] == 0.0
+
+
 def test_temperature_needs_no_data_to_be_one():
     assert fit_temperature(np.zeros((0, 7)), np.zeros(0, dtype=int)) == 1.0
 
@@ -278,7 +312,7 @@ def test_a_model_card_with_a_bad_temperature_is_refused(tmp_path: Path):
     import json
 
     from ferbench.models.folder import read_card
-    from tests.conftest import untrained_model_folder
+    from tests.support import untrained_model_folder
 
     folder = untrained_model_folder(tmp_path / "model")
     card = json.loads((folder / "model_card.json").read_text())

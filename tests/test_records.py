@@ -30,7 +30,7 @@ from ferbench.shipping.report_tables import (
     variant_points,
 )
 from ferbench.shipping.selection import Candidate, select
-from tests.conftest import PROJECT_PARAMS
+from tests.support import project_params
 
 CLASSES = ["angry", "happy", "sad"]
 
@@ -198,7 +198,7 @@ def details(tmp_path):
             "large", {"torch_fp32": (9.0, 1.0, 0.5), "onnx_fp32": (5.0, 1.0, 0.5), "onnx_int8": (0.5, 0.9, 0.55)}
         ),
     )
-    rules = PROJECT_PARAMS.select.model_copy(
+    rules = project_params().select.model_copy(
         update={"criterion": "accuracy", "max_gap": None, "latency_budget_ms": None}
     )
     selection = select([Candidate("small", 0.61, 0.05, 1.0), Candidate("large", 0.62, 0.05, 5.0)], rules)

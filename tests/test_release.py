@@ -12,7 +12,7 @@ from ferbench.models.card import CARD_FILE, CARD_SECTIONS
 from ferbench.models.folder import EmotionModel, file_sha256, read_card
 from ferbench.serving.inference import RELEASED_MODEL_DIR, choose_model_folder
 from ferbench.shipping import release
-from tests.conftest import PROJECT_PARAMS, REAL_ARCHIVE, card_provenance, untrained_model_folder
+from tests.support import REAL_ARCHIVE, card_provenance, project_params, untrained_model_folder
 
 REAL_PROVENANCE = card_provenance("archive")
 
@@ -96,7 +96,7 @@ def test_the_released_model_scores_its_cards_test_accuracy_on_real_fer2013():
     from ferbench.data.prepare import prepare_dataset
 
     card = json.loads((RELEASED_MODEL_DIR / CARD_FILE).read_text())
-    test = prepare_dataset(REAL_ARCHIVE, PROJECT_PARAMS.data, 42).splits["test"]
+    test = prepare_dataset(REAL_ARCHIVE, project_params().data, 42).splits["test"]
     model = EmotionModel(RELEASED_MODEL_DIR, threads=2)
     predictions = np.concatenate(
         [model.probabilities(test.images[start : start + 512]).argmax(1) for start in range(0, len(test), 512)]

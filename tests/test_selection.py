@@ -7,14 +7,14 @@ import pytest
 
 from ferbench.errors import FerbenchError
 from ferbench.shipping.selection import Candidate, score, select, ships_with_tta
-from tests.conftest import PROJECT_PARAMS, card_calibration, card_latency, card_metrics
+from tests.support import card_calibration, card_latency, card_metrics, project_params
 
 
 def rules(name, gap_tolerance=0.0, gap_penalty=1.0, max_gap=None, latency_budget_ms=None, **tta):
     """params.yaml's select section with the criterion's settings (no tolerance unless given)."""
     settings = {"gap_tolerance": gap_tolerance, "gap_penalty": gap_penalty, "max_gap": max_gap}
     settings |= {"criterion": name, "latency_budget_ms": latency_budget_ms, **tta}
-    return PROJECT_PARAMS.select.model_copy(update=settings)
+    return project_params().select.model_copy(update=settings)
 
 
 ACCURATE_BUT_OVERFIT = Candidate("resnet18", val_accuracy=0.70, accuracy_gap=0.25, latency_ms=8.0)
@@ -120,7 +120,7 @@ def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypa
     import yaml
 
     from ferbench.records import Selection, read_record
-    from tests.conftest import PROJECT_ROOT, untrained_model_folder
+    from tests.support import PROJECT_ROOT, untrained_model_folder
 
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["select"].update(criterion="accuracy", latency_budget_ms=10.0)

@@ -9,7 +9,7 @@ from ferbench.constants import FER2013_CLASSES
 from ferbench.data.decode import decode_fer
 from ferbench.data.synthetic import render_face, write_synthetic_archive
 from ferbench.errors import FerbenchError
-from tests.conftest import SMALL_COUNTS
+from tests.support import SMALL_COUNTS
 
 
 def _read_all(path):

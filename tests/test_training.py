@@ -24,7 +24,7 @@ from ferbench.training.augment import random_hflip
 from ferbench.training.benchmark import run_feature_extract, run_finetune
 from ferbench.training.embeddings import compute_embeddings, load_device_splits, save_embeddings
 from ferbench.training.engine import Batches, ResumeFile, class_weights
-from tests.conftest import (
+from tests.support import (
     backbone_spec,
     feature_extract_section,
     recipe,

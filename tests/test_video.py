@@ -28,7 +28,7 @@ from ferbench.serving.faces import Face, box_window
 from ferbench.serving.inference import EmotionRecognizer
 from ferbench.serving.tracking import FaceTracker
 from ferbench.serving.video import TABLE_FILE, TRACKS_FILE, VideoOptions, analyse_video
-from tests.conftest import REAL_ARCHIVE, YUNET_FILE, untrained_model_folder
+from tests.support import REAL_ARCHIVE, YUNET_FILE, untrained_model_folder
 
 HAPPY, SAD = FER2013_CLASSES.index("happy"), FER2013_CLASSES.index("sad")
 FRAMES, FPS = 90, 30.0

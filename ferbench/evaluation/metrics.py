@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 
 from ferbench.errors import FerbenchError
 
@@ -39,19 +40,13 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes:
     }
 
 
-Z_95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
 def wilson_interval(successes: int, total: int) -> list[float]:
     """95% Wilson score interval of a proportion (accuracy, recall): honest near 0 and 1 and for small
-    classes, where the normal approximation is not."""
+    classes, where the normal approximation is not (SciPy's, through its binomial test)."""
     if total <= 0:
         return [0.0, 1.0]
-    share = successes / total
-    denominator = 1 + Z_95**2 / total
-    centre = (share + Z_95**2 / (2 * total)) / denominator
-    half = Z_95 * np.sqrt(share * (1 - share) / total + Z_95**2 / (4 * total**2)) / denominator
-    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+    interval = binomtest(successes, total).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]
 
 
 def macro_f1_interval(
