@@ -31,18 +31,12 @@ import torch
 from ferbench.data.prepared import Split, load_split
 from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, Standardize, build_head, forward_flops, load_classifier
+from ferbench.models.runtimes import agreement, batched_predictions, build_runtimes, fastest_faithful
 from ferbench.models.variants import REFERENCE
 from ferbench.params import load_params
 from ferbench.paths import PREPARED_DIR
 from ferbench.schema import Params
-from ferbench.shipping.latency import (
-    agreement,
-    batched_predictions,
-    build_runtimes,
-    calibration_from_params,
-    fastest_faithful,
-    timing,
-)
+from ferbench.shipping.latency import calibration_from_params, timing
 from ferbench.training.embeddings import compute_embeddings
 from ferbench.training.engine import Batches, Checkpointing, TrainingData, fit
 from ferbench.training.settings import backbone_spec

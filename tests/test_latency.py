@@ -9,20 +9,18 @@ from ferbench.data.prepared import Split, load_split
 from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, build_head, forward_flops
 from ferbench.models.export import CalibrationReader, export_onnx, onnx_logits, onnx_session, preprocessing_nodes
-from ferbench.models.runtimes import Calibration, Runtime, VariantExporter
+from ferbench.models.runtimes import (
+    Calibration,
+    Runtime,
+    VariantExporter,
+    agreement,
+    build_runtimes,
+    fastest_faithful,
+)
 from ferbench.models.specs import BackboneSpec
 from ferbench.models.variants import VARIANTS
 from ferbench.records import LatencyReport, read_record, write_record
-from ferbench.shipping.latency import (
-    LatencySource,
-    agreement,
-    build_runtimes,
-    calibration_sample,
-    fastest_faithful,
-    latency_report,
-    measure_variants,
-    timing,
-)
+from ferbench.shipping.latency import LatencySource, calibration_sample, latency_report, measure_variants, timing
 from tests.support import backbone_spec, project_params, save_tiny_clip, synthetic_prepared
 
 

@@ -147,19 +147,17 @@ class EmotionModel:
             )
 
     def _load(self, path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
-        if VARIANTS[self.card.variant].openvino:
-            from ferbench.models.openvino_runtime import OpenVinoModel
+        variant = VARIANTS[self.card.variant]
+        if variant.openvino or variant.onnx:
+            from ferbench.models.runtimes import file_runtime
 
-            if self.card.files.weights is None:
-                raise FerbenchError(f"{self.folder / CARD_FILE}: an OpenVINO model needs files.weights (its .bin)")
-            weights = verified_file(self.folder, self.card, "weights")
-            return OpenVinoModel(path, weights, threads or 0, VARIANTS[self.card.variant].precision)
-        if VARIANTS[self.card.variant].onnx:
-            from ferbench.models.export import onnx_logits, onnx_session
-
-            # 0 threads: ONNX Runtime picks the number of cores; no spinning: detection shares the cores
-            session = onnx_session(path, threads or 0, spinning=False)
-            return lambda crops: onnx_logits(session, crops)
+            weights = None
+            if variant.openvino:
+                if self.card.files.weights is None:
+                    raise FerbenchError(f"{self.folder / CARD_FILE}: an OpenVINO model needs files.weights (its .bin)")
+                weights = verified_file(self.folder, self.card, "weights")
+            # 0 threads: the runtime picks the number of cores; no spinning: detection shares the cores
+            return file_runtime(variant, path, weights, threads or 0, spinning=False).logits
         import torch
 
         from ferbench.models.classifier import load_classifier, with_tta

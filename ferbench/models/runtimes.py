@@ -1,12 +1,14 @@
-"""A classifier in every runtime variant (`ferbench.models.variants`): exported into a folder, and run on a
-batch of 48x48 uint8 faces. Shared by the latency stage, deploy and the benchmarks; serving loads a model
-folder's one file through `ferbench.models.folder` and needs none of the exporting here.
+"""A classifier in every runtime variant (`ferbench.models.variants`): exported into a folder, run on a batch
+of 48x48 uint8 faces, compared with PyTorch fp32 (agreement) and the fastest faithful one picked. Shared by
+the latency stage, deploy and the benchmarks; serving loads a model folder's one file with `file_runtime`,
+the one place a runtime is chosen for a file, and needs none of the exporting here.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,14 +55,22 @@ def torch_runtime(model: nn.Module) -> Runtime:
     return Runtime(REFERENCE, logits)
 
 
-def file_runtime(variant: Variant, folder: Path, threads: int) -> Runtime:
-    """The exported variant in `folder` (its file, and its weights file for OpenVINO), loaded for `threads`."""
+def file_runtime(
+    variant: Variant, model_file: Path, weights_file: Path | None, threads: int, spinning: bool = True
+) -> Runtime:
+    """An exported variant loaded for `threads` (0: the runtime's choice): its file, and for OpenVINO its weights
+    file. The one place a runtime is chosen for a file: the latency stage, deploy and serving all load here
+    (serving turns spinning threads off, as face detection shares the cores)."""
     if variant.openvino:
         from ferbench.models.openvino_runtime import OpenVinoModel
 
-        model = OpenVinoModel(folder / variant.file, folder / variant.weights, threads, variant.precision)
+        if weights_file is None:
+            raise ValueError(f"{variant.name} needs its weights file")
+        model = OpenVinoModel(model_file, weights_file, threads, variant.precision)
         return Runtime(variant.name, model)
-    session = onnx_session(folder / variant.file, threads)
+    if not variant.onnx:
+        raise ValueError(f"{variant.name} is not an exported file; load the checkpoint (torch_runtime)")
+    session = onnx_session(model_file, threads, spinning=spinning)
     return Runtime(variant.name, lambda images: onnx_logits(session, images))
 
 
@@ -126,3 +136,52 @@ def available_variants(with_int8: bool) -> tuple[list[Variant], list[str]]:
         for packages, names in skipped.items()
     ]
     return chosen, notes
+
+
+def agreement(reference: np.ndarray, predictions: np.ndarray) -> float:
+    """Share of images on which two models predict the same class."""
+    if reference.shape != predictions.shape or len(reference) == 0:
+        raise ValueError("agreement needs two non-empty prediction arrays of the same length")
+    return float((reference == predictions).mean())
+
+
+def build_runtimes(
+    model: nn.Module,
+    folder: Path,
+    threads: int,
+    calibration: Calibration | None = None,
+    only: Collection[str] | None = None,
+) -> dict[str, Runtime]:
+    """Export every variant this machine can build (of those named in `only`, when given) into `folder` and
+    return their runtimes (PyTorch eager first, the reference): the int8 variants calibrated on train images
+    only when `calibration` is given; OpenVINO's only when it is installed (one line says what was skipped)."""
+    runtimes = {REFERENCE: torch_runtime(model)}
+    variants, skipped = available_variants(with_int8=calibration is not None)
+    variants = [variant for variant in variants if only is None or variant.name in only]
+    for note in skipped:
+        print(f"latency: {note}")
+    with tempfile.TemporaryDirectory() as scratch:
+        exporter = VariantExporter(model, Path(scratch))
+        for variant in variants:
+            exporter.export(variant, folder, calibration)
+            runtimes[variant.name] = file_runtime(
+                variant, folder / variant.file, folder / variant.weights if variant.weights else None, threads
+            )
+    return runtimes
+
+
+def batched_logits(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate(
+        [runtime.logits(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
+    )
+
+
+def batched_predictions(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return batched_logits(runtime, images, batch_size).argmax(1)
+
+
+def fastest_faithful(p50_ms: Mapping[str, float], agreements: Mapping[str, float], min_agreement: float) -> str:
+    """The variant with the lowest p50 among those agreeing with fp32 on >= min_agreement of val (the
+    reference agrees with itself, so there always is one)."""
+    faithful = [name for name in p50_ms if agreements[name] >= min_agreement]
+    return min(faithful, key=lambda name: (p50_ms[name], name))

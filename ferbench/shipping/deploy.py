@@ -37,7 +37,14 @@ from ferbench.models.card import (
 from ferbench.models.checkpoint import save_checkpoint
 from ferbench.models.classifier import TTAClassifier, load_classifier, with_tta
 from ferbench.models.folder import calibrated_probabilities, checksums, read_card, write_card
-from ferbench.models.runtimes import Calibration, VariantExporter
+from ferbench.models.runtimes import (
+    Calibration,
+    VariantExporter,
+    agreement,
+    batched_logits,
+    build_runtimes,
+    fastest_faithful,
+)
 from ferbench.models.specs import NO_TTA, BackboneSpec, TTAConfig
 from ferbench.models.variants import CHECKPOINT_FILE, REFERENCE, VARIANTS
 from ferbench.paths import DETAILS_DIR
@@ -51,7 +58,6 @@ from ferbench.records import (
     picked,
 )
 from ferbench.records import Selection as SelectionRecord
-from ferbench.shipping.latency import agreement, batched_logits, build_runtimes, fastest_faithful
 
 
 @dataclass(frozen=True)

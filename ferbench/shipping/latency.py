@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,10 @@ from ferbench.models.classifier import forward_flops
 from ferbench.models.runtimes import (
     Calibration,
     Runtime,
-    VariantExporter,
-    available_variants,
-    file_runtime,
-    torch_runtime,
+    agreement,
+    batched_predictions,
+    build_runtimes,
+    fastest_faithful,
 )
 from ferbench.models.variants import REFERENCE
 from ferbench.provenance import machine_description
@@ -68,51 +68,11 @@ def timing(call: Callable[[], object], warmup: int, runs: int) -> dict[str, floa
     }
 
 
-def agreement(reference: np.ndarray, predictions: np.ndarray) -> float:
-    """Share of images on which two models predict the same class."""
-    if reference.shape != predictions.shape or len(reference) == 0:
-        raise ValueError("agreement needs two non-empty prediction arrays of the same length")
-    return float((reference == predictions).mean())
-
-
 def calibration_from_params(params: Params, train: Split) -> Calibration:
     """The static int8 calibration set: `latency.calibration_images` train images drawn with `seed`."""
     return Calibration(
         calibration_sample(train, params.latency.calibration_images, params.seed), params.latency.calibration_method
     )
-
-
-def build_runtimes(
-    model: nn.Module,
-    folder: Path,
-    threads: int,
-    calibration: Calibration | None = None,
-    only: Collection[str] | None = None,
-) -> dict[str, Runtime]:
-    """Export every variant this machine can build (of those named in `only`, when given) into `folder` and
-    return their runtimes (PyTorch eager first, the reference): the int8 variants calibrated on train images
-    only when `calibration` is given; OpenVINO's only when it is installed (one line says what was skipped)."""
-    runtimes = {REFERENCE: torch_runtime(model)}
-    variants, skipped = available_variants(with_int8=calibration is not None)
-    variants = [variant for variant in variants if only is None or variant.name in only]
-    for note in skipped:
-        print(f"latency: {note}")
-    with tempfile.TemporaryDirectory() as scratch:
-        exporter = VariantExporter(model, Path(scratch))
-        for variant in variants:
-            exporter.export(variant, folder, calibration)
-            runtimes[variant.name] = file_runtime(variant, folder, threads)
-    return runtimes
-
-
-def batched_logits(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate(
-        [runtime.logits(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
-    )
-
-
-def batched_predictions(runtime: Runtime, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return batched_logits(runtime, images, batch_size).argmax(1)
 
 
 def measure_variants(
@@ -146,13 +106,6 @@ def measure_variants(
             measured["tta"] = {"views": tta_views, **timing(call, warmup, runs)}
         results[name] = as_record(VariantMeasurement, measured)
     return results
-
-
-def fastest_faithful(p50_ms: Mapping[str, float], agreements: Mapping[str, float], min_agreement: float) -> str:
-    """The variant with the lowest p50 among those agreeing with fp32 on >= min_agreement of val (the
-    reference agrees with itself, so there always is one)."""
-    faithful = [name for name in p50_ms if agreements[name] >= min_agreement]
-    return min(faithful, key=lambda name: (p50_ms[name], name))
 
 
 @dataclass(frozen=True)
