@@ -32,14 +32,12 @@ from pydantic import (
 )
 
 from ferbench.constants import (
-    BACKBONE_SOURCES,
     BATCH_MODES,
     CALIBRATION_METHODS,
     CANDIDATE_STAGES,
     CLASS_WEIGHTING,
     CRITERIA,
     DATA_SOURCES,
-    INPUT_SIZE_RANGE,
     KEEP_OR_DROP,
     LR_SCALING,
     OPTIMIZERS,
@@ -49,10 +47,9 @@ from ferbench.constants import (
     SOFT_TARGETS,
     TEACHER_STAGES,
     TTA_MODES,
-    TTA_SHIFT_PIXELS_RANGE,
-    TTA_SHIFTS,
 )
 from ferbench.errors import FerbenchError
+from ferbench.specs import BackboneFields, TTAConfig
 
 # Every number has a finite range a real run could use: YAML happily reads .inf, 1e29 epochs or a seed of 2**70.
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
@@ -189,12 +186,9 @@ def merged(section: Section, override: Section | None, model: type[S], exclude: 
     return model.model_validate(values)
 
 
-class Backbone(Section):
-    source: Literal[BACKBONE_SOURCES]
-    model: Annotated[str, Field(min_length=1)]
-    pretrained: bool
-    weights: str | None
-    input_size: Annotated[int, Field(ge=INPUT_SIZE_RANGE[0], le=INPUT_SIZE_RANGE[1])] | None
+class BackboneSection(BackboneFields):
+    """`backbones.<name>`: the backbone (its fields shared with the model card's spec) and its overrides."""
+
     # Required ({} for none): a stage's DVC params dependency on its override needs the key to exist.
     feature_extract: FeatureExtractOverride | None  # type: ignore[valid-type]
     finetune: FinetuneOverride | None  # type: ignore[valid-type]
@@ -230,12 +224,6 @@ class Data(Section):
 
 class Embed(Section):
     batch_size: BatchSize
-
-
-class Tta(Section):
-    flip: bool
-    shifts: Literal[TTA_SHIFTS]
-    shift_pixels: Annotated[int, Field(ge=TTA_SHIFT_PIXELS_RANGE[0], le=TTA_SHIFT_PIXELS_RANGE[1])]
 
 
 class Latency(Section):
@@ -301,13 +289,13 @@ class Params(Section):
     compile: bool
     distributed: Distributed
     data: Data
-    backbones: Annotated[dict[str, Backbone], Field(min_length=1)]
+    backbones: Annotated[dict[str, BackboneSection], Field(min_length=1)]
     embed: Embed
     feature_extract: FeatureExtract
     finetune: Finetune
     train: Train
     distill: Distill
-    tta: Tta
+    tta: TTAConfig  # the same views a model card records
     latency: Latency
     select: Select
 
@@ -383,7 +371,7 @@ class Params(Section):
                     f"(have: {', '.join(pool) or 'none'})"
                 )
 
-    def backbone(self, name: str) -> Backbone:
+    def backbone(self, name: str) -> BackboneSection:
         """`backbones.<name>`, or one line naming the backbones there are."""
         if name not in self.backbones:
             raise FerbenchError(

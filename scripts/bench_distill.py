@@ -29,7 +29,7 @@ from ferbench.params import load_params
 from ferbench.schema import Params
 from ferbench.training.embeddings import load_device_splits
 from ferbench.training.engine import Checkpointing, TrainingData, fit, mixed_precision, predict_logits
-from ferbench.training.settings import backbone_spec, tta_config
+from ferbench.training.settings import backbone_spec
 from ferbench.training.teachers import load_teaching, warm_start_weights
 
 MODES = ("cached", "online", "none")
@@ -68,7 +68,7 @@ def run_mode(mode: str, params: Params, workspace: Path, student: str, epochs: i
     result = fit(model, data, recipe, Checkpointing(scratch / f"{mode}.pt"), description=f"{student} {mode}")
     seconds = time.perf_counter() - start
     model.load_state_dict(torch.load(scratch / f"{mode}.pt", weights_only=True)["state_dict"])
-    views = with_tta(model, tta_config(params))
+    views = with_tta(model, params.tta)
     leakage_free = torch.from_numpy(leakage_free_test_mask(prepared, len(splits["test"])))
     row = {"mode": mode, "epochs": recipe.epochs, "warm_start": initial is not None, "best_epoch": result.best_epoch}
     for split in ("val", "test"):

@@ -26,10 +26,10 @@ from ferbench.constants import FER2013_CLASSES
 from ferbench.data.synthetic import render_face
 from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, Standardize, build_head, frozen_extractor
-from ferbench.models.specs import BackboneSpec
 from ferbench.params import load_overrides, load_params
 from ferbench.paths import PROJECT_ROOT
 from ferbench.schema import Augment, Params, validate_params
+from ferbench.specs import BackboneSpec
 from ferbench.training.augment import augment_images, random_hflip
 from ferbench.training.embeddings import compute_embeddings, load_device_splits
 from ferbench.training.engine import Batches, Checkpointing, TrainingData, fit, mixed_precision

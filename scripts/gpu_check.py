@@ -52,10 +52,10 @@ from ferbench.data.prepared import PREPARED_SPLITS, Split, load_split
 from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, build_head, forward_flops
 from ferbench.models.export import export_onnx, onnx_logits, onnx_session
-from ferbench.models.specs import BackboneSpec
 from ferbench.params import load_params, load_params_with
 from ferbench.paths import PREPARED_DIR, PROJECT_ROOT
 from ferbench.schema import Params
+from ferbench.specs import BackboneSpec
 from ferbench.training.embeddings import compute_embeddings
 from ferbench.training.engine import Batches, Checkpointing, Distillation, TrainingData, fit, predict_logits
 from ferbench.training.settings import backbone_spec, resolve_device, tune_for

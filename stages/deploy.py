@@ -22,7 +22,7 @@ from ferbench.records import LatencyReport, RunReport, read_record, write_headli
 from ferbench.shipping.deploy import JudgingData, ModelContext, ShippingRules, TrainedCandidate, deploy_candidate
 from ferbench.shipping.latency import calibration_from_params
 from ferbench.shipping.selection import ships_with_tta
-from ferbench.training.settings import backbone_spec, tta_config
+from ferbench.training.settings import backbone_spec
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
             latency,
         ),
         JudgingData(val, test, leakage_free_test_mask(PREPARED_DIR, len(test)), calibration_from_params(params, train)),
-        ShippingRules(params.latency.threads, params.latency.min_agreement, tta_config(params) if use_tta else None),
+        ShippingRules(params.latency.threads, params.latency.min_agreement, params.tta if use_tta else None),
         ModelContext(
             Provenance.model_validate(model_provenance(data, training, shipping)), limitations(data["source"])
         ),

@@ -15,7 +15,7 @@ from ferbench.models.classifier import load_classifier
 from ferbench.paths import LATENCY_METRICS, PREPARED_DIR, RunOutputs, stage_details
 from ferbench.records import write_headline, write_record
 from ferbench.shipping.latency import LatencySource, calibration_from_params, latency_report
-from ferbench.training.settings import backbone_spec, tta_config
+from ferbench.training.settings import backbone_spec
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
         LatencySource(name, str(checkpoint)),
         load_split(PREPARED_DIR / "val.npz"),
         params.latency,
-        tta_config(params).views,
+        params.tta.views,
         calibration,
     )
     write_record(stage_details("latency", name), report)

@@ -6,7 +6,7 @@ student's recipe never reruns its teachers."""
 from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.paths import PREPARED_DIR, RunOutputs, teacher_file
-from ferbench.training.settings import backbone_spec, resolve_device, tta_config
+from ferbench.training.settings import backbone_spec, resolve_device
 from ferbench.training.teachers import cache_teacher_outputs
 
 
@@ -21,7 +21,7 @@ def main() -> None:
         RunOutputs(stage, name).checkpoint,
         list(params.data.classes),
         PREPARED_DIR,
-        tta_config(params),
+        params.tta,
         eval_batch_size,
         resolve_device(params.device),
         teacher_file(name),

@@ -17,11 +17,11 @@ from PIL import Image
 
 from ferbench.constants import FER2013_CLASSES
 from ferbench.data.synthetic import write_synthetic_archive
-from ferbench.models.specs import BackboneSpec, TTAConfig
 from ferbench.params import load_params
 from ferbench.schema import NO_AUGMENT, Augment, CandidateTraining, Data, FeatureExtract, Params, Recipe
 from ferbench.serving.faces import YUNET_FILE as YUNET_CACHE_NAME
 from ferbench.serving.faces import cache_folder
+from ferbench.specs import BackboneSpec, TTAConfig
 from ferbench.training.settings import RunSettings
 from ferbench.workflow.workspace import local_path
 

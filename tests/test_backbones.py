@@ -6,8 +6,8 @@ import torch
 from ferbench.errors import FerbenchError
 from ferbench.models.backbones import build_backbone
 from ferbench.models.checkpoint import load_checkpoint, save_checkpoint
-from ferbench.models.specs import BackboneSpec
 from ferbench.params import load_params
+from ferbench.specs import BackboneSpec
 from ferbench.training.settings import backbone_spec
 from tests.support import PROJECT_ROOT, save_tiny_clip
 

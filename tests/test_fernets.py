@@ -11,7 +11,7 @@ from ferbench.models.classifier import ImageClassifier, build_head, load_classif
 from ferbench.models.export import export_onnx, onnx_logits, onnx_session
 from ferbench.models.fernets import NETWORKS
 from ferbench.models.runtimes import torch_runtime
-from ferbench.models.specs import BackboneSpec
+from ferbench.specs import BackboneSpec
 from ferbench.training.benchmark import run_train
 from tests.support import candidate_training, run_settings, synthetic_prepared, tta
 

@@ -17,10 +17,10 @@ from ferbench.models.runtimes import (
     build_runtimes,
     fastest_faithful,
 )
-from ferbench.models.specs import BackboneSpec
 from ferbench.models.variants import VARIANTS
 from ferbench.records import LatencyReport, read_record, write_record
 from ferbench.shipping.latency import LatencySource, calibration_sample, latency_report, measure_variants, timing
+from ferbench.specs import BackboneSpec
 from tests.support import backbone_spec, project_params, save_tiny_clip, synthetic_prepared
 
 

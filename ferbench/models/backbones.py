@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ferbench.errors import FerbenchError
-from ferbench.models.specs import BackboneSpec
+from ferbench.specs import BackboneSpec
 
 
 @dataclass

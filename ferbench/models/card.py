@@ -19,10 +19,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ferbench.constants import CALIBRATION_METHODS, IMAGE_SIZE, INPUT_SIZE_RANGE, MAX_CLASS_NAME, TEMPERATURE_RANGE
-from ferbench.models.specs import BackboneSpec, ShiftPixels, Shifts, TTAConfig
 from ferbench.models.variants import RUNTIMES, VARIANTS
 from ferbench.provenance import SYNTHETIC_WARNING
 from ferbench.records import Criterion, ShippedSummary, TemperatureScaling
+from ferbench.specs import BackboneSpec, ShiftPixels, Shifts, TTAConfig
 
 CARD_FILE = "model_card.json"
 MARKDOWN_FILE = "MODEL_CARD.md"
@@ -153,7 +153,7 @@ class CardLatency(CardPart):
     views: Annotated[int, Field(ge=1)] | None = None
 
 
-class TrainingData(BaseModel):
+class DataOrigin(BaseModel):
     """Where the training data came from (`data/prepared/provenance.json`) and how many images each split had."""
 
     model_config = ConfigDict(extra="allow", strict=True)
@@ -166,7 +166,7 @@ class TrainingData(BaseModel):
 
 
 class Provenance(CardPart):
-    data: TrainingData
+    data: DataOrigin
     git_revision: str
     created: str
     training: dict[str, Any]  # the checkpoint's own record of the params that made the weights

@@ -14,7 +14,7 @@ from ferbench.constants import IMAGE_SIZE
 from ferbench.models.backbones import Backbone, build_backbone
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.preprocess import Preprocess
-from ferbench.models.specs import BackboneSpec, TTAConfig
+from ferbench.specs import BackboneSpec, TTAConfig
 
 
 class Standardize(nn.Module):

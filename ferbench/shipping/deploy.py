@@ -45,7 +45,6 @@ from ferbench.models.runtimes import (
     build_runtimes,
     fastest_faithful,
 )
-from ferbench.models.specs import NO_TTA, BackboneSpec, TTAConfig
 from ferbench.models.variants import CHECKPOINT_FILE, REFERENCE, VARIANTS
 from ferbench.paths import DETAILS_DIR
 from ferbench.records import (
@@ -58,6 +57,7 @@ from ferbench.records import (
     picked,
 )
 from ferbench.records import Selection as SelectionRecord
+from ferbench.specs import NO_TTA, BackboneSpec, TTAConfig
 
 
 @dataclass(frozen=True)

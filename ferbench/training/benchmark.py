@@ -30,11 +30,11 @@ from ferbench.files import write_frame_csv
 from ferbench.models.backbones import build_backbone
 from ferbench.models.checkpoint import load_checkpoint, unwrap
 from ferbench.models.classifier import ImageClassifier, Standardize, build_head, set_trainable, with_tta
-from ferbench.models.specs import BackboneSpec, TTAConfig
 from ferbench.paths import RunOutputs
 from ferbench.provenance import code_revision
 from ferbench.records import RunReport, as_record, write_headline, write_record
 from ferbench.schema import CandidateTraining, FeatureExtract, Recipe
+from ferbench.specs import BackboneSpec, TTAConfig
 from ferbench.training.embeddings import load_device_splits, load_embeddings
 from ferbench.training.engine import (
     Batches,

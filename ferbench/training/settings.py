@@ -15,9 +15,9 @@ import torch
 
 from ferbench.data.prepared import leakage_free_test_mask
 from ferbench.errors import FerbenchError
-from ferbench.models.specs import SPEC_KEYS, BackboneSpec, TTAConfig
 from ferbench.paths import PREPARED_DIR
 from ferbench.schema import Distributed, Params, Recipe
+from ferbench.specs import SPEC_KEYS, BackboneSpec, TTAConfig
 from ferbench.training.distributed import SINGLE, Group
 
 
@@ -41,10 +41,6 @@ def tune_for(device: torch.device) -> None:
 def backbone_spec(params: Params, name: str) -> BackboneSpec:
     """`backbones.<name>` as the models' spec."""
     return BackboneSpec(name=name, **params.backbone(name).model_dump(include=set(SPEC_KEYS)))
-
-
-def tta_config(params: Params) -> TTAConfig:
-    return TTAConfig(**params.tta.model_dump())
 
 
 def scaled_recipe(recipe: Recipe, distributed: Distributed | None, world_size: int) -> Recipe:
@@ -82,7 +78,7 @@ class RunSettings:
             seed=params.seed,
             prepared_dir=prepared_dir,
             compile_model=params.compile,
-            tta=tta_config(params),
+            tta=params.tta,
             group=group,
             distributed=params.distributed,
         )

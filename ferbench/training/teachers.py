@@ -28,9 +28,9 @@ from ferbench.data.prepared import PREPARED_SPLITS, leakage_free_test_mask, load
 from ferbench.errors import FerbenchError
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.classifier import TTAClassifier, load_classifier
-from ferbench.models.specs import BackboneSpec, TTAConfig
 from ferbench.paths import teacher_checkpoint, teacher_file
 from ferbench.schema import Params
+from ferbench.specs import BackboneSpec, TTAConfig
 from ferbench.training.embeddings import load_device_splits
 from ferbench.training.engine import Batches, Distillation, inference_autocast, training_autocast
 from ferbench.training.settings import backbone_spec

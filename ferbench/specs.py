@@ -1,6 +1,7 @@
 """What a classifier is, without torch: its backbone (`BackboneSpec`) and the test-time-augmentation views it
-averages over (`TTAConfig`). Built from the params for training, read back from a model card for serving;
-both are validated here, since a card is untrusted input.
+averages over (`TTAConfig`). The params (`schema`) hold the same types, a model card records them for
+serving; both are validated here, since a card is untrusted input. On the ground floor, below the params
+schema and the models that both use them.
 """
 
 from __future__ import annotations
@@ -11,22 +12,29 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ferbench.constants import BACKBONE_SOURCES, INPUT_SIZE_RANGE, TTA_SHIFT_PIXELS_RANGE, TTA_SHIFTS
 
-SPEC_KEYS: tuple[str, ...] = ("source", "model", "pretrained", "weights", "input_size")  # params.yaml: backbones.<name>
-
 
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-class BackboneSpec(Spec):
-    """A backbone as `params.yaml: backbones.<name>` describes it (and a model card records it)."""
+class BackboneFields(Spec):
+    """What names a backbone and its weights: `params.yaml: backbones.<name>` (`schema.BackboneSection`, with
+    its training overrides) and a model card's `spec` (`BackboneSpec`, with its name) both hold these."""
 
-    name: Annotated[str, Field(min_length=1)]
     source: Literal[BACKBONE_SOURCES]
     model: Annotated[str, Field(min_length=1)]
     pretrained: bool
     weights: str | None  # local file/folder of weights; None: the library's own (cached) download
     input_size: Annotated[int, Field(ge=INPUT_SIZE_RANGE[0], le=INPUT_SIZE_RANGE[1])] | None  # None: the weights' size
+
+
+SPEC_KEYS: tuple[str, ...] = tuple(BackboneFields.model_fields)  # params.yaml: backbones.<name>
+
+
+class BackboneSpec(BackboneFields):
+    """A backbone as `params.yaml: backbones.<name>` describes it (and a model card records it)."""
+
+    name: Annotated[str, Field(min_length=1)]
 
 
 Shifts = Literal[TTA_SHIFTS]  # 4: shifted left, right, up, down; 8: and diagonally
