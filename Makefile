@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo real app serve test lint clean-demo help
+.PHONY: install demo real app serve test test-fast lint clean-demo help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,8 +32,11 @@ app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (default: th
 serve: $(INSTALLED)  ## serve the model over HTTP on http://127.0.0.1:8000 (OpenAPI at /docs; MODEL=DIR, DETECTOR_MODEL=FILE as for app)
 	$(VENV)/bin/ferbench-serve $(if $(MODEL),--model $(MODEL)) $(if $(DETECTOR_MODEL),--detector-model $(DETECTOR_MODEL))
 
-test: $(INSTALLED)  ## run the test suite
+test: $(INSTALLED)  ## run the whole test suite (what CI runs)
 	$(PY) -m pytest
+
+test-fast: $(INSTALLED)  ## the edit loop: every test not marked slow (no dvc repro, no real data, no browser)
+	$(PY) -m pytest -m "not slow"
 
 lint: $(INSTALLED)  ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ferbench.data.synthetic import write_synthetic_archive
-from tests.support import SMALL_COUNTS, write_zip
+from tests.support import SMALL_COUNTS, untrained_model_folder, write_zip
 
 
 @pytest.fixture
@@ -27,3 +27,10 @@ def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("synthetic") / "fer2013.zip"
     write_synthetic_archive(path, SMALL_COUNTS, seed=7)
     return path
+
+
+@pytest.fixture(scope="session")
+def untrained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model folder (resnet18 at 48 px, random weights, ONNX fp32), exported once and shared by the tests
+    that only read it: a test that edits a model folder copies it or makes its own."""
+    return untrained_model_folder(tmp_path_factory.mktemp("untrained") / "model")

@@ -26,6 +26,8 @@ from ferbench.serving.api import ServeLimits, ServeSettings, create_app
 from ferbench.serving.faces import WholeImage
 from tests.support import PROJECT_ROOT, untrained_model_folder
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 KEY = "a-long-enough-test-key-0123456789"
 
 

@@ -18,6 +18,8 @@ from tests.support import (
     untrained_model_folder,
 )
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 
 

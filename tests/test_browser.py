@@ -23,10 +23,13 @@ from ferbench.constants import FER2013_CLASSES
 from tests.support import PROJECT_ROOT, detector_args, untrained_model_folder
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="no chromium/chromedriver: install Debian's chromium and chromium-driver (.ci/run does) to run it",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="no chromium/chromedriver: install Debian's chromium and chromium-driver (.ci/run does) to run it",
+    ),
+]
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",

@@ -42,6 +42,8 @@ from ferbench.training.teachers import (
 )
 from tests.support import PROJECT_ROOT, candidate_training, recipe, run_settings, synthetic_prepared, train, tta
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 CPU = torch.device("cpu")
 CLASSES = list(FER2013_CLASSES)
 

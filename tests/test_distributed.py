@@ -24,6 +24,8 @@ from ferbench.training.distributed import SINGLE, Group, global_batches, rank_sh
 from ferbench.training.settings import RunSettings, scaled_recipe
 from tests.support import PROJECT_ROOT, backbone_spec, recipe, synthetic_prepared, tta
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 EPOCHS = 4
 FINETUNE = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.001, "precision": "fp32", "eval_batch_size": 256}
 

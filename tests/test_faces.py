@@ -20,7 +20,7 @@ from ferbench.serving.faces import (
     crop_window,
     yunet_model_file,
 )
-from tests.support import REAL_ARCHIVE, YUNET_FILE, needs_yunet, untrained_model_folder
+from tests.support import REAL_ARCHIVE, YUNET_FILE, needs_yunet
 
 
 def astronaut() -> np.ndarray:
@@ -107,6 +107,7 @@ def real_test_faces(count: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+@pytest.mark.slow
 @needs_yunet
 @pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"{REAL_ARCHIVE} not present (real FER-2013 zip)")
 def test_yunet_finds_real_faces_in_benchmark_frames_upright_and_turned(yunet):
@@ -155,8 +156,8 @@ def test_a_missing_or_foreign_model_file_names_the_option(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    return untrained_model_folder(tmp_path_factory.mktemp("selected"))
+def model_folder(untrained_model):
+    return untrained_model
 
 
 def test_predict_uses_the_detector_it_is_given_and_never_falls_back(model_folder, tmp_path, monkeypatch, capsys):

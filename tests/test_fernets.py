@@ -15,6 +15,8 @@ from ferbench.specs import BackboneSpec
 from ferbench.training.benchmark import run_train
 from tests.support import candidate_training, run_settings, synthetic_prepared, tta
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 CLASSES = list(FER2013_CLASSES)
 CPU = torch.device("cpu")
 

@@ -10,6 +10,8 @@ import pytest
 
 from tests.support import PROJECT_ROOT, synthetic_prepared
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 SCRIPT = PROJECT_ROOT / "scripts" / "gpu_check.py"
 
 

@@ -6,6 +6,7 @@ where the run cannot go on), never a traceback, a hang, a silent wrong answer or
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,12 +32,11 @@ from ferbench.serving.video import (
     analyse_video,
 )
 from ferbench.shipping.release import release_model
-from tests.support import untrained_model_folder
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return untrained_model_folder(tmp_path_factory.mktemp("model") / "model")
+def model(untrained_model):
+    return untrained_model
 
 
 @pytest.fixture
@@ -262,6 +262,7 @@ class Flicker(WholeFrame):
         return [*grid, jump]
 
 
+@pytest.mark.slow
 def test_hundreds_of_tracks_make_a_bounded_number_of_plots_and_a_bounded_line(model, tmp_path):
     recognizer = EmotionRecognizer(EmotionModel(model, threads=1), Flicker(), smoothing=0.0)
     video = write_gray_video(tmp_path / "flicker.avi", 800, 400, 60)
@@ -298,6 +299,7 @@ def broken_model_folder(folder: Path, value: float) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_a_model_that_answers_nan_or_infinity_is_refused_by_predict_and_release(value, face, tmp_path, capsys):
     folder = broken_model_folder(tmp_path / "broken", value)
@@ -319,8 +321,10 @@ def test_a_model_that_answers_nan_or_infinity_is_refused_by_predict_and_release(
         ("classes", ["\u202eyrgna", *FER2013_CLASSES[1:]], "printable"),
     ],
 )
-def test_a_card_temperature_or_class_name_out_of_bounds_is_one_line(field, value, message, face, tmp_path, capsys):
-    folder = untrained_model_folder(tmp_path / "model")
+def test_a_card_temperature_or_class_name_out_of_bounds_is_one_line(
+    field, value, message, model, face, tmp_path, capsys
+):
+    folder = Path(shutil.copytree(model, tmp_path / "model"))  # a copy of the module's folder, its card edited
     card = json.loads((folder / "model_card.json").read_text())
     card[field] = value
     (folder / "model_card.json").write_text(json.dumps(card))

@@ -29,8 +29,8 @@ def astronaut() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    return untrained_model_folder(tmp_path_factory.mktemp("selected"))
+def model_folder(untrained_model):
+    return untrained_model
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,7 @@ def test_predict_cli_whole_image_mode_and_errors(model_folder, tmp_path, capsys)
     assert "no model card" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["onnx_fp32", "torch_fp32", "openvino_fp32"])
 def test_the_card_temperature_and_tta_are_applied(variant, tmp_path):
     import torch
@@ -192,6 +193,7 @@ STATIC_INT8 = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(STATIC_INT8))
 def test_a_calibrated_int8_model_folder_loads_in_the_inference_core_and_the_cli(variant, tmp_path, capsys):
     from ferbench.models.runtimes import Calibration
@@ -215,6 +217,7 @@ def test_a_calibrated_int8_model_folder_loads_in_the_inference_core_and_the_cli(
     assert "crop.png" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_openvino_folder_without_openvino_or_its_weights_is_one_line(tmp_path, monkeypatch, capsys):
     import importlib
     import shutil

@@ -23,6 +23,8 @@ from ferbench.shipping.latency import LatencySource, calibration_sample, latency
 from ferbench.specs import BackboneSpec
 from tests.support import backbone_spec, project_params, save_tiny_clip, synthetic_prepared
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 
 def classifier(spec: BackboneSpec) -> ImageClassifier:
     torch.manual_seed(0)

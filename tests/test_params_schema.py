@@ -216,6 +216,7 @@ def test_load_params_validates_and_a_bad_override_never_reaches_a_workspace(tmp_
     assert not (tmp_path / "project" / "params.yaml").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["prepare", "train"])
 def test_a_stage_with_a_bad_param_exits_2_with_one_line_before_any_work(stage, tmp_path):
     workspace = create_workspace(tmp_path / "project", {})

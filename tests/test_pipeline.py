@@ -27,6 +27,8 @@ from ferbench.workflow.workspace import (
 )
 from tests.support import PROJECT_ROOT, SMALL_COUNTS
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 DVC_TIMEOUT_S = 1200  # the longest call, the first `dvc repro`, takes about 4 minutes on 2 cores
 
 

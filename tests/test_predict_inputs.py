@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from ferbench.serving import predict
-from tests.support import PROJECT_ROOT, untrained_model_folder
+from tests.support import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return untrained_model_folder(tmp_path_factory.mktemp("model") / "model")
+def model(untrained_model):
+    return untrained_model
 
 
 @pytest.fixture

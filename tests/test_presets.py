@@ -24,6 +24,8 @@ from ferbench.training.teachers import cache_teacher_outputs, load_teaching
 from ferbench.workflow.workspace import write_params
 from tests.support import PROJECT_ROOT, synthetic_prepared, tta
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 CLASSES = list(FER2013_CLASSES)
 PRESETS = ("params-demo.yaml", "params-cpu.yaml", "params-gpu.yaml")
 SMALL_INPUT = {"torchvision": 32, "timm": 32, "transformers": None, "ferbench": None}  # CLIP: its 224 positions

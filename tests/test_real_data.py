@@ -5,7 +5,10 @@ import pytest
 from ferbench.data.prepare import prepare_dataset
 from tests.support import REAL_ARCHIVE, project_params
 
-pytestmark = pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"real FER-2013 not found at {REAL_ARCHIVE}")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"real FER-2013 not found at {REAL_ARCHIVE}"),
+]
 
 
 def test_real_archive_counts_and_known_quirks():

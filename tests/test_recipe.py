@@ -308,6 +308,7 @@ def test_temperature_needs_no_data_to_be_one():
     assert fit_temperature(np.zeros((0, 7)), np.zeros(0, dtype=int)) == 1.0
 
 
+@pytest.mark.slow
 def test_a_model_card_with_a_bad_temperature_is_refused(tmp_path: Path):
     import json
 

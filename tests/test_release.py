@@ -14,6 +14,8 @@ from ferbench.serving.inference import RELEASED_MODEL_DIR, choose_model_folder
 from ferbench.shipping import release
 from tests.support import REAL_ARCHIVE, card_provenance, project_params, untrained_model_folder
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 REAL_PROVENANCE = card_provenance("archive")
 
 

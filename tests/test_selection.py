@@ -111,6 +111,7 @@ def test_a_candidate_shipped_with_tta_says_so_in_the_reason():
     assert result.selected == "vgg8" and "val accuracy 0.6700 (with TTA)" in result.reason
 
 
+@pytest.mark.slow
 def test_the_latency_budget_applies_to_the_variant_that_ships(tmp_path, monkeypatch):
     """resnet18 is the more accurate candidate and its architecture has a fast int8 variant, but its trained
     checkpoint was not faithful in int8, so deploy@resnet18 ships fp32 at 25 ms: over a 10 ms budget, it must

@@ -59,6 +59,7 @@ def standardized(images: np.ndarray) -> torch.Tensor:
     return (x - x.mean((2, 3), keepdim=True)) / (x.std((2, 3), keepdim=True) + 1e-6)
 
 
+@pytest.mark.slow
 def test_classes_are_learnable_by_a_small_cnn():
     """The learnability hook: a tiny CNN trained for seconds beats chance (1/7) by far."""
     rng = np.random.default_rng(0)

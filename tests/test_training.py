@@ -34,6 +34,8 @@ from tests.support import (
     tta,
 )
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 CLASSES = list(FER2013_CLASSES)
 CPU = torch.device("cpu")
 SPEC = backbone_spec("resnet18", "torchvision", "resnet18", input_size=48)

@@ -30,6 +30,8 @@ from ferbench.serving.tracking import FaceTracker
 from ferbench.serving.video import TABLE_FILE, TRACKS_FILE, VideoOptions, analyse_video
 from tests.support import REAL_ARCHIVE, YUNET_FILE, untrained_model_folder
 
+pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
+
 HAPPY, SAD = FER2013_CLASSES.index("happy"), FER2013_CLASSES.index("sad")
 FRAMES, FPS = 90, 30.0
 
