@@ -7,7 +7,7 @@ from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.paths import PREPARED_DIR, RunOutputs, teacher_file
 from ferbench.training.settings import backbone_spec, resolve_device
-from ferbench.training.teachers import cache_teacher_outputs
+from ferbench.training.teachers import TrainedTeacher, cache_teacher_outputs
 
 
 def main() -> None:
@@ -16,9 +16,7 @@ def main() -> None:
     stage = params.teacher_stage(name)
     eval_batch_size = (params.train_for(name) if stage == "train" else params.finetune_for(name)).eval_batch_size
     outputs = cache_teacher_outputs(
-        backbone_spec(params, name),
-        stage,
-        RunOutputs(stage, name).checkpoint,
+        TrainedTeacher(backbone_spec(params, name), stage, RunOutputs(stage, name).checkpoint),
         list(params.data.classes),
         PREPARED_DIR,
         params.tta,

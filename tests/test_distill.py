@@ -32,6 +32,7 @@ from ferbench.training.teachers import (
     CachedTargets,
     OnlineTargets,
     TeacherOutputs,
+    TrainedTeacher,
     cache_teacher_outputs,
     ensemble_probabilities,
     load_teacher_outputs,
@@ -189,8 +190,8 @@ def test_a_warm_started_student_begins_from_its_teachers_weights_and_says_so(tmp
     settings = run_settings(prepared)
     teacher_training = candidate_training(epochs=1, batch_size=8, lr=0.01, precision="fp32", flip=False)
     long_training("train", spec, teacher_training, settings)
-    cache_teacher_outputs(spec, "train", Path("models/train/tiny.pt"), CLASSES, prepared, tta(), 16, CPU,
-                          Path("data/teachers/tiny.npz"))  # fmt: skip
+    teacher = TrainedTeacher(spec, "train", Path("models/train/tiny.pt"))
+    cache_teacher_outputs(teacher, CLASSES, prepared, tta(), 16, CPU, Path("data/teachers/tiny.npz"))
     assert Path("data/teachers/tiny.pt").read_bytes() == Path("models/train/tiny.pt").read_bytes()
     teaching = load_teaching(params, prepared, "tiny")
     assert teaching.warm_start == "train@tiny" and teaching.initial_state is not None

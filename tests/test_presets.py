@@ -20,7 +20,7 @@ from ferbench.schema import Params
 from ferbench.training.benchmark import long_training, run_feature_extract, run_finetune, run_train
 from ferbench.training.embeddings import save_embeddings
 from ferbench.training.settings import RunSettings, backbone_spec
-from ferbench.training.teachers import cache_teacher_outputs, load_teaching
+from ferbench.training.teachers import TrainedTeacher, cache_teacher_outputs, load_teaching
 from ferbench.workflow.workspace import write_params
 from tests.support import PROJECT_ROOT, synthetic_prepared, tta
 
@@ -86,10 +86,10 @@ def test_the_gpu_preset_runs_a_few_steps_of_every_training_section_on_the_cpu(ti
         assert summary.epochs == 1 and (tmp_path / f"models/train/{name}.pt").is_file()
     assert set(params.distill.teachers) <= set(candidates) and students
     for name, stage in params.distill.teachers.items():  # teach@<teacher>: the candidates' checkpoints above
+        teacher = TrainedTeacher(small(name), stage, tmp_path / f"models/{stage}/{name}.pt")
         outputs = cache_teacher_outputs(
-            small(name), stage, tmp_path / f"models/{stage}/{name}.pt", CLASSES, tiny_prepared,
-            settings.tta, 32, torch.device("cpu"), tmp_path / teacher_file(name),
-        )  # fmt: skip
+            teacher, CLASSES, tiny_prepared, settings.tta, 32, torch.device("cpu"), tmp_path / teacher_file(name)
+        )
         assert outputs.logits["train"].shape == (2, 21, 7)  # the 21 train faces and their mirrors
     for name in students:  # distill@<student>: its recipe, learning from both teachers' soft labels
         teaching = load_teaching(params, tiny_prepared, name, root=tmp_path)

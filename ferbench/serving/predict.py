@@ -308,7 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=0, help=f"CPU threads for the model (0: all cores; at most {os.cpu_count()})"
     )
-    video = parser.add_argument_group("videos")
+    add_video_options(parser.add_argument_group("videos"))
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_PHOTO_PIXELS,
+        help=f"refuse images with more pixels (default {DEFAULT_PHOTO_PIXELS:,}; at most {PHOTO_PIXELS_LIMIT:,})",
+    )
+    return parser
+
+
+def add_video_options(video: argparse._ArgumentGroup) -> None:
+    """The video flags, their defaults those of `VideoOptions`."""
     video.add_argument(
         "--out", type=Path, metavar="DIR", help="a new folder for a video's results (several videos: one inside each)"
     )
@@ -351,13 +362,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse videos with larger frames (default {VIDEO_DEFAULTS.max_frame_pixels:,}; "
         f"at most {FRAME_PIXELS_LIMIT:,})",
     )
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_PHOTO_PIXELS,
-        help=f"refuse images with more pixels (default {DEFAULT_PHOTO_PIXELS:,}; at most {PHOTO_PIXELS_LIMIT:,})",
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -260,10 +260,17 @@ class Teaching:
         return Distillation(targets, self.kd_weight, self.temperature)
 
 
+@dataclass(frozen=True)
+class TrainedTeacher:
+    """A teacher as `teach` finds it: its backbone, the stage that trained it and that stage's checkpoint."""
+
+    spec: BackboneSpec
+    stage: str
+    checkpoint: Path
+
+
 def cache_teacher_outputs(
-    spec: BackboneSpec,
-    stage: str,
-    checkpoint: Path,
+    teacher: TrainedTeacher,
     classes: Sequence[str],
     prepared_dir: Path,
     views: TTAConfig,
@@ -273,6 +280,7 @@ def cache_teacher_outputs(
 ) -> TeacherOutputs:
     """The `teach` stage: load a trained checkpoint, run it over every prepared split in every view, write
     the outputs to `destination` (an .npz) and a copy of the checkpoint beside it (.pt)."""
+    spec, stage, checkpoint = teacher.spec, teacher.stage, teacher.checkpoint
     model = load_classifier(spec, checkpoint, len(classes)).to(device)
     splits = load_device_splits(prepared_dir, device)
     identity = {"teacher": spec.name, "stage": stage, "backbone": spec.model, "classes": list(classes)}
