@@ -317,6 +317,11 @@ class Params(Section):
                 )
         self._check_distillation()
         self._check_select_candidates()
+        if self.select.tta == "always" and not self.tta.enabled:
+            raise ValueError(
+                "select.tta is always, but tta has one view (flip false, shifts 0): nothing to ship with it; "
+                "turn tta.flip or tta.shifts on, or set select.tta: auto or never"
+            )
         runs: list[tuple[str, Training]] = [("feature_extract", self.feature_extract), ("finetune", self.finetune)]
         runs += [(f"backbones.{name}.feature_extract", self.feature_extract_for(name)) for name in self.backbones]
         runs += [(f"backbones.{name}.finetune", self.finetune_for(name)) for name in self.backbones]

@@ -198,6 +198,14 @@ def test_a_bad_param_is_one_line_naming_the_key_the_value_and_what_is_allowed(ke
     assert line.startswith("params.yaml: ") and message in line and "\n" not in line
 
 
+def test_select_tta_always_without_a_second_view_is_refused_when_params_are_read():
+    params = changed("tta", Merged({"flip": False, "shifts": 0}))
+    params["select"]["tta"] = "always"
+    with pytest.raises(FerbenchError, match="select.tta is always, but tta has one view") as caught:
+        validate_params(params)
+    assert "\n" not in str(caught.value)
+
+
 def test_the_project_params_and_every_preset_are_valid():
     from ferbench.params import load_overrides, merge_overrides
 
