@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from ferbench.data.synthetic import write_synthetic_archive
 from tests.support import SMALL_COUNTS, untrained_model_folder, write_zip
@@ -34,3 +36,11 @@ def untrained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model folder (resnet18 at 48 px, random weights, ONNX fp32), exported once and shared by the tests
     that only read it: a test that edits a model folder copies it or makes its own."""
     return untrained_model_folder(tmp_path_factory.mktemp("untrained") / "model")
+
+
+@pytest.fixture
+def face(tmp_path: Path) -> Path:
+    """A 48x48 grayscale PNG of noise: a face as far as --whole-image is concerned."""
+    path = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)).save(path)
+    return path

@@ -317,3 +317,12 @@ def candidate_training(**changes: object) -> CandidateTraining:
         changes["augment"] = augment(**changes["augment"])
     section = CandidateTraining(**project_params().train.model_dump(exclude={"candidates"}))
     return section.model_copy(update=changes)
+
+
+def predict_whole_images(paths: Sequence[Path], model: Path, *options: object) -> int:
+    """The predict CLI on whole images (no face detection), one thread: its exit status."""
+    from ferbench.serving import predict
+
+    return predict.main(
+        [*map(str, paths), "--model", str(model), "--whole-image", "--threads", "1", *map(str, options)]
+    )

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from ferbench.constants import FER2013_CLASSES
 from ferbench.errors import FerbenchError
@@ -32,24 +31,12 @@ from ferbench.serving.video import (
     analyse_video,
 )
 from ferbench.shipping.release import release_model
+from tests.support import predict_whole_images
 
 
 @pytest.fixture(scope="module")
 def model(untrained_model):
     return untrained_model
-
-
-@pytest.fixture
-def face(tmp_path):
-    path = tmp_path / "face.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)).save(path)
-    return path
-
-
-def run(paths, model, *options):
-    return predict.main(
-        [*map(str, paths), "--model", str(model), "--whole-image", "--threads", "1", *map(str, options)]
-    )
 
 
 def problems(err: str) -> list[str]:
@@ -83,7 +70,7 @@ def test_the_table_never_replaces_an_input_or_an_old_file(target, options, messa
     old.write_text("kept\n")
     path = face if target == "the photo" else old
     before = path.read_bytes()
-    assert run([face], model, "--csv", path, *options) == 2
+    assert predict_whole_images([face], model, "--csv", path, *options) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(problems(err)) == 1 and message in problems(err)[0]
     assert path.read_bytes() == before
@@ -92,13 +79,15 @@ def test_the_table_never_replaces_an_input_or_an_old_file(target, options, messa
 def test_overwrite_replaces_an_old_table(model, face, tmp_path, capsys):
     old = tmp_path / "old.csv"
     old.write_text("kept\n")
-    assert run([face], model, "--csv", old, "--overwrite") == 0
+    assert predict_whole_images([face], model, "--csv", old, "--overwrite") == 0
     assert old.read_text().startswith("file,face,x,y")
 
 
 def test_a_table_inside_the_folder_analysed_is_not_an_input_it_replaces(model, face, tmp_path, capsys):
     (tmp_path / "faces.csv").write_text("an older table\n")
-    assert run([tmp_path], model, "--csv", tmp_path / "faces.csv", "--overwrite") == 2  # it is listed as an input
+    assert (
+        predict_whole_images([tmp_path], model, "--csv", tmp_path / "faces.csv", "--overwrite") == 2
+    )  # it is listed as an input
     assert "is one of the inputs" in capsys.readouterr().err
     assert (tmp_path / "faces.csv").read_text() == "an older table\n"
 
@@ -116,7 +105,7 @@ def test_the_table_is_written_as_the_photos_are_done(model, face, tmp_path, caps
         return record
 
     monkeypatch.setattr(predict, "predict_file", predict_file)
-    assert run([face, face, face], model, "--csv", table) == 0
+    assert predict_whole_images([face, face, face], model, "--csv", table) == 0
     assert seen == [0, 2, 3]  # the header and the first row before the second photo
 
 
@@ -303,7 +292,7 @@ def broken_model_folder(folder: Path, value: float) -> Path:
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_a_model_that_answers_nan_or_infinity_is_refused_by_predict_and_release(value, face, tmp_path, capsys):
     folder = broken_model_folder(tmp_path / "broken", value)
-    assert run([face], folder) == 2
+    assert predict_whole_images([face], folder) == 2
     out, err = capsys.readouterr()
     assert out == "" and "NaN or infinite scores" in err and str(folder) in err and "Traceback" not in err
     with pytest.raises(FerbenchError, match="NaN or infinite scores"):
@@ -328,7 +317,7 @@ def test_a_card_temperature_or_class_name_out_of_bounds_is_one_line(
     card = json.loads((folder / "model_card.json").read_text())
     card[field] = value
     (folder / "model_card.json").write_text(json.dumps(card))
-    assert run([face], folder) == 2
+    assert predict_whole_images([face], folder) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and message in err and "\x1b" not in err and "\u202e" not in err
 
@@ -374,7 +363,7 @@ def test_links_are_followed_only_inside_the_folder_and_the_rest_are_listed(model
     (folder / "passwd.png").symlink_to("/etc/passwd")
     (folder / "loop.png").symlink_to(folder / "loop.png")
     (folder / "up").symlink_to(tmp_path)  # a folder link: walking it would loop
-    assert run([folder], model) == 0
+    assert predict_whole_images([folder], model) == 0
     out, err = capsys.readouterr()
     assert [Path(json.loads(line)["file"]).name for line in out.splitlines()] == ["a.png", "inside.png"]
     (skipped,) = problems(err)
@@ -385,6 +374,6 @@ def test_links_are_followed_only_inside_the_folder_and_the_rest_are_listed(model
 def test_control_and_bidi_characters_in_names_are_escaped_on_the_terminal(model, tmp_path, capsys):
     name = "evil\x1b[2J\u202egnp.png"
     (tmp_path / name).write_bytes(b"not an image")
-    assert run([tmp_path / name], model) == 1
+    assert predict_whole_images([tmp_path / name], model) == 1
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\u202e" not in err and "evil\\x1b[2J\\u202egnp.png" in err

@@ -10,26 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferbench.serving import predict
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, predict_whole_images
 
 
 @pytest.fixture(scope="module")
 def model(untrained_model):
     return untrained_model
-
-
-@pytest.fixture
-def face(tmp_path):
-    path = tmp_path / "face.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)).save(path)
-    return path
-
-
-def run(paths, model, *options):
-    return predict.main(
-        [*map(str, paths), "--model", str(model), "--whole-image", "--threads", "1", *map(str, options)]
-    )
 
 
 def bad_input(kind, tmp_path):
@@ -56,7 +42,7 @@ def bad_input(kind, tmp_path):
 )
 def test_a_bad_input_is_one_line_and_the_rest_still_runs(kind, message, model, face, tmp_path, capsys):
     bad = bad_input(kind, tmp_path)
-    assert run([bad, face], model) == 1
+    assert predict_whole_images([bad, face], model) == 1
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.splitlines()]
     assert records[0]["error"].startswith(message.split(" (")[0]) and "faces" in records[1]
@@ -67,7 +53,7 @@ def test_a_bad_input_is_one_line_and_the_rest_still_runs(kind, message, model, f
 def test_a_file_name_that_is_not_utf8_is_reported_and_tabled(model, face, tmp_path, capsys):
     odd = tmp_path / os.fsdecode(b"caf\xe9.png")
     odd.write_bytes(face.read_bytes())
-    assert run([odd], model, "--csv", tmp_path / "faces.csv") == 0
+    assert predict_whole_images([odd], model, "--csv", tmp_path / "faces.csv") == 0
     record = json.loads(capsys.readouterr().out)
     assert record["file"] == str(odd) and len(record["faces"]) == 1
     assert b"caf\xe9.png" in (tmp_path / "faces.csv").read_bytes()  # the name as it is on disk
@@ -80,7 +66,9 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_tabled(model, face, tmp_pa
 def test_a_table_it_cannot_write_is_one_line_and_exit_2(where, message, model, face, tmp_path, capsys):
     (tmp_path / "file.txt").write_text("x")
     target = {"folder": tmp_path, "under a file": tmp_path / "file.txt" / "faces.csv", "/dev/full": "/dev/full"}[where]
-    assert run([face], model, "--csv", target, "--overwrite") == 2  # /dev/full exists: only --overwrite tries it
+    assert (
+        predict_whole_images([face], model, "--csv", target, "--overwrite") == 2
+    )  # /dev/full exists: only --overwrite tries it
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("predict: model ")]
     assert len(err) == 1 and message in err[0]
 
@@ -102,7 +90,7 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(model, face, tmp_path):
 def test_a_strip_of_pixels_is_one_line_and_the_good_face_after_it_still_runs(shape, model, face, tmp_path, capsys):
     strip = tmp_path / "strip.png"
     Image.fromarray(np.full(shape, 128, np.uint8)).save(strip)
-    assert run([strip, face], model) == 1
+    assert predict_whole_images([strip, face], model) == 1
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.splitlines()]
     assert records[0]["error"].startswith("not a photo of faces") and len(records[1]["faces"]) == 1
@@ -122,6 +110,6 @@ def test_a_detector_that_fails_on_one_image_fails_that_image_only(model, face, t
 
     original = EmotionRecognizer.analyze
     monkeypatch.setattr(EmotionRecognizer, "analyze", analyze)
-    assert run([face, face], model) == 1
+    assert predict_whole_images([face, face], model) == 1
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert records[0]["error"] == "face detection failed (RuntimeError)" and len(records[1]["faces"]) == 1
