@@ -23,6 +23,7 @@ from ferbench.training.benchmark import run_finetune
 from ferbench.training.distributed import SINGLE, Group, global_batches, rank_share, rank_slice
 from ferbench.training.settings import RunSettings, scaled_recipe
 from tests.support import PROJECT_ROOT, backbone_spec, recipe, synthetic_prepared, tta
+from tests.support import project_params as loaded_params
 
 pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
 
@@ -126,9 +127,8 @@ def test_a_global_batch_is_shared_by_the_ranks_without_overlap():
 
 
 def distributed(batch: str, lr_scaling: str = "none"):
-    return project_params().distributed.model_copy(
-        update={"nproc_per_node": 4, "batch": batch, "lr_scaling": lr_scaling}
-    )
+    changes = {"nproc_per_node": 4, "batch": batch, "lr_scaling": lr_scaling}
+    return loaded_params().distributed.model_copy(update=changes)
 
 
 def test_the_global_batch_and_learning_rate_rule():
