@@ -65,7 +65,11 @@ def read_record(path: Path, kind: type[RecordType], rerun: str) -> RecordType:
     if not path.is_file():
         raise FerbenchError(f"{path}: not found; run `dvc repro {rerun}`")
     try:
-        return kind.model_validate(json.loads(path.read_text()))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FerbenchError(f"{path}: cannot be read ({exc.strerror or exc}); rerun `dvc repro {rerun}`") from exc
+    try:
+        return kind.model_validate(json.loads(data.decode()))
     except (ValueError, ValidationError) as exc:
         problem = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
         where = ".".join(str(part) for part in problem["loc"]) or "the file"

@@ -251,8 +251,11 @@ def test_a_renamed_or_mistyped_field_is_one_line_naming_the_file_field_and_stage
     assert "\n" not in message
 
 
-def test_a_missing_record_names_the_stage_to_run(tmp_path):
+def test_a_missing_or_unreadable_record_names_the_stage_to_run(tmp_path):
     with pytest.raises(FerbenchError, match="not found; run `dvc repro select`"):
+        read_record(tmp_path / "selection.json", Selection, "select")
+    (tmp_path / "selection.json").write_bytes(b"\xff\xfe not text")
+    with pytest.raises(FerbenchError, match="not a Selection record .*rerun `dvc repro select`"):
         read_record(tmp_path / "selection.json", Selection, "select")
 
 
