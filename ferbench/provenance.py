@@ -12,10 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 SYNTHETIC_WARNING = (
     "Trained and tested on synthetic drawn faces (`make demo`): its accuracy says nothing about real faces. "
@@ -60,19 +57,6 @@ def machine_description() -> str:
                 break
     name = name or platform.processor() or platform.machine() or "unknown CPU"
     return f"{name}, {os.cpu_count() or '?'} logical cores, {platform.system() or 'unknown OS'}"
-
-
-def model_provenance(
-    data: Mapping[str, Any], training: Mapping[str, Any], shipping: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The card's `provenance`: data, code revision, date, the params of the weights and of shipping."""
-    return {
-        "data": dict(data),
-        "git_revision": code_revision(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "training": dict(training),
-        "shipping": dict(shipping),
-    }
 
 
 def limitations(data_source: str) -> list[str]:

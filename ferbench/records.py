@@ -18,8 +18,9 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ferbench.constants import TEMPERATURE_RANGE
+from ferbench.constants import DATA_SOURCES, TEMPERATURE_RANGE
 from ferbench.errors import FerbenchError
+from ferbench.specs import TTAConfig
 
 
 class Record(BaseModel):
@@ -69,13 +70,34 @@ def read_record(path: Path, kind: type[RecordType], rerun: str) -> RecordType:
     except OSError as exc:
         raise FerbenchError(f"{path}: cannot be read ({exc.strerror or exc}); rerun `dvc repro {rerun}`") from exc
     try:
-        return kind.model_validate(json.loads(data.decode()))
-    except (ValueError, ValidationError) as exc:
-        problem = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
+        loaded = json.loads(data.decode())
+    except ValueError as exc:
+        raise FerbenchError(f"{path}: not a {kind.__name__} record ({exc}); rerun `dvc repro {rerun}`") from exc
+    return validated(kind, loaded, str(path), rerun)
+
+
+def validated(kind: type[RecordType], data: Any, source: str, rerun: str) -> RecordType:
+    """`data` read from `source` (a file, a checkpoint's metadata) as a `kind` record; one line naming the
+    source, the first problem and the stage to rerun."""
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
         where = ".".join(str(part) for part in problem["loc"]) or "the file"
         raise FerbenchError(
-            f"{path}: not a {kind.__name__} record ({where}: {problem['msg']}); rerun `dvc repro {rerun}`"
+            f"{source}: not a {kind.__name__} record ({where}: {problem['msg']}); rerun `dvc repro {rerun}`"
         ) from exc
+
+
+# --- a backbone's cached features (embed@<backbone>) ---
+
+
+class EmbeddingRecord(Record):
+    """What `embed@<backbone>` wrote beside its features (`data/features/<backbone>.npz`)."""
+
+    backbone: str
+    feature_dim: Annotated[int, Field(ge=1)]
+    input_size: Annotated[int, Field(ge=1)]
 
 
 # --- a training run's report (feature_extract@, finetune@, train@, distill@) ---
@@ -139,11 +161,40 @@ class Overfitting(Gaps):
 
 class TeacherSummary(Record):
     name: str
-    stage: str | None
-    backbone: str | None
-    views: int | None
+    stage: str
+    backbone: str
+    views: int
     val_accuracy: float
     test_accuracy: float
+
+
+class ViewAccuracy(Record):
+    image: float | None = None  # the image alone
+    views: float  # its views' logits averaged
+
+
+class TeacherRecord(Record):
+    """What `teach@<teacher>` cached beside its logits (`data/teachers/<teacher>.npz`): which model, on which
+    classes, in which views, and its accuracy per split."""
+
+    teacher: str
+    stage: str
+    backbone: str
+    classes: list[str]
+    views: TTAConfig
+    view_count: Annotated[int, Field(ge=1)]
+    accuracy: dict[str, ViewAccuracy]  # split (and test_leakage_free) -> accuracy
+
+    def summary(self) -> TeacherSummary:
+        """How a student's checkpoint and card name this teacher."""
+        return TeacherSummary(
+            name=self.teacher,
+            stage=self.stage,
+            backbone=self.backbone,
+            views=self.view_count,
+            val_accuracy=self.accuracy["val"].views,
+            test_accuracy=self.accuracy["test"].views,
+        )
 
 
 class DistillationSummary(Record):
@@ -157,7 +208,32 @@ class DistillationSummary(Record):
     warm_start: str | None
 
 
-class RunReport(Record):
+Trainable = Literal["all", "head"] | Annotated[int, Field(ge=1)]  # the whole net, the head, or its last N blocks
+
+
+class RunIdentity(Record):
+    """What a run was, beyond its recipe: the backbone, its sizes, the part that learned and, for a
+    student, its teachers. Written into the checkpoint and the details alike."""
+
+    backbone: str
+    input_size: int | None = None
+    feature_dim: int
+    head_hidden: list[int] | None = None  # a feature-extraction head's hidden widths
+    trainable: Trainable | None = None
+    trainable_parameters: int | None = None
+    distillation: DistillationSummary | None = None
+
+
+class CheckpointRecord(RunIdentity):
+    """A checkpoint's metadata: the run, the recipe that made the weights (params.yaml's spelling, checked
+    by `ferbench.schema.Recipe` when it was trained), the code and the epoch the weights are from."""
+
+    training: dict[str, Any]
+    code_revision: str
+    epoch: int
+
+
+class RunReport(RunIdentity):
     """Everything a training stage measured of its model (`reports/details/<stage>/<name>.json`)."""
 
     train: Scores
@@ -177,13 +253,6 @@ class RunReport(Record):
     identical_weights_across_processes: bool
     global_batch_size: int
     mixed_precision: Literal["bf16", "fp32"]
-    backbone: str
-    input_size: int | None = None
-    feature_dim: int
-    head_hidden: list[int] | None = None  # a feature-extraction head's hidden widths
-    trainable: str | None = None
-    trainable_parameters: int | None = None
-    distillation: DistillationSummary | None = None
 
     def headline(self) -> dict[str, Any]:
         """What `dvc exp show` shows of a run: accuracy and macro-F1 per split (and on the leakage-free test
@@ -357,6 +426,18 @@ class Selection(Record):
 
 
 # --- the data (prepare) ---
+
+
+class DataOrigin(Record):
+    """Where the prepared data came from (`data/prepared/provenance.json`): the source (kaggle | archive |
+    synthetic), the Kaggle dataset when it came from Kaggle, the decoded archive's size and SHA-256; in a
+    model card, with the images each split had."""
+
+    source: Literal[DATA_SOURCES]
+    kaggle_dataset: str | None = None
+    archive_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    archive_bytes: Annotated[int, Field(ge=0)]
+    images: dict[str, int] | None = None  # split -> images (the card's copy; deploy counts them)
 
 
 class DataQuality(Record):

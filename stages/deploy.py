@@ -14,11 +14,12 @@ from ferbench.cli import backbone_argument, run_stage
 from ferbench.data.prepared import leakage_free_test_mask, load_split, read_provenance
 from ferbench.errors import FerbenchError
 from ferbench.files import write_frame_csv
-from ferbench.models.card import Provenance
+from ferbench.models.card import Provenance, ShippingProvenance, TrainingProvenance
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.paths import DEPLOY_METRICS, DEPLOY_MODELS, DEPLOY_PLOTS, PREPARED_DIR, RunOutputs, stage_details
-from ferbench.provenance import limitations, model_provenance
-from ferbench.records import LatencyReport, RunReport, read_record, write_headline
+from ferbench.provenance import limitations
+from ferbench.records import CheckpointRecord, LatencyReport, RunReport, read_record, validated, write_headline
+from ferbench.schema import Recipe
 from ferbench.shipping.deploy import JudgingData, ModelContext, ShippingRules, TrainedCandidate, deploy_candidate
 from ferbench.shipping.latency import calibration_from_params
 from ferbench.shipping.selection import ships_with_tta
@@ -37,21 +38,26 @@ def main() -> None:
         raise FerbenchError(f"{latency_path}: not found; every candidate must also be under backbones (latency@{name})")
     latency = read_record(latency_path, LatencyReport, f"latency@{name}")
     use_tta = ships_with_tta(params.select, name, trained.val.accuracy, trained.tta_val_accuracy)
-    data = read_provenance(PREPARED_DIR)
-    _, weights = load_checkpoint(trained_run.checkpoint)
-    training = {
-        "seed": params.seed,
-        **{key: weights[key] for key in ("training", "trainable", "distillation", "code_revision") if key in weights},
-    }
-    shipping = {
-        "select.tta": params.select.tta,
-        "select.tta_min_gain": params.select.tta_min_gain,
-        "latency.min_agreement": params.latency.min_agreement,
-    }
+    _, metadata = load_checkpoint(trained_run.checkpoint)
+    weights = validated(CheckpointRecord, metadata, str(trained_run.checkpoint), trained_stage)
+    Recipe.model_validate(weights.training)  # the params that made the weights, as this version spells them
+    training = TrainingProvenance(
+        seed=params.seed,
+        training=weights.training,
+        trainable=weights.trainable,
+        distillation=weights.distillation,
+        code_revision=weights.code_revision,
+    )
+    shipping = ShippingProvenance(
+        tta=params.select.tta,
+        tta_min_gain=params.select.tta_min_gain,
+        min_agreement=params.latency.min_agreement,
+    )
     test = load_split(PREPARED_DIR / "test.npz")
     val = load_split(PREPARED_DIR / "val.npz")
     train = load_split(PREPARED_DIR / "train.npz")
-    data["images"] = {"train": len(train), "val": len(val), "test": len(test)}
+    images = {"train": len(train), "val": len(val), "test": len(test)}
+    data = read_provenance(PREPARED_DIR).model_copy(update={"images": images})
     deployment = deploy_candidate(
         DEPLOY_MODELS / name,
         TrainedCandidate(
@@ -63,9 +69,7 @@ def main() -> None:
         ),
         JudgingData(val, test, leakage_free_test_mask(PREPARED_DIR, len(test)), calibration_from_params(params, train)),
         ShippingRules(params.latency.threads, params.latency.min_agreement, params.tta if use_tta else None),
-        ModelContext(
-            Provenance.model_validate(model_provenance(data, training, shipping)), limitations(data["source"])
-        ),
+        ModelContext(Provenance.written_now(data, training, shipping), limitations(data.source)),
     )
     shipped = deployment.card.deployment_summary()
     write_headline(DEPLOY_METRICS / f"{name}.json", shipped.deploy_headline(name))

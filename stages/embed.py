@@ -7,6 +7,7 @@ from ferbench import params as P
 from ferbench.cli import backbone_argument, run_stage
 from ferbench.models.backbones import build_backbone
 from ferbench.paths import PREPARED_DIR, features_file
+from ferbench.records import EmbeddingRecord
 from ferbench.training.distributed import join_group, leave_group
 from ferbench.training.embeddings import compute_embeddings, load_device_splits, save_embeddings
 from ferbench.training.settings import backbone_spec, resolve_device, tune_for
@@ -25,8 +26,8 @@ def main() -> None:
     leave_group(group)
     if not group.is_main:
         return
-    metadata = {"backbone": spec.name, "feature_dim": backbone.feature_dim, "input_size": backbone.input_size}
-    save_embeddings(features_file(spec.name), arrays, metadata)
+    record = EmbeddingRecord(backbone=spec.name, feature_dim=backbone.feature_dim, input_size=backbone.input_size)
+    save_embeddings(features_file(spec.name), arrays, record)
     print(f"embed@{spec.name}: {backbone.feature_dim}-d features, train views {arrays['train'].shape[0]}")
 
 

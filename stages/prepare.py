@@ -8,7 +8,6 @@ from ferbench import params as P
 from ferbench.cli import run_stage
 from ferbench.data.prepare import prepare_dataset, write_prepared
 from ferbench.data.prepared import PROVENANCE_FILE, archive_provenance
-from ferbench.evaluation.metrics import write_json
 from ferbench.evaluation.plots import save_class_distribution
 from ferbench.paths import DATA_DETAILS, DATA_METRICS, DATA_PLOTS, PREPARED_DIR, RAW_ARCHIVE
 from ferbench.records import write_headline, write_record
@@ -20,7 +19,7 @@ def main() -> None:
     result = prepare_dataset(RAW_ARCHIVE, params.data, params.seed)
     write_prepared(result, PREPARED_DIR)
     provenance = archive_provenance(RAW_ARCHIVE, params.data.source, params.data.kaggle_dataset)
-    write_json(PREPARED_DIR / PROVENANCE_FILE, provenance)
+    write_record(PREPARED_DIR / PROVENANCE_FILE, provenance)
     summary = result.summary
     write_record(DATA_DETAILS, summary)
     write_headline(DATA_METRICS, summary.headline())

@@ -24,10 +24,10 @@ def main() -> None:
         resolve_device(params.device),
         teacher_file(name),
     )
-    accuracy = outputs.metadata["accuracy"]
+    accuracy = outputs.metadata.accuracy
     print(
-        f"teach@{name}: {stage} checkpoint over {outputs.metadata['view_count']} view(s) of every image; "
-        f"val {accuracy['val']['views']:.4f}, test {accuracy['test']['views']:.4f} -> {teacher_file(name)}"
+        f"teach@{name}: {stage} checkpoint over {outputs.metadata.view_count} view(s) of every image; "
+        f"val {accuracy['val'].views:.4f}, test {accuracy['test'].views:.4f} -> {teacher_file(name)}"
     )
 
 

@@ -285,7 +285,7 @@ def card_provenance(source: str = "archive", **changes: object) -> dict:
         "git_revision": "abc1234",
         "created": "2026-12-01T00:00:00+00:00",
         "training": training,
-        "shipping": {},
+        "shipping": {"select.tta": "auto", "select.tta_min_gain": 0.003, "latency.min_agreement": 0.99},
         **changes,
     }
 

@@ -16,6 +16,7 @@ from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.classifier import ImageClassifier, build_head
 from ferbench.models.fernets import FerVGG
 from ferbench.paths import teacher_checkpoint, teacher_file
+from ferbench.records import TeacherRecord
 from ferbench.schema import validate_params
 from ferbench.training.benchmark import long_training
 from ferbench.training.engine import (
@@ -31,6 +32,7 @@ from ferbench.training.settings import backbone_spec
 from ferbench.training.teachers import (
     CachedTargets,
     OnlineTargets,
+    TeacherIdentity,
     TeacherOutputs,
     TrainedTeacher,
     cache_teacher_outputs,
@@ -102,7 +104,11 @@ def test_a_distilled_student_agrees_with_its_teacher_more_than_one_taught_by_lab
     teacher.load_state_dict(load_checkpoint(tmp_path / "teacher.pt")[0])
     assert (predict_logits(teacher, data, 64).argmax(1) == data.labels).float().mean() > 0.9  # memorised
     outputs = TeacherOutputs(
-        {"train": view_logits(teacher, data, tta(), 64)}, {"train": data.labels.numpy()}, {"teacher": "t"}
+        {"train": view_logits(teacher, data, tta(), 64)},
+        {"train": data.labels.numpy()},
+        TeacherRecord(
+            teacher="t", stage="train", backbone="tiny", classes=CLASSES, views=tta(), view_count=1, accuracy={}
+        ),
     )
     soft = torch.from_numpy(ensemble_probabilities([outputs], "train", 4.0))
     section = recipe(epochs=40, batch_size=28, lr=0.01, flip=False, precision="fp32")
@@ -129,7 +135,7 @@ def cached_outputs(teacher: torch.nn.Module, name: str) -> TeacherOutputs:
     splits = {
         split: random_split(count, seed) for split, count, seed in (("train", 8, 0), ("val", 4, 1), ("test", 5, 2))
     }
-    identity = {"teacher": name, "stage": "train", "backbone": "tiny", "classes": CLASSES}
+    identity = TeacherIdentity(name, "train", "tiny", tuple(CLASSES))
     return teacher_outputs(teacher, splits, tta(flip=True), 4, identity, np.ones(5, dtype=bool))
 
 
@@ -139,8 +145,8 @@ def test_teacher_outputs_hold_every_view_of_every_image_and_come_back_checked(tm
     assert outputs.logits["train"].shape == (2, 8, 7) and outputs.logits["test"].shape == (2, 5, 7)
     mirrored = random_split(8, 0).inputs.flip(-1)
     torch.testing.assert_close(torch.from_numpy(outputs.logits["train"][1]), teacher(mirrored), atol=1e-5, rtol=1e-5)
-    accuracy = outputs.metadata["accuracy"]
-    assert set(accuracy) == {"train", "val", "test", "test_leakage_free"} and outputs.metadata["view_count"] == 2
+    accuracy = outputs.metadata.accuracy
+    assert set(accuracy) == {"train", "val", "test", "test_leakage_free"} and outputs.metadata.view_count == 2
     path = tmp_path / "tiny.npz"
     save_teacher_outputs(path, outputs)
     labels = {split: outputs.labels[split] for split in outputs.labels}

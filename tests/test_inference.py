@@ -16,7 +16,7 @@ from ferbench.models.folder import EmotionModel
 from ferbench.serving import predict
 from ferbench.serving.faces import HaarFaceDetector
 from ferbench.serving.inference import EmotionRecognizer, draw_results
-from tests.support import FixedFaces, detector_args, tta, untrained_model_folder
+from tests.support import FixedFaces, card_provenance, detector_args, tta, untrained_model_folder
 
 CLASSES = list(FER2013_CLASSES)
 
@@ -347,3 +347,27 @@ def test_a_torch_card_never_reaches_outside_its_folder(kind, torch_folder, tmp_p
     else:
         with pytest.raises(FerbenchError, match=re.escape(message)):
             EmotionModel(folder, threads=1)
+
+
+def test_a_students_card_names_its_teachers_and_the_recipe_that_made_it(tmp_path):
+    teacher = {"name": "large", "stage": "finetune", "backbone": "resnet18", "views": 2}
+    distillation = {
+        "teachers": [{**teacher, "val_accuracy": 0.71, "test_accuracy": 0.7}],
+        "ensemble": {"val": 0.71, "test": 0.7},
+        "temperature": 4.0,
+        "kd_weight": 0.5,
+        "targets": "cached",
+        "warm_start": "train@small",
+    }
+    provenance = card_provenance()
+    provenance["training"] |= {"trainable": 2, "distillation": distillation, "training": {"epochs": 35}}
+    folder = untrained_model_folder(tmp_path / "student", provenance=provenance)
+    card = EmotionModel(folder, threads=1).card
+    assert card.provenance.training.distillation.teachers[0].name == "large"
+    assert card.provenance.shipping.min_agreement == 0.99
+    written = json.loads((folder / "model_card.json").read_text())["provenance"]
+    assert written["shipping"] == provenance["shipping"]  # under params.yaml's names, as deploy wrote them
+    markdown = (folder / "MODEL_CARD.md").read_text()
+    assert "- Started from the weights of `train@small` (warm start)" in markdown
+    assert "- Teachers, their probabilities averaged: `large` (finetune, 2 view(s); val 71.0%, test 70.0%)" in markdown
+    assert "- Trainable: 2; seed 42" in markdown and "- Trained with ferbench `abc1234`" in markdown

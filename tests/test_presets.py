@@ -15,7 +15,7 @@ import torch
 from ferbench.constants import FER2013_CLASSES
 from ferbench.params import load_overrides, load_params
 from ferbench.paths import teacher_file
-from ferbench.records import RunReport, read_record
+from ferbench.records import EmbeddingRecord, RunReport, read_record
 from ferbench.schema import Params
 from ferbench.training.benchmark import long_training, run_feature_extract, run_finetune, run_train
 from ferbench.training.embeddings import save_embeddings
@@ -104,7 +104,7 @@ def test_the_gpu_preset_runs_a_few_steps_of_every_training_section_on_the_cpu(ti
         for split, count in counts.items()
     }
     features.update({f"{split}_labels": np.arange(count) % 7 for split, count in counts.items()})
-    save_embeddings(tmp_path / "features.npz", features, {"feature_dim": 16})
+    save_embeddings(tmp_path / "features.npz", features, EmbeddingRecord(backbone="x", feature_dim=16, input_size=48))
     for name in params.backbones:
         section = params.feature_extract_for(name).model_copy(update=few_steps)
         summary = run_feature_extract(name, tmp_path / "features.npz", section, settings)

@@ -6,8 +6,11 @@ import json
 import pandas as pd
 import pytest
 
+from ferbench.data.prepared import PROVENANCE_FILE, archive_provenance, read_provenance
 from ferbench.errors import FerbenchError
 from ferbench.records import (
+    CheckpointRecord,
+    DataOrigin,
     DataSummary,
     LatencyReport,
     RunReport,
@@ -15,6 +18,7 @@ from ferbench.records import (
     ShippedSummary,
     as_record,
     read_record,
+    validated,
     write_record,
 )
 from ferbench.shipping.report_document import ReportTables, results_markdown
@@ -307,7 +311,8 @@ def test_the_document_has_every_section_with_the_records_numbers(details):
         mistakes=confident_mistakes(predictions),
     )
     assert list(tables.mistakes["index"]) == [2, 0]  # the wrong answers, surest first
-    document = results_markdown(records, {"source": "synthetic"}, tables, "../plots")
+    origin = DataOrigin(source="synthetic", archive_sha256="ab" * 32, archive_bytes=1234)
+    document = results_markdown(records, origin, tables, "../plots")
     headings = ["## Data", "## Benchmark", "## Accuracy against latency", "## Candidates", "## Distillation: small"]
     headings += ["### Per class", "## Beside published results", "### Most confident mistakes", "## Plots"]
     positions = [document.index(heading) for heading in headings]
@@ -315,3 +320,37 @@ def test_the_document_has_every_section_with_the_records_numbers(details):
     assert "**Selected: large**" in document and "test accuracy **0.6000**" in document
     assert "started from the weights of `train@small`" in document and "val +0.0100, test +0.0100" in document
     assert "No latency budget set" in document and "![reliability](../plots/reliability.png)" in document
+    assert "Source: `synthetic`, archive SHA-256 `abababababababab...` (1,234 bytes)" in document
+
+
+def test_a_checkpoint_record_says_what_made_the_weights_and_a_bad_one_is_one_line(tmp_path):
+    metadata = {
+        "backbone": "fer_vgg8",
+        "input_size": 48,
+        "feature_dim": 256,
+        "trainable": 2,  # the last two blocks: a number is as valid as all or head
+        "trainable_parameters": 1000,
+        "training": {"epochs": 30},
+        "code_revision": "abc1234",
+        "epoch": 29,
+    }
+    record = validated(CheckpointRecord, metadata, "models/train/fer_vgg8.pt", "train@fer_vgg8")
+    assert record.trainable == 2 and record.epoch == 29 and record.distillation is None
+    for broken in ({**metadata, "trainable": "some"}, {key: v for key, v in metadata.items() if key != "epoch"}):
+        with pytest.raises(FerbenchError) as caught:
+            validated(CheckpointRecord, broken, "models/train/fer_vgg8.pt", "train@fer_vgg8")
+        message = str(caught.value)
+        assert message.startswith("models/train/fer_vgg8.pt: not a CheckpointRecord record")
+        assert "dvc repro train@fer_vgg8" in message and "\n" not in message
+
+
+def test_the_data_origin_prepare_writes_reads_back_and_a_damaged_one_names_prepare(tmp_path):
+    archive = tmp_path / "fer2013.zip"
+    archive.write_bytes(b"not really a zip, but bytes to hash")
+    origin = archive_provenance(archive, "kaggle", "msambare/fer2013")
+    assert origin.archive_bytes == 35 and len(origin.archive_sha256) == 64 and origin.kaggle_dataset
+    write_record(tmp_path / PROVENANCE_FILE, origin)
+    assert read_provenance(tmp_path) == origin
+    (tmp_path / PROVENANCE_FILE).write_text(json.dumps({"source": "floppy", "archive_sha256": "0" * 64}))
+    with pytest.raises(FerbenchError, match=r"provenance.json: not a DataOrigin record \(source: .*-f prepare"):
+        read_provenance(tmp_path)

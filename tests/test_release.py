@@ -79,8 +79,8 @@ def test_the_released_folder_matches_its_card():
     provenance = card.provenance
     assert provenance.data.source in ("kaggle", "archive")
     assert len(provenance.git_revision) >= 7 and not provenance.git_revision.endswith("dirty")
-    assert provenance.training["training"]["epochs"] > 0  # the params that made the weights
-    assert provenance.training["code_revision"] == provenance.git_revision  # trained = shipped
+    assert provenance.training.training["epochs"] > 0  # the params that made the weights
+    assert provenance.training.code_revision == provenance.git_revision  # trained = shipped
     low, high = card.metrics.test_accuracy_ci95
     assert low < card.metrics.test_accuracy < high
     assert card.markdown() == (RELEASED_MODEL_DIR / "MODEL_CARD.md").read_text()  # rendered from the card

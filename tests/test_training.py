@@ -20,6 +20,7 @@ from ferbench.models.classifier import (
     trunk_blocks,
 )
 from ferbench.models.preprocess import Preprocess
+from ferbench.records import EmbeddingRecord
 from ferbench.training.augment import random_hflip
 from ferbench.training.benchmark import run_feature_extract, run_finetune
 from ferbench.training.embeddings import compute_embeddings, load_device_splits, save_embeddings
@@ -78,7 +79,7 @@ def test_feature_extract_learns_from_cached_features(prepared, tmp_path, monkeyp
     splits = load_device_splits(prepared, CPU)
     arrays = compute_embeddings(backbone, splits, flip=True, batch_size=128, device=CPU)
     assert arrays["train"].shape == (2, len(splits["train"]), 512) and arrays["test"].shape[0] == 1
-    save_embeddings(tmp_path / "f.npz", arrays, {"feature_dim": 512})
+    save_embeddings(tmp_path / "f.npz", arrays, EmbeddingRecord(backbone="resnet18", feature_dim=512, input_size=64))
     section = feature_extract_section(epochs=20, batch_size=64, lr=0.001, flip=True, hidden=[], dropout=0.0)
     summary = run_feature_extract("resnet18", tmp_path / "f.npz", section, run_settings(prepared))
     assert summary.test.accuracy >= 2 / 7

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ferbench.constants import IMAGE_SIZE
 from ferbench.errors import FerbenchError
+from ferbench.records import DataOrigin, read_record
 
 PREPARED_SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -54,30 +53,24 @@ MANIFEST_FILE = "manifest.csv"
 PROVENANCE_FILE = "provenance.json"  # where the data came from: source and the archive's SHA-256
 
 
-def archive_provenance(archive: Path, source: str, dataset: str | None) -> dict[str, Any]:
+def archive_provenance(archive: Path, source: str, dataset: str | None) -> DataOrigin:
     """What a prepared dataset was made from: the source (kaggle | archive | synthetic), the Kaggle
     dataset when it came from Kaggle, and the size and SHA-256 of the archive that was decoded."""
     digest = hashlib.sha256()
     with archive.open("rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
-    return {
-        "source": source,
+    return DataOrigin(
+        source=source,
         **({"kaggle_dataset": dataset} if source == "kaggle" else {}),
-        "archive_sha256": digest.hexdigest(),
-        "archive_bytes": archive.stat().st_size,
-    }
+        archive_sha256=digest.hexdigest(),
+        archive_bytes=archive.stat().st_size,
+    )
 
 
-def read_provenance(prepared_dir: Path) -> dict[str, Any]:
+def read_provenance(prepared_dir: Path) -> DataOrigin:
     """The prepared dataset's provenance record (see `archive_provenance`)."""
-    path = prepared_dir / PROVENANCE_FILE
-    if not path.is_file():
-        raise FerbenchError(f"{path}: not found; rerun `dvc repro prepare` (it records where the data came from)")
-    try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FerbenchError(f"{path}: not readable ({exc}); rerun `dvc repro -f prepare`") from exc
+    return read_record(prepared_dir / PROVENANCE_FILE, DataOrigin, "-f prepare")
 
 
 def leakage_free_test_mask(prepared_dir: Path, test_count: int) -> np.ndarray:

@@ -12,7 +12,7 @@ name can only name a file inside the folder (`ferbench.models.folder` checks it 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
@@ -20,8 +20,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from ferbench.constants import CALIBRATION_METHODS, IMAGE_SIZE, INPUT_SIZE_RANGE, MAX_CLASS_NAME, TEMPERATURE_RANGE
 from ferbench.models.variants import RUNTIMES, VARIANTS
-from ferbench.provenance import SYNTHETIC_WARNING
-from ferbench.records import Criterion, ShippedSummary, TemperatureScaling
+from ferbench.provenance import SYNTHETIC_WARNING, code_revision
+from ferbench.records import (
+    Criterion,
+    DataOrigin,
+    DistillationSummary,
+    ShippedSummary,
+    TemperatureScaling,
+    Trainable,
+)
 from ferbench.specs import BackboneSpec, ShiftPixels, Shifts, TTAConfig
 
 CARD_FILE = "model_card.json"
@@ -153,24 +160,40 @@ class CardLatency(CardPart):
     views: Annotated[int, Field(ge=1)] | None = None
 
 
-class DataOrigin(BaseModel):
-    """Where the training data came from (`data/prepared/provenance.json`) and how many images each split had."""
+class TrainingProvenance(CardPart):
+    """The checkpoint's own record of what made the weights, with the run's seed."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    seed: int
+    training: dict[str, Any]  # the recipe as params.yaml spelled it (`ferbench.schema.Recipe`, checked by deploy)
+    trainable: Trainable | None = None
+    distillation: DistillationSummary | None = None  # a student's teachers
+    code_revision: str
 
-    source: str
-    kaggle_dataset: str | None = None
-    archive_sha256: str | None = None
-    archive_bytes: int | None = None
-    images: dict[str, int] | None = None
+
+class ShippingProvenance(CardPart):
+    """The params that decided how the model ships, under their params.yaml names."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, serialize_by_alias=True, validate_by_name=True
+    )
+
+    tta: str = Field(alias="select.tta")
+    tta_min_gain: float = Field(alias="select.tta_min_gain")
+    min_agreement: float = Field(alias="latency.min_agreement")
 
 
 class Provenance(CardPart):
     data: DataOrigin
     git_revision: str
     created: str
-    training: dict[str, Any]  # the checkpoint's own record of the params that made the weights
-    shipping: dict[str, Any]  # the params that decided how it ships
+    training: TrainingProvenance
+    shipping: ShippingProvenance
+
+    @classmethod
+    def written_now(cls, data: DataOrigin, training: TrainingProvenance, shipping: ShippingProvenance) -> Provenance:
+        """A card's provenance as of now: this code's revision and the time, beside what it is given."""
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls(data=data, git_revision=code_revision(), created=created, training=training, shipping=shipping)
 
 
 class Selection(CardPart):
@@ -333,11 +356,11 @@ def _interval(values: Interval | None, style: str = ".1%") -> str:
     return f" (95% CI {values[0]:{style}}-{values[1]:{style}})" if values is not None else ""
 
 
-def _training_lines(training: Mapping[str, Any]) -> list[str]:
+def _training_lines(training: TrainingProvenance | None) -> list[str]:
     """The params that made the weights, as the checkpoint recorded them."""
-    config = training.get("training") if isinstance(training.get("training"), Mapping) else {}
-    if not config:
-        return [f"- Recorded: {json.dumps(dict(training), sort_keys=True)}"]
+    config = training.training if training is not None else {}
+    if training is None or not config:
+        return ["- Not recorded"]
     augment = config.get("augment") or {}
     augment_text = ", ".join(f"{key} {value}" for key, value in augment.items()) if augment else "none"
     return [
@@ -347,27 +370,25 @@ def _training_lines(training: Mapping[str, Any]) -> list[str]:
         f"- Label smoothing {config.get('label_smoothing')}, class weighting {config.get('class_weighting')}, "
         f"sampler {config.get('sampler')}, weight EMA {config.get('ema_decay')}, precision {config.get('precision')}",
         f"- Augmentation on the training device: mirror {config.get('flip')}; {augment_text}",
-        *_distillation_lines(training.get("distillation")),
-        f"- Trainable: {training.get('trainable', 'all')}; seed {training.get('seed', 'unknown')}",
-        f"- Trained with ferbench `{training.get('code_revision', 'not recorded')}`",
+        *_distillation_lines(training.distillation),
+        f"- Trainable: {training.trainable or 'all'}; seed {training.seed}",
+        f"- Trained with ferbench `{training.code_revision}`",
         f"- All of it: `provenance.training` in `{CARD_FILE}`",
     ]
 
 
-def _distillation_lines(distillation: Any) -> list[str]:
+def _distillation_lines(distillation: DistillationSummary | None) -> list[str]:
     """A distilled student's teachers and their accuracies, as its checkpoint recorded them (none otherwise)."""
-    if not isinstance(distillation, Mapping):
+    if distillation is None:
         return []
-    teachers = distillation.get("teachers") if isinstance(distillation.get("teachers"), list) else []
     named = ", ".join(
-        f"`{teacher.get('name')}` ({teacher.get('stage')}, {teacher.get('views')} view(s); val "
-        f"{_percent(teacher.get('val_accuracy'))}, test {_percent(teacher.get('test_accuracy'))})"
-        for teacher in teachers
-        if isinstance(teacher, Mapping)
+        f"`{teacher.name}` ({teacher.stage}, {teacher.views} view(s); val "
+        f"{_percent(teacher.val_accuracy)}, test {_percent(teacher.test_accuracy)})"
+        for teacher in distillation.teachers
     )
-    ensemble = distillation.get("ensemble") if isinstance(distillation.get("ensemble"), Mapping) else {}
-    soft = "cached on the clean images" if distillation.get("targets") == "cached" else "on every augmented batch"
-    warm = distillation.get("warm_start")
+    ensemble = distillation.ensemble
+    soft = "cached on the clean images" if distillation.targets == "cached" else "on every augmented batch"
+    warm = distillation.warm_start
     start = (
         [f"- Started from the weights of `{warm}` (warm start): the epochs above came after that model's"]
         if warm
@@ -375,9 +396,9 @@ def _distillation_lines(distillation: Any) -> list[str]:
     )
     return [
         *start,
-        f"- Distilled: loss = (1 - {distillation.get('kd_weight')}) x cross-entropy on the labels + "
-        f"{distillation.get('kd_weight')} x KL to the teachers' soft labels at temperature "
-        f"{distillation.get('temperature')} ({soft})",
+        f"- Distilled: loss = (1 - {distillation.kd_weight}) x cross-entropy on the labels + "
+        f"{distillation.kd_weight} x KL to the teachers' soft labels at temperature "
+        f"{distillation.temperature} ({soft})",
         f"- Teachers, their probabilities averaged: {named or 'not recorded'}; together val "
         f"{_percent(ensemble.get('val'))}, test {_percent(ensemble.get('test'))}",
     ]
@@ -491,7 +512,7 @@ def _training_section(card: ModelCard) -> list[str]:
         "",
         "## Training procedure",
         "",
-        *_training_lines(provenance.training if provenance is not None else {}),
+        *_training_lines(provenance.training if provenance is not None else None),
     ]
 
 

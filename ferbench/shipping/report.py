@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ferbench.errors import FerbenchError
-from ferbench.evaluation.metrics import confusion_matrix, read_metrics, write_json
+from ferbench.evaluation.metrics import confusion_matrix, write_json
 from ferbench.evaluation.plots import save_confusion_matrix
 from ferbench.files import write_frame_csv
+from ferbench.records import DataOrigin, read_record
 from ferbench.shipping.report_document import ReportTables, results_markdown
 from ferbench.shipping.report_plots import (
     plot_accuracy_latency,
@@ -122,7 +123,7 @@ def write_report(
     plot_reliability(pd.read_csv(inputs.reliability), records.shipped.temperature, plots / "reliability.png")
     summary = summary_metrics(records, tables.benchmark)
     write_json(outputs.summary, summary)
-    provenance = read_metrics(inputs.provenance)
+    provenance = read_record(inputs.provenance, DataOrigin, "-f prepare")
     link = Path("..") / plots if not plots.is_absolute() else plots
     outputs.markdown.parent.mkdir(parents=True, exist_ok=True)
     outputs.markdown.write_text(results_markdown(records, provenance, tables, str(link)))

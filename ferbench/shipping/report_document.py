@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ferbench.errors import FerbenchError
-from ferbench.records import DataSummary, RunReport, Selection, ShippedSummary
+from ferbench.records import DataOrigin, DataSummary, RunReport, Selection, ShippedSummary
 from ferbench.shipping.report_tables import BENCHMARK_STAGES, ReportData
 
 
@@ -155,7 +155,7 @@ def references_section(shipped: ShippedSummary, selected: str) -> list[str]:
     ]
 
 
-def data_section(data: DataSummary, provenance: Mapping[str, Any]) -> list[str]:
+def data_section(data: DataSummary, provenance: DataOrigin) -> list[str]:
     """Where the data came from, images per class and split, and what the quality checks found."""
     counts = pd.DataFrame(data.counts)
     counts = counts.loc[[name for name in counts.index if name != "total"] + ["total"]]  # the total last
@@ -164,14 +164,12 @@ def data_section(data: DataSummary, provenance: Mapping[str, Any]) -> list[str]:
     quality = data.quality
     baseline = data.majority_baseline()
     test_total = int(data.counts["test"]["total"])
-    source = provenance.get("source", "unknown")
-    digest = provenance.get("archive_sha256")
     return [
         "## Data",
         "",
-        f"Source: `{source}`"
-        + (f" (Kaggle dataset `{provenance['kaggle_dataset']}`)" if source == "kaggle" else "")
-        + (f", archive SHA-256 `{digest[:16]}...` ({provenance.get('archive_bytes', 0):,} bytes)" if digest else "")
+        f"Source: `{provenance.source}`"
+        + (f" (Kaggle dataset `{provenance.kaggle_dataset}`)" if provenance.kaggle_dataset else "")
+        + f", archive SHA-256 `{provenance.archive_sha256[:16]}...` ({provenance.archive_bytes:,} bytes)"
         + f"; {data.archive_files['train']} train-folder and {data.archive_files['test']} test-folder files.",
         "",
         _markdown(counts, {}),
@@ -339,7 +337,7 @@ class ReportTables:
     mistakes: pd.DataFrame
 
 
-def results_markdown(records: ReportData, provenance: Mapping[str, Any], tables: ReportTables, plots_link: str) -> str:
+def results_markdown(records: ReportData, provenance: DataOrigin, tables: ReportTables, plots_link: str) -> str:
     """The whole report: the data, the benchmark, accuracy against latency, the candidates and students,
     what ships and why, the references and the plots."""
     selection, shipped = records.selection, records.shipped

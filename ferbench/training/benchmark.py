@@ -32,7 +32,7 @@ from ferbench.models.checkpoint import load_checkpoint, unwrap
 from ferbench.models.classifier import ImageClassifier, Standardize, build_head, set_trainable, with_tta
 from ferbench.paths import RunOutputs
 from ferbench.provenance import code_revision
-from ferbench.records import RunReport, as_record, write_headline, write_record
+from ferbench.records import DistillationSummary, RunIdentity, RunReport, as_record, write_headline, write_record
 from ferbench.schema import CandidateTraining, FeatureExtract, Recipe
 from ferbench.specs import BackboneSpec, TTAConfig
 from ferbench.training.embeddings import load_device_splits, load_embeddings
@@ -57,7 +57,7 @@ class Teaching(Protocol):
     apart so that the candidates' and benchmarks' stages do not depend on the teachers' code)."""
 
     @property
-    def record(self) -> dict[str, Any]:
+    def record(self) -> DistillationSummary:
         """The teachers and settings, for the student's checkpoint and details."""
         ...
 
@@ -81,7 +81,7 @@ class Run:
 
     stage: str
     name: str
-    record: Mapping[str, Any]
+    identity: RunIdentity
 
     @property
     def outputs(self) -> RunOutputs:
@@ -173,11 +173,9 @@ def train_and_report(
     if group.is_main:
         warn_if_slow(estimate_seconds(model, splits["train"], recipe), device, run.description)
     sync_batchnorm = settings.distributed is not None and settings.distributed.sync_batchnorm
-    checkpointing = Checkpointing(
-        outputs.checkpoint,
-        {**run.record, "training": recipe.model_dump(), "code_revision": code_revision()},
-        resume,
-    )
+    identity = run.identity.model_dump(mode="json", exclude_unset=True)
+    metadata = {**identity, "training": recipe.model_dump(mode="json"), "code_revision": code_revision()}
+    checkpointing = Checkpointing(outputs.checkpoint, metadata, resume)
     live_log = Live(dir=str(outputs.live), save_dvc_exp=False, dvcyaml=None) if group.is_main else nullcontext()
     with live_log as live:
         result = fit(
@@ -234,7 +232,7 @@ def train_and_report(
         "identical_weights_across_processes": result.identical_across_ranks,
         "global_batch_size": recipe.batch_size,
         "mixed_precision": "bf16" if mixed_precision(recipe.precision, device) else "fp32",
-        **run.record,
+        **identity,
     }
     report = as_record(RunReport, details)
     write_record(outputs.details, report)
@@ -273,17 +271,17 @@ def run_feature_extract(
 ) -> RunReport | None:
     """Train a head on cached features of a frozen backbone (`training`: the merged feature_extract section)."""
     torch.manual_seed(settings.seed)
-    splits, metadata = load_embeddings(features_path, settings.device)
+    splits, embedding = load_embeddings(features_path, settings.device)
     if training.flip and splits["train"].inputs.shape[0] < 2:
         raise FerbenchError(f"{features_path}: no mirrored features; rerun `dvc repro embed@{name}`")
     train_features = splits["train"].inputs.flatten(0, 1)
     head = torch.nn.Sequential(
         Standardize(train_features.mean(0), train_features.std(0)),
-        build_head(metadata["feature_dim"], len(settings.classes), training.hidden, training.dropout),
+        build_head(embedding.feature_dim, len(settings.classes), training.hidden, training.dropout),
     )
-    record = {"backbone": name, "feature_dim": metadata["feature_dim"], "head_hidden": list(training.hidden)}
+    identity = RunIdentity(backbone=name, feature_dim=embedding.feature_dim, head_hidden=list(training.hidden))
     return train_and_report(
-        head.to(settings.device), splits, training.recipe, Run("feature_extract", name, record), settings
+        head.to(settings.device), splits, training.recipe, Run("feature_extract", name, identity), settings
     )
 
 
@@ -295,8 +293,8 @@ def run_finetune(spec: BackboneSpec, recipe: Recipe, settings: RunSettings) -> R
     model = ImageClassifier(backbone, build_head(backbone.feature_dim, len(settings.classes))).to(settings.device)
     runnable = torch.compile(model) if settings.compile_model else model
     splits = load_device_splits(settings.prepared_dir, settings.device)
-    record = {"backbone": spec.name, "input_size": backbone.input_size, "feature_dim": backbone.feature_dim}
-    return train_and_report(runnable, splits, recipe, Run("finetune", spec.name, record), settings, tta=settings.tta)
+    identity = RunIdentity(backbone=spec.name, input_size=backbone.input_size, feature_dim=backbone.feature_dim)
+    return train_and_report(runnable, splits, recipe, Run("finetune", spec.name, identity), settings, tta=settings.tta)
 
 
 def data_digest(splits: Mapping[str, Batches]) -> str:
@@ -332,20 +330,20 @@ def long_training(
     model = model.to(settings.device)
     runnable = torch.compile(model) if settings.compile_model else model
     splits = load_device_splits(settings.prepared_dir, settings.device)
-    record: dict[str, Any] = {
-        "backbone": spec.name,
-        "input_size": backbone.input_size,
-        "feature_dim": backbone.feature_dim,
-        "trainable": training.trainable,
-        "trainable_parameters": trainable_parameters,
-    }
+    identity = RunIdentity(
+        backbone=spec.name,
+        input_size=backbone.input_size,
+        feature_dim=backbone.feature_dim,
+        trainable=training.trainable,
+        trainable_parameters=trainable_parameters,
+        **({"distillation": teaching.record} if teaching is not None else {}),
+    )
     distillation = None
     if teaching is not None:
-        record["distillation"] = teaching.record
         distillation = teaching.distillation(
             splits["train"], settings.device, mixed_precision(recipe.precision, settings.device)
         )
-    run = Run(stage, spec.name, record)
+    run = Run(stage, spec.name, identity)
     fingerprint = hashlib.sha256(
         json.dumps(
             {

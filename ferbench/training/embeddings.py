@@ -9,7 +9,6 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ from ferbench.data.prepared import PREPARED_SPLITS, load_split
 from ferbench.errors import FerbenchError
 from ferbench.models.backbones import Backbone
 from ferbench.models.classifier import frozen_extractor
+from ferbench.records import EmbeddingRecord, validated
 from ferbench.training.distributed import SINGLE, Group, gather_rows, rank_slice
 from ferbench.training.engine import Batches, inference_autocast
 
@@ -74,18 +74,23 @@ def compute_embeddings(
     return arrays
 
 
-def save_embeddings(path: Path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any]) -> None:
+def save_embeddings(path: Path, arrays: Mapping[str, np.ndarray], record: EmbeddingRecord) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
-        np.savez(handle, metadata=np.array(json.dumps(metadata)), **arrays)
+        np.savez(handle, metadata=np.array(record.model_dump_json()), **arrays)
 
 
-def load_embeddings(path: Path, device: torch.device) -> tuple[dict[str, Batches], dict[str, Any]]:
-    """Cached features as Batches on the device, and the embedding metadata."""
+def load_embeddings(path: Path, device: torch.device) -> tuple[dict[str, Batches], EmbeddingRecord]:
+    """Cached features as Batches on the device, and what made them."""
     if not path.is_file():
         raise FerbenchError(f"{path}: features not found; run `dvc repro` (the embed stage writes them)")
+    rerun = f"-f embed@{path.stem}"
     with np.load(path, allow_pickle=False) as arrays:
-        metadata = json.loads(str(arrays["metadata"]))
+        try:
+            metadata = json.loads(str(arrays["metadata"]))
+        except (KeyError, ValueError) as exc:
+            raise FerbenchError(f"{path}: no readable metadata; rerun `dvc repro {rerun}`") from exc
+        record = validated(EmbeddingRecord, metadata, str(path), rerun)
         splits = {
             name: Batches(
                 torch.from_numpy(arrays[name].astype(np.float32)).to(device),
@@ -94,4 +99,4 @@ def load_embeddings(path: Path, device: torch.device) -> tuple[dict[str, Batches
             )
             for name in PREPARED_SPLITS
         }
-    return splits, metadata
+    return splits, record

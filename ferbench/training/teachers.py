@@ -29,6 +29,7 @@ from ferbench.errors import FerbenchError
 from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.classifier import TTAClassifier, load_classifier
 from ferbench.paths import teacher_checkpoint, teacher_file
+from ferbench.records import DistillationSummary, TeacherRecord, ViewAccuracy, validated
 from ferbench.schema import Params
 from ferbench.specs import BackboneSpec, TTAConfig
 from ferbench.training.embeddings import load_device_splits
@@ -63,11 +64,11 @@ class TeacherOutputs:
 
     logits: Mapping[str, np.ndarray]
     labels: Mapping[str, np.ndarray]
-    metadata: Mapping[str, Any]
+    metadata: TeacherRecord
 
     @property
     def name(self) -> str:
-        return str(self.metadata["teacher"])
+        return self.metadata.teacher
 
     def probabilities(self, split: str, temperature: float) -> np.ndarray:
         """N x C: softmax(logits / temperature) averaged over the views."""
@@ -80,7 +81,8 @@ def save_teacher_outputs(path: Path, outputs: TeacherOutputs) -> None:
     arrays = {f"{split}_logits": logits for split, logits in outputs.logits.items()}
     arrays.update({f"{split}_labels": labels for split, labels in outputs.labels.items()})
     with path.open("wb") as handle:
-        np.savez(handle, metadata=np.array(json.dumps({"format": TEACHER_FORMAT, **outputs.metadata})), **arrays)
+        record = {"format": TEACHER_FORMAT, **outputs.metadata.model_dump(mode="json")}
+        np.savez(handle, metadata=np.array(json.dumps(record)), **arrays)
 
 
 def load_teacher_outputs(path: Path, classes: Sequence[str], labels: Mapping[str, np.ndarray]) -> TeacherOutputs:
@@ -96,8 +98,11 @@ def load_teacher_outputs(path: Path, classes: Sequence[str], labels: Mapping[str
             cached_labels = {split: arrays[f"{split}_labels"] for split in PREPARED_SPLITS}
     except (OSError, KeyError, ValueError) as exc:
         raise FerbenchError(f"{path}: not a teacher-outputs file ({type(exc).__name__}); {fix}") from exc
-    if metadata.get("format") != TEACHER_FORMAT or list(metadata.get("classes", [])) != list(classes):
-        raise FerbenchError(f"{path}: written for other classes or by another ferbench version; {fix}")
+    if not isinstance(metadata, dict) or metadata.pop("format", None) != TEACHER_FORMAT:
+        raise FerbenchError(f"{path}: written by another ferbench version; {fix}")
+    record = validated(TeacherRecord, metadata, str(path), f"teach@{path.stem}")
+    if record.classes != list(classes):
+        raise FerbenchError(f"{path}: written for other classes ({', '.join(record.classes)}); {fix}")
     for split in PREPARED_SPLITS:
         shape = logits[split].shape
         if (
@@ -107,7 +112,7 @@ def load_teacher_outputs(path: Path, classes: Sequence[str], labels: Mapping[str
             or not np.isfinite(logits[split]).all()
         ):
             raise FerbenchError(f"{path}: its {split} outputs do not match data/prepared (stale or damaged); {fix}")
-    return TeacherOutputs(logits, cached_labels, metadata)
+    return TeacherOutputs(logits, cached_labels, record)
 
 
 def ensemble_probabilities(teachers: Sequence[TeacherOutputs], split: str, temperature: float) -> np.ndarray:
@@ -164,23 +169,31 @@ def teacher_outputs(
     splits: Mapping[str, Batches],
     views: TTAConfig,
     batch_size: int,
-    identity: Mapping[str, Any],
+    identity: TeacherIdentity,
     leakage_free: np.ndarray,
 ) -> TeacherOutputs:
-    """Run a trained model over every split in every view; `identity` (teacher, stage, backbone, classes)
-    goes into the metadata with its accuracies (the image alone and averaged over the views)."""
+    """Run a trained model over every split in every view; its record is `identity` with its accuracies
+    (the image alone and averaged over the views)."""
     logits = {split: view_logits(model, data, views, batch_size) for split, data in splits.items()}
     labels = {split: data.labels.cpu().numpy() for split, data in splits.items()}
-    accuracy: dict[str, Any] = {}
-    for split in splits:
-        accuracy[split] = {
-            "image": _accuracy(logits[split][0], labels[split]),
-            "views": _accuracy(logits[split].mean(0), labels[split]),
-        }
+    accuracy = {
+        split: ViewAccuracy(
+            image=_accuracy(logits[split][0], labels[split]), views=_accuracy(logits[split].mean(0), labels[split])
+        )
+        for split in splits
+    }
     test = logits["test"].mean(0)
-    accuracy["test_leakage_free"] = {"views": _accuracy(test[leakage_free], labels["test"][leakage_free])}
-    metadata = {**identity, "views": views.model_dump(), "view_count": views.views, "accuracy": accuracy}
-    return TeacherOutputs(logits, labels, metadata)
+    accuracy["test_leakage_free"] = ViewAccuracy(views=_accuracy(test[leakage_free], labels["test"][leakage_free]))
+    record = TeacherRecord(
+        teacher=identity.teacher,
+        stage=identity.stage,
+        backbone=identity.backbone,
+        classes=list(identity.classes),
+        views=views,
+        view_count=views.views,
+        accuracy=accuracy,
+    )
+    return TeacherOutputs(logits, labels, record)
 
 
 def outputs_digest(teachers: Sequence[TeacherOutputs]) -> str:
@@ -219,27 +232,17 @@ class Teaching:
         }
 
     @property
-    def record(self) -> dict[str, Any]:
+    def record(self) -> DistillationSummary:
         """The teachers (name, stage, backbone, views, accuracies), the ensemble's accuracy and the settings:
         what the student's checkpoint, details and model card say it learned from."""
-        return {
-            "teachers": [
-                {
-                    "name": teacher.name,
-                    "stage": teacher.metadata.get("stage"),
-                    "backbone": teacher.metadata.get("backbone"),
-                    "views": teacher.metadata.get("view_count"),
-                    "val_accuracy": teacher.metadata["accuracy"]["val"]["views"],
-                    "test_accuracy": teacher.metadata["accuracy"]["test"]["views"],
-                }
-                for teacher in self.teachers
-            ],
-            "ensemble": self.ensemble_accuracy(),
-            "temperature": self.temperature,
-            "kd_weight": self.kd_weight,
-            "targets": self.targets,
-            "warm_start": self.warm_start,
-        }
+        return DistillationSummary(
+            teachers=[teacher.metadata.summary() for teacher in self.teachers],
+            ensemble=self.ensemble_accuracy(),
+            temperature=self.temperature,
+            kd_weight=self.kd_weight,
+            targets=self.targets,
+            warm_start=self.warm_start,
+        )
 
     @property
     def digest(self) -> str:
@@ -258,6 +261,16 @@ class Teaching:
                 raise FerbenchError("teacher outputs and data/prepared/train.npz differ in length; rerun `dvc repro`")
             targets = CachedTargets(torch.from_numpy(probabilities).float().to(device))
         return Distillation(targets, self.kd_weight, self.temperature)
+
+
+@dataclass(frozen=True)
+class TeacherIdentity:
+    """Which model a teacher is: its name, the stage that trained it, its backbone and its classes."""
+
+    teacher: str
+    stage: str
+    backbone: str
+    classes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -283,7 +296,7 @@ def cache_teacher_outputs(
     spec, stage, checkpoint = teacher.spec, teacher.stage, teacher.checkpoint
     model = load_classifier(spec, checkpoint, len(classes)).to(device)
     splits = load_device_splits(prepared_dir, device)
-    identity = {"teacher": spec.name, "stage": stage, "backbone": spec.model, "classes": list(classes)}
+    identity = TeacherIdentity(spec.name, stage, spec.model, tuple(classes))
     leakage_free = leakage_free_test_mask(prepared_dir, len(splits["test"]))
     outputs = teacher_outputs(model, splits, views, batch_size, identity, leakage_free)
     save_teacher_outputs(destination, outputs)
