@@ -31,7 +31,7 @@ from ferbench.serving.video import (
     analyse_video,
 )
 from ferbench.shipping.release import release_model
-from tests.support import predict_whole_images
+from tests.support import card_calibration, predict_whole_images
 
 
 @pytest.fixture(scope="module")
@@ -320,6 +320,19 @@ def test_a_card_temperature_or_class_name_out_of_bounds_is_one_line(
     assert predict_whole_images([face], folder) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and message in err and "\x1b" not in err and "\u202e" not in err
+
+
+def test_a_card_whose_temperature_is_not_the_one_it_fitted_is_one_line(model, face, tmp_path, capsys):
+    folder = Path(shutil.copytree(model, tmp_path / "model"))
+    card = json.loads((folder / "model_card.json").read_text())
+    card["calibration"] = card_calibration()  # fitted at temperature 1.0
+    (folder / "model_card.json").write_text(json.dumps(card | {"temperature": 1.0}))
+    assert predict_whole_images([face], folder) == 0
+    capsys.readouterr()
+    (folder / "model_card.json").write_text(json.dumps(card | {"temperature": 1.5}))
+    assert predict_whole_images([face], folder) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "temperature 1.5 differs from calibration.temperature 1.0" in err
 
 
 # 6 and 7. Numbers in range, names apart, links inside, names escaped.

@@ -238,6 +238,17 @@ class ModelCard(CardPart):
             raise ValueError(f"variant {self.variant} runs on {VARIANTS[self.variant].runtime}, not {self.runtime}")
         return self
 
+    @model_validator(mode="after")
+    def _applies_the_temperature_it_fitted(self) -> ModelCard:
+        """The top-level temperature (what serving divides the logits by) is the one the calibration block
+        reports the fit of; a card where they differ describes probabilities it does not produce."""
+        if self.calibration is not None and self.calibration.temperature != self.temperature:
+            raise ValueError(
+                f"temperature {self.temperature} differs from calibration.temperature "
+                f"{self.calibration.temperature}; redeploy the model (dvc repro deploy)"
+            )
+        return self
+
     def to_json(self) -> str:
         """The card as written: its sections in order, those it does not have left out."""
         return json.dumps(self.model_dump(mode="json", exclude_unset=True), indent=2) + "\n"
