@@ -27,7 +27,10 @@ def load_params(path: Path | str = DEFAULT_PARAMS_FILE) -> Params:
 
 
 def merge_overrides(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge `overrides` into `base` in place: mappings merge key by key, null removes a key."""
+    """Merge `overrides` into `base` in place: mappings merge key by key, null removes a key.
+
+    Not OmegaConf's merge: there a null sets the key to None and keeps it, and the presets remove the
+    study's backbones with null (tests/test_params_schema.py shows the difference)."""
     for key, value in overrides.items():
         if value is None:
             base.pop(key, None)

@@ -214,6 +214,19 @@ def test_the_project_params_and_every_preset_are_valid():
         validate_params(merge_overrides(base(), load_overrides(PROJECT_ROOT / preset)), preset)
 
 
+def test_a_null_override_removes_the_key_where_omegaconf_would_keep_it_as_none():
+    """Why `merge_overrides` is ours: params-cpu.yaml removes the study's backbones with null."""
+    from omegaconf import OmegaConf
+
+    from ferbench.params import merge_overrides
+
+    base_params = {"backbones": {"resnet18": {"input_size": 64}, "fer_vgg8": {}}}
+    overrides = {"backbones": {"resnet18": None, "fer_vgg8": {"input_size": 48}}}
+    merged = OmegaConf.to_container(OmegaConf.merge(base_params, overrides))
+    assert merged["backbones"]["resnet18"] is None  # kept: the schema would call it a backbone without fields
+    assert merge_overrides(base_params, overrides) == {"backbones": {"fer_vgg8": {"input_size": 48}}}
+
+
 def test_load_params_validates_and_a_bad_override_never_reaches_a_workspace(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(changed("finetune.epochs", 2.5)))

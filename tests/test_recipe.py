@@ -21,7 +21,7 @@ from ferbench.models.checkpoint import load_checkpoint
 from ferbench.models.classifier import TTAClassifier, with_tta
 from ferbench.schema import Recipe
 from ferbench.training.augment import affine_matrices, augment_images, mix_batch, warp
-from ferbench.training.engine import Batches, WeightAverage, _scheduler, balanced_sample, lr_factor
+from ferbench.training.engine import Batches, _scheduler, balanced_sample, ramped_ema, weight_average
 from tests.support import augment, recipe, train, tta
 
 RECIPE = augment(shift=0.1, rotate=15, scale=0.15, erase=0.5)
@@ -97,6 +97,26 @@ def test_mixup_and_cutmix_weights_and_partners():
     assert 0 <= kept <= 1
 
 
+def test_timms_mixup_and_erasing_do_not_fit_a_seeded_resumable_run_on_any_batch():
+    """Why augment.py keeps its own mixup, cutmix and erasing (its docstring)."""
+    import random
+
+    from timm.data import Mixup
+    from timm.data.random_erasing import RandomErasing
+
+    with pytest.raises(AssertionError, match="even"):
+        Mixup(mixup_alpha=0.2, num_classes=7)(torch.zeros(7, 1, 48, 48), torch.zeros(7, dtype=torch.long))
+    mixed, partner, _ = mix_batch(faces(7).float(), augment(mixup=0.2))  # ours: any batch
+    assert mixed.shape == (7, 48, 48) and sorted(partner.tolist()) == list(range(7))
+    erase = RandomErasing(probability=1.0, mode="const", device="cpu")
+    erased = []
+    for python_seed in (1, 2):
+        torch.manual_seed(0)
+        random.seed(python_seed)
+        erased.append(erase(torch.ones(4, 1, 48, 48)))
+    assert not torch.equal(*erased)  # torch's seed alone does not decide timm's boxes
+
+
 class Recorder(nn.Module):
     """A linear model on pixels that records every batch it is trained on."""
 
@@ -150,7 +170,12 @@ def test_warmup_then_cosine_and_step_schedules():
     assert rates[-1] < 0.001 and all(a >= b for a, b in itertools.pairwise(rates[20:]))
     step = _learning_rates(recipe(epochs=9, batch_size=1, lr=1.0, scheduler="step"), steps_per_epoch=2)
     assert step[:6] == [1.0] * 6 and step[6:12] == pytest.approx([0.1] * 6) and step[12:] == pytest.approx([0.01] * 6)
-    assert lr_factor(0, 5, recipe(epochs=3, batch_size=1, lr=1.0)) == 1.0  # none: constant
+    assert (
+        _scheduler(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), recipe(epochs=3, batch_size=1, lr=1.0), 5)
+        is None
+    )  # none: constant
+    warmed = _learning_rates(recipe(epochs=9, batch_size=1, lr=1.0, scheduler="step", warmup_epochs=1), 2)
+    assert warmed[2:6] == pytest.approx([1.0] * 4) and warmed[6:12] == pytest.approx([0.1] * 6)  # thirds from step 0
 
 
 def test_onecycle_rises_then_anneals():
@@ -193,13 +218,38 @@ def test_weight_average_is_the_saved_model_and_loads_back(tmp_path):
 def test_weight_average_follows_its_decay():
     model = nn.Linear(2, 1, bias=False)
     nn.init.zeros_(model.weight)
-    average = WeightAverage(model, decay=0.5)
+    average = weight_average(model, decay=0.5)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    average.update(model)  # first step: decay min(0.5, 2/11) = 2/11
+    average.update_parameters(model)  # first step: decay min(0.5, 2/11) = 2/11
     torch.testing.assert_close(average.module.weight, torch.full((1, 2), 9 / 11))
-    average.update(model)  # then min(0.5, 3/12) = 0.25
+    average.update_parameters(model)  # then min(0.5, 3/12) = 0.25
     torch.testing.assert_close(average.module.weight, torch.full((1, 2), 0.25 * 9 / 11 + 0.75))
+
+
+def test_the_ramped_average_leaves_the_random_start_where_torchs_fixed_decay_keeps_it():
+    """Why `ramped_ema` and not torch's `get_ema_multi_avg_fn`: after one 368-step epoch of FER-2013 at decay
+    0.999, torch's average is still 69% the initial weights; ours has moved 97% of the way to the live ones."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    model = nn.Sequential(nn.Linear(2, 1, bias=False), nn.BatchNorm1d(1))
+    nn.init.zeros_(model[0].weight)
+    ours = weight_average(model, decay=0.999)
+    torchs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
+    torchs.update_parameters(model)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].num_batches_tracked.fill_(368)
+    for _ in range(368):
+        ours.update_parameters(model)
+        torchs.update_parameters(model)
+    assert torchs.module[0].weight.mean().item() == pytest.approx(1 - 0.999**368, abs=1e-3)  # 0.31
+    assert ours.module[0].weight.mean().item() > 0.97
+    assert ours.module[1].num_batches_tracked.item() == 368  # copied, not averaged
+    updates = torch.tensor(1)
+    averaged, live = [torch.zeros(3)], [torch.ones(3)]
+    ramped_ema(0.5)(averaged, live, updates)
+    torch.testing.assert_close(averaged[0], torch.full((3,), 9 / 11))
 
 
 class MirrorInvariant(nn.Module):

@@ -151,7 +151,8 @@ def _subset(data: Batches, count: int) -> Batches:
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, capsys):
     splits = {name: _subset(data, 96) for name, data in load_device_splits(prepared, CPU).items()}
-    config = recipe(epochs=4, batch_size=32, lr=0.001)
+    # warm-up then cosine (torch's SequentialLR) and a weight average (AveragedModel): their states resume too
+    config = recipe(epochs=4, batch_size=32, lr=0.001, scheduler="cosine", warmup_epochs=1, ema_decay=0.9)
     resume = ResumeFile(tmp_path / "state.resume.pt", "fingerprint-a")
     interrupted: list[dict] = []
 
@@ -173,6 +174,11 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, caps
         )
     assert torch.load(resume.path, weights_only=True)["epoch"] == 2
     (tmp_path / "best.pt").unlink()  # DVC removes a stage's regular outputs before rerunning it
+    state = torch.load(resume.path, weights_only=True)
+    older = tmp_path / "older.resume.pt"
+    torch.save({key: value for key, value in state.items() if key != "format"}, older)
+    assert ResumeFile(older, "fingerprint-a").load(4) is None  # another version's state: start over
+    assert ResumeFile(resume.path, "fingerprint-a").load(4) is not None
 
     logged: list[dict] = []
     result = train(

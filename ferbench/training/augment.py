@@ -6,6 +6,11 @@ one random affine per image (mirror, shift, rotation, zoom) applied with a singl
 cutmix to a batch and returns each image's partner with the weight of the image itself. Every random draw comes from
 torch's generator, so a seeded run augments identically (and a resumed run continues the
 stream: the engine saves the generator state).
+
+Why not timm's `Mixup` and `RandomErasing`: they draw from NumPy's and Python's generators, which
+neither `seed` nor a resume file restores (tests/test_recipe.py shows it); timm's `Mixup` refuses a
+batch of odd size (the last batch of an epoch often is) and returns smoothed one-hot targets, while the
+loss here mixes the hard labels and a teacher's soft labels through each image's partner and weight.
 """
 
 from __future__ import annotations

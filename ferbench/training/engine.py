@@ -11,7 +11,6 @@ average of the weights that is evaluated and checkpointed as the model when on.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from ferbench.errors import FerbenchError
@@ -138,71 +138,65 @@ def _optimizer(parameters: Any, recipe: Recipe) -> torch.optim.Optimizer:
 WARMUP_START = 0.01  # warm-up starts at this share of the learning rate
 
 
-def lr_factor(step: int, steps_per_epoch: int, recipe: Recipe) -> float:
-    """The learning rate of batch `step` (0-based) as a share of `recipe.lr`, for the per-batch
-    schedules: linear warm-up over `warmup_epochs`, then constant (none), half a cosine down to 0
-    (cosine), or x0.1 after each third of the epochs (step)."""
-    warmup = round(recipe.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return WARMUP_START + (1 - WARMUP_START) * step / warmup
-    if recipe.scheduler == "cosine":
-        total = recipe.epochs * steps_per_epoch
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    if recipe.scheduler == "step":
-        return 0.1 ** ((step // steps_per_epoch) // max(1, recipe.epochs // 3))
-    return 1.0
-
-
 def _scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> Any:
-    """Stepped after every batch, except `plateau`, which `fit` steps with the val loss after every epoch."""
+    """Torch's schedulers, stepped after every batch, except `plateau`, which `fit` steps with the val loss
+    after every epoch. A linear warm-up from WARMUP_START of the rate over `warmup_epochs` (LinearLR), then
+    constant (none), half a cosine down to 0 (cosine) or x0.1 after each third of the epochs (step; a third
+    that ends within the warm-up is not applied), the two chained by SequentialLR; one-cycle rises over
+    `warmup_epochs` itself."""
+    schedulers = torch.optim.lr_scheduler
     if recipe.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        return schedulers.ReduceLROnPlateau(
             optimizer, mode="min", factor=recipe.plateau_factor, patience=recipe.plateau_patience
         )
+    total = recipe.epochs * steps_per_epoch
     if recipe.scheduler == "onecycle":
         rising = recipe.warmup_epochs / recipe.epochs if recipe.warmup_epochs else 0.3
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, pct_start=rising, total_steps=recipe.epochs * steps_per_epoch
-        )
-    if recipe.scheduler == "none" and not recipe.warmup_epochs:
-        return None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, recipe))
+        return schedulers.OneCycleLR(optimizer, max_lr=recipe.lr, pct_start=rising, total_steps=total)
+    warmup = round(recipe.warmup_epochs * steps_per_epoch)
+    phases: list[Any] = []
+    if warmup:
+        phases.append(schedulers.LinearLR(optimizer, start_factor=WARMUP_START, end_factor=1.0, total_iters=warmup))
+    if recipe.scheduler == "cosine":
+        phases.append(schedulers.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup)))
+    elif recipe.scheduler == "step":  # counted from the first step, so the milestones move by the warm-up
+        third = steps_per_epoch * max(1, recipe.epochs // 3)
+        milestones = [step - warmup for step in range(third, total, third) if step > warmup]
+        phases.append(schedulers.MultiStepLR(optimizer, milestones=milestones, gamma=0.1))
+    if len(phases) < 2:
+        return phases[0] if phases else None
+    return schedulers.SequentialLR(optimizer, phases, milestones=[warmup])
 
 
-class WeightAverage:
-    """Exponential moving average of a model's weights and buffers (BatchNorm statistics too).
+def ramped_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """The update `AveragedModel` applies after its first (a copy): the average moves towards the live
+    weights by 1 - d, with d = min(decay, (1 + t) / (10 + t)) at update t, so that it is not dominated by
+    the random initialisation early on; integer buffers (BatchNorm's batch count) are copied.
 
-    The decay ramps up as (1 + t) / (10 + t) over the first steps, so the average is not
-    dominated by the random initialisation. `module` is an ordinary copy of the model, used
-    for evaluation and saved as the checkpoint.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(unwrap(model)).eval()
-        for parameter in self.module.parameters():
-            parameter.requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
+    Torch's own `get_ema_multi_avg_fn` keeps d = decay from the first update (at 0.999, after one
+    368-step epoch of FER-2013 the average is still 69% the initial weights, and the first epochs'
+    evaluations judge a near-random model) and averages integer buffers arithmetically."""
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        averaged, live = [], []
-        for mine, theirs in zip(self.module.state_dict().values(), unwrap(model).state_dict().values(), strict=True):
-            if mine.is_floating_point():
-                averaged.append(mine)
-                live.append(theirs.detach())
-            else:
-                mine.copy_(theirs)
-        torch._foreach_lerp_(averaged, live, 1 - decay)
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
+        steps = updates.double()  # on the weights' device: no host synchronisation
+        torch._foreach_lerp_(averaged, current, 1 - torch.clamp((1 + steps) / (10 + steps), max=decay))
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"weights": model_state(self.module), "updates": self.updates}
+    return update
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["weights"])
-        self.updates = int(state["updates"])
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of `model`'s weights and buffers (BatchNorm statistics too), starting
+    from its current weights; `.module` is an ordinary copy of the model, evaluated and checkpointed."""
+    average = AveragedModel(unwrap(model), multi_avg_fn=ramped_ema(decay), use_buffers=True)
+    average.update_parameters(unwrap(model))  # the first update copies
+    for parameter in average.parameters():
+        parameter.requires_grad_(False)
+    average.module.eval()
+    return average
 
 
 def class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor | None:
@@ -295,7 +289,7 @@ class TrainingState:
         self.steps_per_epoch = math.ceil(len(data.train) / recipe.batch_size)
         self.scheduler = _scheduler(self.optimizer, recipe, self.steps_per_epoch)
         self.per_batch = self.scheduler is not None and recipe.scheduler != "plateau"
-        self.average = WeightAverage(model, recipe.ema_decay) if recipe.ema_decay else None
+        self.average = weight_average(model, recipe.ema_decay) if recipe.ema_decay else None
         self.evaluated = self.average.module if self.average is not None else model
         self.class_weights = class_weights(data.train.labels, data.num_classes, recipe.class_weighting)
         self.result = FitResult(best_epoch=-1, best_val_accuracy=-math.inf)
@@ -380,7 +374,7 @@ class TrainingState:
             if self.per_batch:
                 self.scheduler.step()
             if self.average is not None:
-                self.average.update(self.model)
+                self.average.update_parameters(unwrap(self.model))
             loss_sum += loss.detach() * len(index)
             correct += (logits.argmax(1) == labels).sum()
             progress.update()
@@ -512,6 +506,9 @@ def fit(
     return result
 
 
+RESUME_FORMAT = 2  # 2: torch's schedulers and AveragedModel in the state
+
+
 @dataclass(frozen=True)
 class ResumeFile:
     """Where a run keeps its full state after each epoch, and what it must match to be resumed.
@@ -531,12 +528,14 @@ class ResumeFile:
         except Exception as exc:  # a torn or foreign file: start over, say why
             print(f"warning: cannot read {self.path} ({type(exc).__name__}); starting over")
             return None
+        if state.get("format") != RESUME_FORMAT:  # written by a version that kept its state otherwise
+            return None
         if state.get("fingerprint") != self.fingerprint or not 0 < state.get("epoch", 0) < epochs:
             return None
         return state
 
     def save(self, snapshot: Mapping[str, Any]) -> None:
-        atomic_torch_save(self.path, {"fingerprint": self.fingerprint, **snapshot})
+        atomic_torch_save(self.path, {"format": RESUME_FORMAT, "fingerprint": self.fingerprint, **snapshot})
 
 
 def estimate_seconds(model: nn.Module, train: Batches, recipe: Recipe, probe_batches: int = 2) -> float:
