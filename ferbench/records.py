@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ferbench.constants import DATA_SOURCES, TEMPERATURE_RANGE
+from ferbench.constants import DATA_SOURCES, RANGE_METHODS, TEMPERATURE_RANGE
 from ferbench.errors import FerbenchError
 from ferbench.specs import TTAConfig
 
@@ -300,11 +300,12 @@ class VariantMeasurement(Timing):
 
 
 class Int8Ranges(Record):
-    """The images static int8 quantization took its activation ranges from."""
+    """The images static int8 quantization took its activation ranges from, and how: ONNX Runtime's range
+    method, or NNCF's own estimators (OpenVINO). In the latency report and the card of an int8 model."""
 
-    images: int
     split: Literal["train"]
-    method: str
+    images: Annotated[int, Field(ge=1)]
+    method: Literal[(*RANGE_METHODS, "nncf")]
 
 
 LATENCY_HEADLINE = ("p50_ms", "p90_ms", "p99_ms")
@@ -322,7 +323,7 @@ class LatencyReport(Record):
     gflops: float
     parameters_m: float
     variants: dict[str, VariantMeasurement]
-    calibration: Int8Ranges
+    int8_ranges: Int8Ranges
     min_agreement: float
     fastest_faithful: str
     speedup_vs_torch_fp32: dict[str, float]

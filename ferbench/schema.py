@@ -33,7 +33,6 @@ from pydantic import (
 
 from ferbench.constants import (
     BATCH_MODES,
-    CALIBRATION_METHODS,
     CANDIDATE_STAGES,
     CLASS_WEIGHTING,
     CRITERIA,
@@ -42,6 +41,7 @@ from ferbench.constants import (
     LR_SCALING,
     OPTIMIZERS,
     PRECISIONS,
+    RANGE_METHODS,
     SAMPLERS,
     SCHEDULERS,
     SOFT_TARGETS,
@@ -231,8 +231,8 @@ class Latency(Section):
     warmup: NonNegativeInt
     runs: Count
     min_agreement: Annotated[float, Field(gt=0, le=1)]
-    calibration_images: Count
-    calibration_method: Literal[CALIBRATION_METHODS]
+    int8_range_images: Count
+    int8_range_method: Literal[RANGE_METHODS]
 
 
 def _teacher_stage(stage: Any) -> Any:

@@ -6,7 +6,7 @@ settings (YuNet with eye alignment, the default, and the Haar fallback) and `dra
 the live mode does for each video frame.
 Deployment models are built from the seed specs without pretrained weights (speed does not
 depend on them) and exported as the select stage would, in the variants that can ship: ResNet18 as
-ONNX Runtime static int8 and OpenVINO int8 (calibrated here on synthetic faces, which sets speed,
+ONNX Runtime static int8 and OpenVINO int8 (activation ranges measured here on synthetic faces, which sets speed,
 not quality) and, for comparison, ONNX fp32; CLIP ViT-B/32 as ONNX Runtime dynamic int8 and as
 OpenVINO fp32 and int8 (the OpenVINO rows only where it is installed).
 
@@ -29,7 +29,7 @@ from ferbench.data.synthetic import render_face
 from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, build_head
 from ferbench.models.folder import EmotionModel
-from ferbench.models.runtimes import Calibration
+from ferbench.models.runtimes import RangeSample
 from ferbench.models.variants import OPENVINO_INSTALL, VARIANTS, missing_packages
 from ferbench.params import load_params
 from ferbench.serving.faces import build_detector
@@ -67,7 +67,7 @@ def main() -> None:
     frame = face_frame()
     rng = np.random.default_rng(0)
     drawn = np.stack([render_face(FER2013_CLASSES[index % 7], rng) for index in range(64)])
-    calibration = Calibration(drawn, params.latency.calibration_method)
+    ranges = RangeSample(drawn, params.latency.int8_range_method)
     print(f"640x480 frame, one face, {args.threads} threads, {args.frames} frames after 20 warm-up frames")
     print(f"{'model':<30} {'faces':<15} {'detect every':>12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8} {'FPS':>6}")
     for name, variant in DEPLOYMENTS:
@@ -85,7 +85,7 @@ def main() -> None:
                 model,
                 list(FER2013_CLASSES),
                 variant,
-                sources=FolderSources(int8_calibration=calibration),
+                sources=FolderSources(int8_ranges=ranges),
             )
             deployed = EmotionModel(scratch, threads=args.threads)
             for (detector_name, detector), detect_every in itertools.product(detectors.items(), (1, 2)):

@@ -7,8 +7,8 @@ random weights make near-tied logits, so their int8 agreement is a pessimistic b
 a random trunk a trained head instead: the head is fitted on the trunk's features of N train images, so
 the logits are those of a trained classifier (the closest to a trained CLIP that a machine without its
 pretrained weights can have). Exports every variant this machine can build (PyTorch eager, ONNX Runtime
-fp32, dynamic and static int8, and OpenVINO fp32 and int8 when it is installed; the int8 ones calibrated
-on `latency.calibration_images` train images) and times them on one 48x48 image in interleaved rounds,
+fp32, dynamic and static int8, and OpenVINO fp32 and int8 when it is installed; the int8 ones' ranges measured
+on `latency.int8_range_images` train images) and times them on one 48x48 image in interleaved rounds,
 so that load changes hit every variant alike. Agreement with PyTorch fp32 is measured on val images of a
 prepared folder (`--prepared`, default data/prepared; synthetic faces when there is none). Speed-ups are
 against PyTorch eager and against ONNX Runtime fp32 (the steadier reference on a noisy machine) in the
@@ -36,14 +36,14 @@ from ferbench.models.variants import REFERENCE
 from ferbench.params import load_params
 from ferbench.paths import PREPARED_DIR
 from ferbench.schema import Params
-from ferbench.shipping.latency import calibration_from_params, timing
+from ferbench.shipping.latency import range_sample_from_params, timing
 from ferbench.training.embeddings import compute_embeddings
 from ferbench.training.engine import Batches, Checkpointing, TrainingData, fit
 from ferbench.training.settings import backbone_spec
 
 
 def prepared_folder(path: Path | None, scratch: Path) -> tuple[Path, str]:
-    """The prepared folder to calibrate and judge on: the given one, data/prepared, or synthetic faces."""
+    """The prepared folder to measure int8 ranges and judge on: the given one, data/prepared, or synthetic faces."""
     if path is not None:
         return path, str(path)
     if (PREPARED_DIR / "val.npz").is_file():
@@ -118,7 +118,7 @@ def main() -> None:
         "--prepared",
         type=Path,
         default=None,
-        help="prepared folder (train.npz for calibration, val.npz for agreement); default "
+        help="prepared folder (train.npz for ranges, val.npz for agreement); default "
         "data/prepared, else generated synthetic faces",
     )
     parser.add_argument("--agreement-images", type=int, default=1000, help="val images judged, drawn at random (1000)")
@@ -148,12 +148,12 @@ def main() -> None:
     params = load_params()
     with tempfile.TemporaryDirectory() as scratch:
         prepared, source = prepared_folder(args.prepared, Path(scratch))
-        calibration = calibration_from_params(params, load_split(prepared / "train.npz"))
+        ranges = range_sample_from_params(params, load_split(prepared / "train.npz"))
         val = load_split(prepared / "val.npz")
         judged = sample(val, args.agreement_images, seed=1).images
         print(
             f"CPU, batch 1, {args.threads} threads, {args.runs} runs x {args.rounds} rounds (median round); "
-            f"static int8 calibrated on {len(calibration.images)} train images ({calibration.method}); "
+            f"static int8 ranges measured on {len(ranges.images)} train images ({ranges.method}); "
             f"agreement with torch fp32 on {len(judged)} random val images of {source}"
         )
         print(
@@ -164,7 +164,7 @@ def main() -> None:
             model, weights = model_for(name, params, checkpoints, args.fit_head, prepared)
             gflops = forward_flops(model) / 1e9
             folder = Path(scratch) / name
-            runtimes = build_runtimes(model, folder, args.threads, calibration)
+            runtimes = build_runtimes(model, folder, args.threads, ranges)
             reference = batched_predictions(runtimes[REFERENCE], judged)
             agreements = {
                 variant: agreement(reference, batched_predictions(runtime, judged))

@@ -21,7 +21,7 @@ from ferbench.provenance import limitations
 from ferbench.records import CheckpointRecord, LatencyReport, RunReport, read_record, validated, write_headline
 from ferbench.schema import Recipe
 from ferbench.shipping.deploy import JudgingData, ModelContext, ShippingRules, TrainedCandidate, deploy_candidate
-from ferbench.shipping.latency import calibration_from_params
+from ferbench.shipping.latency import range_sample_from_params
 from ferbench.shipping.selection import ships_with_tta
 from ferbench.training.settings import backbone_spec
 
@@ -67,7 +67,9 @@ def main() -> None:
             trained,
             latency,
         ),
-        JudgingData(val, test, leakage_free_test_mask(PREPARED_DIR, len(test)), calibration_from_params(params, train)),
+        JudgingData(
+            val, test, leakage_free_test_mask(PREPARED_DIR, len(test)), range_sample_from_params(params, train)
+        ),
         ShippingRules(params.latency.threads, params.latency.min_agreement, params.tta if use_tta else None),
         ModelContext(Provenance.written_now(data, training, shipping), limitations(data.source)),
     )

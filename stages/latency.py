@@ -1,7 +1,7 @@
 """DVC stage `latency@<backbone>`: CPU latency (batch 1) of the fine-tuned model in each runtime variant.
 
 Variants: PyTorch eager fp32, ONNX Runtime fp32, int8 with dynamic quantization and int8 with static
-quantization calibrated on `latency.calibration_images` train images, each with its agreement with
+quantization with activation ranges measured on `latency.int8_range_images` train images, each with its agreement with
 fp32 predictions on val, and timed again on the test-time-augmentation views when `tta` has more
 than one. `metrics/latency/<backbone>.json` holds the p50/p90/p99 per variant and the pick;
 `reports/details/latency/<backbone>.json` everything measured. Latency is a property of the
@@ -14,7 +14,7 @@ from ferbench.data.prepared import load_split
 from ferbench.models.classifier import load_classifier
 from ferbench.paths import LATENCY_METRICS, PREPARED_DIR, RunOutputs, stage_details
 from ferbench.records import write_headline, write_record
-from ferbench.shipping.latency import LatencySource, calibration_from_params, latency_report
+from ferbench.shipping.latency import LatencySource, latency_report, range_sample_from_params
 from ferbench.training.settings import backbone_spec
 
 
@@ -23,14 +23,14 @@ def main() -> None:
     params = P.load_params()
     checkpoint = RunOutputs("finetune", name).checkpoint
     model = load_classifier(backbone_spec(params, name), checkpoint, len(params.data.classes))
-    calibration = calibration_from_params(params, load_split(PREPARED_DIR / "train.npz"))
+    ranges = range_sample_from_params(params, load_split(PREPARED_DIR / "train.npz"))
     report = latency_report(
         model,
         LatencySource(name, str(checkpoint)),
         load_split(PREPARED_DIR / "val.npz"),
         params.latency,
         params.tta.views,
-        calibration,
+        ranges,
     )
     write_record(stage_details("latency", name), report)
     write_headline(LATENCY_METRICS / f"{name}.json", report.headline())

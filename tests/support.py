@@ -154,7 +154,7 @@ def untrained_model_folder(
     selection: dict | None = None,
     agreement_with_fp32_on_val: dict | None = None,
     limitations: Sequence[str] = (),
-    int8_calibration: object = None,
+    int8_ranges: object = None,
 ) -> Path:
     """A deployable model folder (card + export) of resnet18 at 48 px with random weights, optionally
     with test-time augmentation (a TTAConfig) inside, a calibration temperature and the card sections given
@@ -185,7 +185,7 @@ def untrained_model_folder(
         limitations=limitations,
         selection=typed(Selection, selection),
     )
-    sources = FolderSources(int8_calibration=int8_calibration)
+    sources = FolderSources(int8_ranges=int8_ranges)
     write_model_folder(folder, spec, with_tta(model, tta), list(FER2013_CLASSES), variant, sections, sources)
     return folder
 

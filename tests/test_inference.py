@@ -196,18 +196,18 @@ STATIC_INT8 = {
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", list(STATIC_INT8))
 def test_a_calibrated_int8_model_folder_loads_in_the_inference_core_and_the_cli(variant, tmp_path, capsys):
-    from ferbench.models.runtimes import Calibration
+    from ferbench.models.runtimes import RangeSample
 
-    calibration = Calibration(
+    calibration = RangeSample(
         np.stack([render_face(name, np.random.default_rng(seed)) for seed in range(4) for name in CLASSES]),
         "percentile",
     )
     runtime, files, method = STATIC_INT8[variant]
-    folder = untrained_model_folder(tmp_path / variant, variant, int8_calibration=calibration)
+    folder = untrained_model_folder(tmp_path / variant, variant, int8_ranges=calibration)
     deployed = EmotionModel(folder, threads=1)
     assert [deployed.card.files.model, deployed.card.files.weights] == [*files, None][:2]
     assert deployed.card.runtime == runtime and set(files) <= set(deployed.card.sha256)
-    assert deployed.card.int8_calibration.model_dump() == {"split": "train", "images": 28, "method": method}
+    assert deployed.card.int8_ranges.model_dump() == {"split": "train", "images": 28, "method": method}
     assert "Static int8: activation ranges calibrated on 28 train images" in (folder / "MODEL_CARD.md").read_text()
     crops = np.stack([render_face(name, np.random.default_rng(9)) for name in CLASSES])
     probabilities = deployed.probabilities(crops)

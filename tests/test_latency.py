@@ -10,7 +10,7 @@ from ferbench.models.backbones import build_backbone
 from ferbench.models.classifier import ImageClassifier, build_head, forward_flops
 from ferbench.models.export import CalibrationReader, export_onnx, onnx_logits, onnx_session, preprocessing_nodes
 from ferbench.models.runtimes import (
-    Calibration,
+    RangeSample,
     Runtime,
     VariantExporter,
     agreement,
@@ -19,7 +19,7 @@ from ferbench.models.runtimes import (
 )
 from ferbench.models.variants import VARIANTS
 from ferbench.records import LatencyReport, read_record, write_record
-from ferbench.shipping.latency import LatencySource, calibration_sample, latency_report, measure_variants, timing
+from ferbench.shipping.latency import LatencySource, latency_report, measure_variants, range_sample, timing
 from ferbench.specs import BackboneSpec
 from tests.support import backbone_spec, project_params, save_tiny_clip, synthetic_prepared
 
@@ -103,7 +103,7 @@ def settings(**changes) -> object:
 def test_latency_report_of_a_real_model(resnet, tmp_path):
     val = Split(images(40), np.zeros(40, dtype=np.int64))
     source = LatencySource("resnet18", "models/finetune/resnet18.pt")
-    report = latency_report(resnet, source, val, settings(), 1, Calibration(images(16, seed=5), "percentile"))
+    report = latency_report(resnet, source, val, settings(), 1, RangeSample(images(16, seed=5), "percentile"))
     assert set(report.variants) == set(VARIANTS) and report.backbone == "resnet18"
     for result in report.variants.values():
         assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms
@@ -211,7 +211,7 @@ def test_calibrated_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, f
     judged, others = (Split(train.images[part], train.labels[part]) for part in (order[:70], order[70:]))
     model = fitted(model, judged, *((600, 3e-3) if kind == "cnn" else (1000, 1e-3)))
     runtimes = build_runtimes(
-        model, tmp_path, threads=1, calibration=Calibration(calibration_sample(others, 64, 0), "percentile")
+        model, tmp_path, threads=1, calibration=RangeSample(range_sample(others, 64, 0), "percentile")
     )
     measured = measure_variants(runtimes, judged.images, judged.labels, warmup=0, runs=1)
     static_agreement = measured["onnx_int8_static"].agreement
@@ -261,7 +261,7 @@ def test_calibration_reads_train_images_only(faces, tmp_path, monkeypatch):
         val,
         settings(warmup=0, runs=2),
         1,
-        Calibration(calibration_sample(train, 50, seed=3), "minmax"),
+        RangeSample(range_sample(train, 50, seed=3), "minmax"),
     )
     assert report.calibration.model_dump() == {"images": 50, "split": "train", "method": "minmax"}
     assert "onnx_int8_static" in report.variants
@@ -273,8 +273,8 @@ def test_calibration_reads_train_images_only(faces, tmp_path, monkeypatch):
 
 def test_the_calibration_sample_is_seeded_and_never_larger_than_train():
     split = Split(images(10), np.zeros(10, dtype=np.int64))
-    assert len(calibration_sample(split, 100, seed=0)) == 10  # all of a small train split
-    np.testing.assert_array_equal(calibration_sample(split, 4, seed=1), calibration_sample(split, 4, seed=1))
+    assert len(range_sample(split, 100, seed=0)) == 10  # all of a small train split
+    np.testing.assert_array_equal(range_sample(split, 4, seed=1), range_sample(split, 4, seed=1))
 
 
 def test_without_openvino_its_variants_are_skipped_with_one_line(tmp_path, monkeypatch, capsys):
@@ -284,7 +284,7 @@ def test_without_openvino_its_variants_are_skipped_with_one_line(tmp_path, monke
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real_find_spec(name, *a)
     )
-    runtimes = build_runtimes(SmallCNN().eval(), tmp_path, threads=1, calibration=Calibration(images(8), "percentile"))
+    runtimes = build_runtimes(SmallCNN().eval(), tmp_path, threads=1, calibration=RangeSample(images(8), "percentile"))
     assert set(runtimes) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static"}
     lines = [line for line in capsys.readouterr().out.splitlines() if "skipped" in line]
     assert lines == [
@@ -305,7 +305,7 @@ def test_nncf_calibrates_on_train_images_only(faces, tmp_path, monkeypatch):
 
     monkeypatch.setattr(nncf, "Dataset", recording)
     train, val, test = (load_split(faces / f"{split}.npz") for split in ("train", "val", "test"))
-    sample = Calibration(calibration_sample(train, 24, seed=3), "percentile")
+    sample = RangeSample(range_sample(train, 24, seed=3), "percentile")
     VariantExporter(SmallCNN().eval(), tmp_path / "scratch").export(VARIANTS["openvino_int8"], tmp_path, sample)
     rows = {image.tobytes() for image in served}
     assert len(rows) == 24 and rows <= {image.tobytes() for image in train.images}
@@ -314,6 +314,6 @@ def test_nncf_calibrates_on_train_images_only(faces, tmp_path, monkeypatch):
 
 def test_only_the_named_variants_are_exported(tmp_path):
     # deploy judges only what the latency stage timed: the other variants are never built
-    runtimes = build_runtimes(SmallCNN().eval(), tmp_path, 1, Calibration(images(8), "percentile"), only={"onnx_fp32"})
+    runtimes = build_runtimes(SmallCNN().eval(), tmp_path, 1, RangeSample(images(8), "percentile"), only={"onnx_fp32"})
     assert set(runtimes) == {"torch_fp32", "onnx_fp32"}
     assert sorted(path.name for path in tmp_path.iterdir()) == [VARIANTS["onnx_fp32"].file]

@@ -119,9 +119,9 @@ CASES = [
     ("latency.threads", True, "'latency.threads' is True; expected a whole number"),
     ("latency.min_agreement", 1.5, "'latency.min_agreement' is 1.5; allowed: greater than 0 and at most 1"),
     (
-        "latency.calibration_method",
+        "latency.int8_range_method",
         "kl",
-        "'latency.calibration_method' is 'kl'; use one of: percentile, minmax, entropy",
+        "'latency.int8_range_method' is 'kl'; use one of: percentile, minmax, entropy",
     ),
     ("select.criterion", "acc", "'select.criterion' is 'acc'; use one of: accuracy, generalization"),
     ("select.latency_budget_ms", -5, "'select.latency_budget_ms' is -5; allowed: greater than 0"),

@@ -60,7 +60,7 @@ def workspace(tmp_path_factory):
         "data": {"synthetic": SMALL_COUNTS},
         "feature_extract": {"epochs": 5},
         "train": {"epochs": 3},
-        "latency": {"warmup": 2, "runs": 10, "calibration_images": 32},
+        "latency": {"warmup": 2, "runs": 10, "int8_range_images": 32},
     }
     overrides = merge_overrides(load_overrides(PROJECT_ROOT / "params-demo.yaml"), quicker)
     path = create_workspace(tmp_path_factory.mktemp("e2e") / "project", overrides)
@@ -143,9 +143,9 @@ def test_train_select_latency_and_report_outputs(workspace):
         result = latency["variants"][variant]
         assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
     train_images = len(np.load(workspace / "data/prepared/train.npz")["labels"])
-    wanted = yaml.safe_load((workspace / "params.yaml").read_text())["latency"]["calibration_images"]
+    wanted = yaml.safe_load((workspace / "params.yaml").read_text())["latency"]["int8_range_images"]
     details = json.loads((workspace / "reports/details/latency/resnet34.json").read_text())
-    assert details["calibration"] == {"images": min(wanted, train_images), "split": "train", "method": "percentile"}
+    assert details["int8_ranges"] == {"images": min(wanted, train_images), "split": "train", "method": "percentile"}
     selection = json.loads((workspace / "reports/details/selection.json").read_text())
     assert selection["selected"] in ("resnet18", "resnet34") and selection["reason"]
     assert [entry["rank"] for entry in selection["ranking"]] == [1, 2]

@@ -109,7 +109,7 @@ def latency_report(name: str, variants: dict[str, tuple[float, float, float]]) -
             "gflops": 0.1,
             "parameters_m": 1.2,
             "variants": measured,
-            "calibration": {"images": 32, "split": "train", "method": "percentile"},
+            "int8_ranges": {"images": 32, "split": "train", "method": "percentile"},
             "min_agreement": 0.99,
             "fastest_faithful": min(
                 (v for v, (_, agreement, _) in variants.items() if agreement >= 0.99), key=lambda v: variants[v][0]

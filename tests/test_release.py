@@ -8,7 +8,7 @@ import pytest
 
 from ferbench.constants import FER2013_CLASSES
 from ferbench.errors import FerbenchError
-from ferbench.models.card import CARD_FILE, CARD_SECTIONS
+from ferbench.models.card import CARD_FILE, CARD_SECTIONS, ModelCard
 from ferbench.models.folder import EmotionModel, file_sha256, read_card
 from ferbench.serving.inference import RELEASED_MODEL_DIR, choose_model_folder
 from ferbench.shipping import release
@@ -106,3 +106,12 @@ def test_the_released_model_scores_its_cards_test_accuracy_on_real_fer2013():
     accuracy = float((predictions == test.labels).mean())
     assert len(test) == card["metrics"]["test_images"]
     assert abs(accuracy - card["metrics"]["test_accuracy"]) <= 0.005, (accuracy, card["metrics"]["test_accuracy"])
+
+
+def test_a_card_written_before_int8_ranges_were_named_so_still_loads():
+    """Cards from earlier versions call the int8 ranges `int8_calibration`; they load unchanged."""
+    written = json.loads((RELEASED_MODEL_DIR / CARD_FILE).read_text())
+    older = {("int8_calibration" if key == "int8_ranges" else key): value for key, value in written.items()}
+    card = ModelCard.model_validate_json(json.dumps(older))  # as read_card reads a card
+    assert card.int8_ranges == read_card(RELEASED_MODEL_DIR).int8_ranges and card.int8_ranges.images == 256
+    assert '"int8_ranges"' in card.to_json() and "int8_calibration" not in card.to_json()

@@ -16,15 +16,16 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ferbench.constants import CALIBRATION_METHODS, IMAGE_SIZE, INPUT_SIZE_RANGE, MAX_CLASS_NAME, TEMPERATURE_RANGE
+from ferbench.constants import IMAGE_SIZE, INPUT_SIZE_RANGE, MAX_CLASS_NAME, TEMPERATURE_RANGE
 from ferbench.models.variants import RUNTIMES, VARIANTS
 from ferbench.provenance import SYNTHETIC_WARNING, code_revision
 from ferbench.records import (
     Criterion,
     DataOrigin,
     DistillationSummary,
+    Int8Ranges,
     ShippedSummary,
     TemperatureScaling,
     Trainable,
@@ -110,12 +111,6 @@ class CardFiles(CardPart):
     model: FileName
     checkpoint: FileName | None = None  # a released folder carries no checkpoint
     weights: FileName | None = None  # OpenVINO IR: the .bin beside the model's .xml
-
-
-class Int8Calibration(CardPart):
-    split: Literal["train"]
-    images: Annotated[int, Field(ge=1)]
-    method: Literal[(*CALIBRATION_METHODS, "nncf")]  # ONNX Runtime's range method, or NNCF's (OpenVINO)
 
 
 class ClassResult(CardPart):
@@ -216,7 +211,7 @@ class ModelCard(CardPart):
     variant: Literal[tuple(VARIANTS)]
     files: CardFiles
     sha256: dict[FileName, Sha256] = Field(default_factory=dict)
-    int8_calibration: Int8Calibration | None = None
+    int8_ranges: Int8Ranges | None = Field(None, validation_alias=AliasChoices("int8_ranges", "int8_calibration"))
     agreement_with_fp32_on_val: dict[str, Share] | None = None
     metrics: CardMetrics | None = None
     calibration: TemperatureScaling | None = None  # the temperature and what it does to ECE and NLL
@@ -490,8 +485,8 @@ def _details_section(card: ModelCard) -> list[str]:
         f"- Code: ferbench revision `{revision}`; folder written "
         f"{provenance.created if provenance is not None else 'unknown'}; code licence MIT",
     ]
-    if card.int8_calibration is not None:
-        int8 = card.int8_calibration
+    if card.int8_ranges is not None:
+        int8 = card.int8_ranges
         rest = "OpenVINO runs them in bf16 where the CPU has native bf16" if int8.method == "nncf" else "they stay fp32"
         how = "NNCF post-training quantization" if int8.method == "nncf" else int8.method
         lines.append(

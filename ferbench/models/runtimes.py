@@ -29,7 +29,7 @@ from ferbench.models.variants import OPENVINO_INSTALL, REFERENCE, VARIANTS, Vari
 
 
 @dataclass(frozen=True)
-class Calibration:
+class RangeSample:
     """What static int8 quantization measures activation ranges on: train images, and the method ONNX
     Runtime uses (NNCF, for OpenVINO, uses its own estimators on the same images)."""
 
@@ -97,10 +97,10 @@ class VariantExporter:
                 self._graphs[fused] = self.graph(fused=False)
         return self._graphs[fused]
 
-    def export(self, variant: Variant, folder: Path, calibration: Calibration | None = None) -> Path:
-        """`variant`'s files in `folder`; the int8 variants calibrated on `calibration` (train images)."""
-        if variant.int8 and calibration is None:
-            raise ValueError(f"{variant.name}: int8 calibrated on train images needs its calibration images")
+    def export(self, variant: Variant, folder: Path, ranges: RangeSample | None = None) -> Path:
+        """`variant`'s files in `folder`; the int8 ones with activation ranges measured on `ranges` (train images)."""
+        if variant.int8 and ranges is None:
+            raise ValueError(f"{variant.name}: static int8 needs the train images to measure its activation ranges on")
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / variant.file
         if variant.name == "onnx_fp32":
@@ -108,11 +108,11 @@ class VariantExporter:
         elif variant.name == "onnx_int8":
             quantize_int8(self.graph(fused=True), target)
         elif variant.name == "onnx_int8_static":
-            quantize_int8_static(self.graph(fused=False), target, calibration.images, calibration.method)
+            quantize_int8_static(self.graph(fused=False), target, ranges.images, ranges.method)
         elif variant.openvino:
             from ferbench.models.openvino_runtime import convert_openvino
 
-            images = calibration.images if variant.int8 else None
+            images = ranges.images if variant.int8 else None
             convert_openvino(self.graph(fused=False), target, images, bool(transformer_configs(self.model)))
         else:
             raise ValueError(f"{variant.name} has no file to export")
@@ -120,7 +120,7 @@ class VariantExporter:
 
 
 def available_variants(with_int8: bool) -> tuple[list[Variant], list[str]]:
-    """The exportable variants this machine can build (the int8 ones calibrated on train only `with_int8`),
+    """The exportable variants this machine can build (the int8 ones, whose ranges need train images, only `with_int8`),
     and one line per group skipped for a missing optional package."""
     chosen, skipped = [], {}
     for variant in VARIANTS.values():
@@ -149,21 +149,21 @@ def build_runtimes(
     model: nn.Module,
     folder: Path,
     threads: int,
-    calibration: Calibration | None = None,
+    ranges: RangeSample | None = None,
     only: Collection[str] | None = None,
 ) -> dict[str, Runtime]:
     """Export every variant this machine can build (of those named in `only`, when given) into `folder` and
-    return their runtimes (PyTorch eager first, the reference): the int8 variants calibrated on train images
-    only when `calibration` is given; OpenVINO's only when it is installed (one line says what was skipped)."""
+    return their runtimes (PyTorch eager first, the reference): the int8 variants (activation ranges measured on
+    train images) only when `ranges` is given; OpenVINO's only when it is installed (one line says what was skipped)."""
     runtimes = {REFERENCE: torch_runtime(model)}
-    variants, skipped = available_variants(with_int8=calibration is not None)
+    variants, skipped = available_variants(with_int8=ranges is not None)
     variants = [variant for variant in variants if only is None or variant.name in only]
     for note in skipped:
         print(f"latency: {note}")
     with tempfile.TemporaryDirectory() as scratch:
         exporter = VariantExporter(model, Path(scratch))
         for variant in variants:
-            exporter.export(variant, folder, calibration)
+            exporter.export(variant, folder, ranges)
             runtimes[variant.name] = file_runtime(
                 variant, folder / variant.file, folder / variant.weights if variant.weights else None, threads
             )

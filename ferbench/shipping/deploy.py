@@ -28,7 +28,6 @@ from ferbench.models.card import (
     CardLatency,
     CardMetrics,
     CardTta,
-    Int8Calibration,
     ModelCard,
     Preprocessing,
     Provenance,
@@ -38,7 +37,7 @@ from ferbench.models.checkpoint import save_checkpoint
 from ferbench.models.classifier import TTAClassifier, load_classifier, with_tta
 from ferbench.models.folder import calibrated_probabilities, checksums, read_card, write_card
 from ferbench.models.runtimes import (
-    Calibration,
+    RangeSample,
     VariantExporter,
     agreement,
     batched_logits,
@@ -48,6 +47,7 @@ from ferbench.models.runtimes import (
 from ferbench.models.variants import CHECKPOINT_FILE, REFERENCE, VARIANTS
 from ferbench.paths import DETAILS_DIR
 from ferbench.records import (
+    Int8Ranges,
     LatencyReport,
     RunReport,
     TemperatureScaling,
@@ -94,11 +94,12 @@ class CardSections:
 @dataclass(frozen=True)
 class FolderSources:
     """Where a model folder's files come from: the variant's files exported already (else exported from the
-    model), the checkpoint to copy (else saved from the model), and the train images int8 calibrates on."""
+    model), the checkpoint to copy (else saved from the model), and the train images static int8 measures its
+    activation ranges on."""
 
     exported: Path | None = None
     checkpoint: Path | None = None
-    int8_calibration: Calibration | None = None
+    int8_ranges: RangeSample | None = None
 
 
 def write_model_folder(
@@ -115,10 +116,10 @@ def write_model_folder(
     if variant not in VARIANTS:
         raise FerbenchError(f"unknown deployment variant {variant!r}; use one of {', '.join(VARIANTS)}")
     shipped = VARIANTS[variant]
-    exported, checkpoint, calibration = sources.exported, sources.checkpoint, sources.int8_calibration
+    exported, checkpoint, ranges = sources.exported, sources.checkpoint, sources.int8_ranges
     tta = sections.tta or NO_TTA
-    if shipped.int8 and calibration is None:
-        raise FerbenchError(f"{variant}: int8 calibrated on train images needs its calibration images (train split)")
+    if shipped.int8 and ranges is None:
+        raise FerbenchError(f"{variant}: static int8 needs the train images to measure its activation ranges on")
     folder.mkdir(parents=True, exist_ok=True)
     # weights only where the variant has a weights file: the card records the fields that were set
     weights = {"weights": shipped.weights} if shipped.weights else {}
@@ -134,7 +135,7 @@ def write_model_folder(
                 shutil.copyfile(exported / name, folder / name)
         else:
             with tempfile.TemporaryDirectory() as scratch:
-                VariantExporter(model, Path(scratch)).export(shipped, folder, calibration)
+                VariantExporter(model, Path(scratch)).export(shipped, folder, ranges)
     preprocess = classifier.preprocess
     card = ModelCard(
         format=CARD_FORMAT,
@@ -164,10 +165,10 @@ def write_model_folder(
         sha256=checksums(folder, files.model_dump()),
         **(
             {
-                "int8_calibration": Int8Calibration(
+                "int8_ranges": Int8Ranges(
                     split="train",
-                    images=len(calibration.images),
-                    method=calibration.method if shipped.int8 == "ort" else "nncf",
+                    images=len(ranges.images),
+                    method=ranges.method if shipped.int8 == "ort" else "nncf",
                 )
             }
             if shipped.int8
@@ -194,12 +195,12 @@ class TrainedCandidate:
 @dataclass(frozen=True)
 class JudgingData:
     """The prepared data deploy judges with: val decides faithfulness and the temperature, test reports;
-    static int8 calibrates on train images only."""
+    static int8 measures its activation ranges on train images only."""
 
     val: Split
     test: Split
     leakage_free: np.ndarray  # which test images have no pixel copy in the train folder
-    calibration: Calibration
+    int8_ranges: RangeSample
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def deploy_candidate(
     with tempfile.TemporaryDirectory() as scratch:
         # only the variants the latency stage timed: their timings are what the rule compares
         timed = candidate.latency.variants
-        runtimes = build_runtimes(shipped, Path(scratch), rules.threads, data.calibration, only=timed)
+        runtimes = build_runtimes(shipped, Path(scratch), rules.threads, data.int8_ranges, only=timed)
         val_logits = {name: batched_logits(runtime, val.images) for name, runtime in runtimes.items()}
         reference = val_logits[REFERENCE].argmax(1)
         agreements = {name: agreement(reference, logits.argmax(1)) for name, logits in val_logits.items()}
@@ -299,7 +300,7 @@ def deploy_candidate(
                 provenance=about.provenance if about is not None else None,
                 limitations=about.limitations if about is not None else (),
             ),
-            FolderSources(exported=Path(scratch), checkpoint=candidate.checkpoint, int8_calibration=data.calibration),
+            FolderSources(exported=Path(scratch), checkpoint=candidate.checkpoint, int8_ranges=data.int8_ranges),
         )
     before = reliability_table(test_logits, test.labels)
     after = reliability_table(test_logits, test.labels, probabilities["temperature"])

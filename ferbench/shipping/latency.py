@@ -2,8 +2,8 @@
 
 Variants (`ferbench.models.variants`): PyTorch eager fp32, ONNX Runtime fp32, ONNX Runtime int8 with
 dynamic quantization (weights int8, activation ranges found at run time: fast for transformers' matmuls)
-and with static quantization (activation ranges calibrated beforehand on train images: int8 convolutions
-for CNNs), and, where OpenVINO is installed, OpenVINO fp32 and OpenVINO int8 (NNCF, calibrated on the same
+and with static quantization (activation ranges measured beforehand on train images: int8 convolutions
+for CNNs), and, where OpenVINO is installed, OpenVINO fp32 and OpenVINO int8 (NNCF, ranges from the same
 train images). Each is timed on the same single 48x48 image after warm-up; faithfulness is the share of val
 images on which a variant predicts the same class as PyTorch fp32. With test-time augmentation
 of V views, each variant is also timed on the V views of that image in one call (`tta`), which
@@ -27,7 +27,7 @@ from ferbench.data.prepared import Split
 from ferbench.errors import FerbenchError
 from ferbench.models.classifier import forward_flops
 from ferbench.models.runtimes import (
-    Calibration,
+    RangeSample,
     Runtime,
     agreement,
     batched_predictions,
@@ -40,11 +40,13 @@ from ferbench.records import Int8Ranges, LatencyReport, VariantMeasurement, as_r
 from ferbench.schema import Latency, Params
 
 
-def calibration_sample(train: Split, count: int, seed: int) -> np.ndarray:
+def range_sample(train: Split, count: int, seed: int) -> np.ndarray:
     """`count` train images drawn at random with `seed` (all of them when train has fewer). Only the train
     split: val decides which variant is faithful and test reports accuracy, so neither may shape the model."""
     if len(train.images) == 0:
-        raise FerbenchError("latency: the train split is empty; static int8 calibration needs train images")
+        raise FerbenchError(
+            "latency: the train split is empty; static int8 measures its activation ranges on train images"
+        )
     chosen = np.random.default_rng(seed).permutation(len(train.images))[:count]
     return train.images[np.sort(chosen)]
 
@@ -68,10 +70,10 @@ def timing(call: Callable[[], object], warmup: int, runs: int) -> dict[str, floa
     }
 
 
-def calibration_from_params(params: Params, train: Split) -> Calibration:
-    """The static int8 calibration set: `latency.calibration_images` train images drawn with `seed`."""
-    return Calibration(
-        calibration_sample(train, params.latency.calibration_images, params.seed), params.latency.calibration_method
+def range_sample_from_params(params: Params, train: Split) -> RangeSample:
+    """What static int8 measures activation ranges on: `latency.int8_range_images` train images drawn with `seed`."""
+    return RangeSample(
+        range_sample(train, params.latency.int8_range_images, params.seed), params.latency.int8_range_method
     )
 
 
@@ -117,13 +119,13 @@ class LatencySource:
 
 
 def latency_report(
-    model: nn.Module, source: LatencySource, val: Split, settings: Latency, tta_views: int, calibration: Calibration
+    model: nn.Module, source: LatencySource, val: Split, settings: Latency, tta_views: int, ranges: RangeSample
 ) -> LatencyReport:
     """Everything latency@<backbone> records: per-variant timing (`settings`: threads, warm-up, runs) and
     faithfulness on `val`, FLOPs, and the fastest faithful variant."""
     torch.set_num_threads(settings.threads)
     with tempfile.TemporaryDirectory() as scratch:
-        runtimes = build_runtimes(model, Path(scratch), settings.threads, calibration)
+        runtimes = build_runtimes(model, Path(scratch), settings.threads, ranges)
         variants = measure_variants(runtimes, val.images, val.labels, settings.warmup, settings.runs, tta_views)
     p50 = {name: variant.p50_ms for name, variant in variants.items()}
     return LatencyReport(
@@ -136,7 +138,7 @@ def latency_report(
         gflops=forward_flops(model) / 1e9,
         parameters_m=sum(p.numel() for p in model.parameters()) / 1e6,
         variants=variants,
-        calibration=Int8Ranges(images=len(calibration.images), split="train", method=calibration.method),
+        int8_ranges=Int8Ranges(split="train", images=len(ranges.images), method=ranges.method),
         min_agreement=settings.min_agreement,
         fastest_faithful=fastest_faithful(
             p50, {name: v.agreement for name, v in variants.items()}, settings.min_agreement
