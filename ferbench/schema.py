@@ -518,11 +518,19 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
+RENAMED_KEYS = {  # old name -> new name, for params files written for an earlier version
+    "latency.calibration_images": "latency.int8_range_images",
+    "latency.calibration_method": "latency.int8_range_method",
+}
+
+
 def describe(error: dict[str, Any], source: str) -> str:
     """One line for one pydantic error: the key, the value and what is allowed."""
     location = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
     kind, value, context = error["type"], error.get("input"), error.get("ctx", {})
     key = _key(location)
+    if kind == "extra_forbidden" and key in RENAMED_KEYS:
+        return f"{source}: '{key}' is now called '{RENAMED_KEYS[key]}'; rename it"
     if kind == "extra_forbidden":
         model = _model_at(location[:-1])
         known = list(model.model_fields) if model else []
@@ -549,4 +557,6 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> Para
     try:
         return Params.model_validate(params)
     except ValidationError as exc:
-        raise FerbenchError(describe(exc.errors()[0], source)) from None
+        errors = exc.errors()
+        renamed = [e for e in errors if e["type"] == "extra_forbidden" and _key(e["loc"]) in RENAMED_KEYS]
+        raise FerbenchError(describe((renamed or errors)[0], source)) from None

@@ -214,6 +214,16 @@ def test_the_project_params_and_every_preset_are_valid():
         validate_params(merge_overrides(base(), load_overrides(PROJECT_ROOT / preset)), preset)
 
 
+def test_a_key_from_an_earlier_version_is_named_with_its_new_name():
+    params = base()
+    params["latency"]["calibration_images"] = params["latency"].pop("int8_range_images")
+    with pytest.raises(FerbenchError) as caught:
+        validate_params(params)
+    assert str(caught.value) == (
+        "params.yaml: 'latency.calibration_images' is now called 'latency.int8_range_images'; rename it"
+    )
+
+
 def test_a_null_override_removes_the_key_where_omegaconf_would_keep_it_as_none():
     """Why `merge_overrides` is ours: params-cpu.yaml removes the study's backbones with null."""
     from omegaconf import OmegaConf
