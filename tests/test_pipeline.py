@@ -1,9 +1,14 @@
-"""End to end: `dvc repro` in a temporary copy of the project, on synthetic data."""
+"""End to end: `dvc repro` in a temporary copy of the project, on synthetic data.
+
+The first run is made once (`workspace`) and only read; a test that changes a workspace (its params, its git
+history, its experiments, its queue, its remote) gets a copy of it of its own (`own_workspace`), so no test
+depends on another or on their order."""
 
 import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,9 +59,10 @@ def dvc(workspace, *args, timeout=DVC_TIMEOUT_S):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
+    """The first run, committed: read it, never change it (take `own_workspace` for that)."""
     quicker = {
         "device": "cpu",  # as the sweep test pins its experiments to (`auto` is the CPU here too)
-        "backbones": {"resnet34": {"input_size": 32}},  # the second backbone at the smallest size: time
+        "backbones": {"resnet18": {"input_size": 48}, "resnet34": {"input_size": 32}},  # small inputs: time
         "data": {"synthetic": SMALL_COUNTS},
         "feature_extract": {"epochs": 5},
         "train": {"epochs": 3},
@@ -67,6 +73,28 @@ def workspace(tmp_path_factory):
     dvc(path, "repro")
     commit_all(path, "first run")
     return path
+
+
+def link_or_copy(source: str, target: str) -> None:
+    """Large files (models, prepared data, resume states, the DVC cache) as hard links: DVC removes a stage's
+    outputs before it reruns it and every stage writes new files, so neither copy ever writes into them."""
+    if os.path.getsize(source) >= 1 << 20 and f"{os.sep}.git{os.sep}" not in source:
+        os.link(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+@pytest.fixture
+def own_workspace(workspace, tmp_path):
+    """A copy of the first run that a test may change: its own git history, DVC cache and local remote."""
+    copy = tmp_path / "project"
+    shutil.copytree(workspace, copy, symlinks=True, copy_function=link_or_copy)
+    if remote_folder(workspace).is_dir():
+        shutil.copytree(remote_folder(workspace), remote_folder(copy), copy_function=link_or_copy)
+    config = copy / ".dvc/config"  # committed, so that a git clone of the copy fetches from the copy's remote
+    config.write_text(config.read_text().replace(str(remote_folder(workspace)), str(remote_folder(copy))))
+    commit_all(copy, "its own remote")
+    return copy
 
 
 def test_prepare_writes_the_contracted_outputs(workspace):
@@ -95,27 +123,22 @@ def test_benchmark_stages_write_metrics_and_curves(workspace):
     assert (workspace / "data" / "features" / "resnet18.npz").is_file()
 
 
-def test_head_only_change_keeps_embed_up_to_date(workspace):
-    params = (workspace / "params.yaml").read_text()
-    (workspace / "params.yaml").write_text(
+def test_head_only_change_keeps_embed_up_to_date(own_workspace):
+    params = (own_workspace / "params.yaml").read_text()
+    (own_workspace / "params.yaml").write_text(
         params.replace("lr: 0.001  # learning rate\n", "lr: 0.002  # learning rate\n", 1)
     )
-    status = dvc(workspace, "status")
+    status = dvc(own_workspace, "status")
     assert "feature_extract@resnet18:" in status
     assert "embed@resnet18" not in status and "finetune@resnet18" not in status
-    (workspace / "params.yaml").write_text(params)
 
 
-def test_a_backbone_override_reruns_only_its_own_stage(workspace):
-    original = (workspace / "params.yaml").read_text()
-    params = yaml.safe_load(original)
+def test_a_backbone_override_reruns_only_its_own_stage(own_workspace):
+    params = yaml.safe_load((own_workspace / "params.yaml").read_text())
     params["backbones"]["resnet34"]["finetune"] = {"lr": 0.002}
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
-    status = dvc(workspace, "status")
-    changed = {line.rstrip(":") for line in status.splitlines() if line and not line.startswith((" ", "\t"))}
+    (own_workspace / "params.yaml").write_text(yaml.safe_dump(params))
     # not its feature_extract, embed or train, nor resnet18's stages; `report` reads the backbone list
-    assert changed == {"finetune@resnet34", "report"}, status
-    (workspace / "params.yaml").write_text(original)
+    assert changed_stages(own_workspace) == {"finetune@resnet34", "report"}
 
 
 def test_every_declared_output_exists(workspace):
@@ -319,23 +342,20 @@ def would_run(workspace) -> set[str]:
     return running
 
 
-def test_a_student_recipe_change_reruns_the_student_and_never_its_teachers(workspace):
-    original = (workspace / "params.yaml").read_text()
+def test_a_student_recipe_change_reruns_the_student_and_never_its_teachers(own_workspace):
+    original = (own_workspace / "params.yaml").read_text()
     params = yaml.safe_load(original)
     params["distill"]["temperature"] = 2.0
     params["distill"]["students"]["resnet18"] = {"lr": 0.002}
-    try:
-        (workspace / "params.yaml").write_text(yaml.safe_dump(params))
-        assert changed_stages(workspace) == {"distill@resnet18", "report"}  # the report names the students
-        assert would_run(workspace) == {"distill@resnet18", "deploy@resnet18", "select", "report"}
-        params = yaml.safe_load(original)
-        params["train"]["candidates"]["resnet34"] = {"lr": 0.002}  # a teacher's own recipe
-        (workspace / "params.yaml").write_text(yaml.safe_dump(params))
-        assert changed_stages(workspace) == {"train@resnet34", "report"}
-        assert {"train@resnet34", "teach@resnet34", "distill@resnet18"} <= would_run(workspace)
-        assert "teach@resnet18" not in would_run(workspace)
-    finally:
-        (workspace / "params.yaml").write_text(original)
+    (own_workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    assert changed_stages(own_workspace) == {"distill@resnet18", "report"}  # the report names the students
+    assert would_run(own_workspace) == {"distill@resnet18", "deploy@resnet18", "select", "report"}
+    params = yaml.safe_load(original)
+    params["train"]["candidates"]["resnet34"] = {"lr": 0.002}  # a teacher's own recipe
+    (own_workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    assert changed_stages(own_workspace) == {"train@resnet34", "report"}
+    assert {"train@resnet34", "teach@resnet34", "distill@resnet18"} <= would_run(own_workspace)
+    assert "teach@resnet18" not in would_run(own_workspace)
 
 
 def test_metrics_files_hold_headline_numbers_only(workspace):
@@ -367,30 +387,27 @@ def test_plots_render(workspace):
         assert expected in out, expected
 
 
-def test_changing_the_criterion_reruns_only_select_and_report(workspace):
-    params = (workspace / "params.yaml").read_text()
+def test_changing_the_criterion_reruns_only_select_and_report(own_workspace):
+    params = (own_workspace / "params.yaml").read_text()
     assert "criterion: generalization" in params
-    (workspace / "params.yaml").write_text(params.replace("criterion: generalization", "criterion: accuracy"))
-    status = dvc(workspace, "status")
-    changed = {line.rstrip(":") for line in status.splitlines() if line and not line.startswith((" ", "\t"))}
-    assert changed == {"select"}, status  # report follows from select's new outputs
-    assert "select.criterion" in dvc(workspace, "params", "diff")
-    ran = re.findall(r"Running stage '([^']+)'", dvc(workspace, "repro"))
+    (own_workspace / "params.yaml").write_text(params.replace("criterion: generalization", "criterion: accuracy"))
+    assert changed_stages(own_workspace) == {"select"}  # report follows from select's new outputs
+    assert "select.criterion" in dvc(own_workspace, "params", "diff")
+    ran = re.findall(r"Running stage '([^']+)'", dvc(own_workspace, "repro"))
     assert ran == ["select", "report"]
-    diff = json.loads(dvc(workspace, "metrics", "diff", "--json"))
+    diff = json.loads(dvc(own_workspace, "metrics", "diff", "--json"))
     assert set(diff) <= {"metrics/selection.json", "metrics/summary.json"}, diff  # nothing upstream moved
-    commit_all(workspace, "criterion accuracy")
 
 
 def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def test_a_criterion_experiment_in_a_temporary_workspace_trains_nothing(workspace):
-    out = dvc(workspace, "exp", "run", "--temp", "--name", "penalty-2", "-S", "select.gap_penalty=2.0")
+def test_a_criterion_experiment_in_a_temporary_workspace_trains_nothing(own_workspace):
+    out = dvc(own_workspace, "exp", "run", "--temp", "--name", "penalty-2", "-S", "select.gap_penalty=2.0")
     assert ran_stages(out) and ran_stages(out) <= {"select", "report"}, out  # nothing trained, exported or embedded
-    assert "penalty-2" in dvc(workspace, "exp", "show", "--json")
-    table = dvc(workspace, "exp", "show", "--only-changed", "--csv")
+    assert "penalty-2" in dvc(own_workspace, "exp", "show", "--json")
+    table = dvc(own_workspace, "exp", "show", "--only-changed", "--csv")
     header = table.splitlines()[0].split(",")
     assert "select.gap_penalty" in header and len(header) <= 40, header  # readable in a terminal
 
@@ -444,70 +461,70 @@ def stop_queue(workspace) -> None:
     )
 
 
-def test_a_sweep_queues_experiments_on_devices_in_turn_and_runs_them_in_parallel(workspace, tmp_path):
+def test_a_sweep_queues_experiments_on_devices_in_turn_and_runs_them_in_parallel(own_workspace, tmp_path):
     log = tmp_path / "sweep.log"
     names = {"sweep-1": "0.5", "sweep-2": "3.0"}
     try:
-        sweep = run_sweep(workspace, log, "sweep", ",".join(names.values()))
+        sweep = run_sweep(own_workspace, log, "sweep", ",".join(names.values()))
         assert sweep.returncode == 0, log.read_text()
-        status = wait_for_queue(workspace, names, 240)
+        status = wait_for_queue(own_workspace, names, 240)
         if "Queued" in status:  # DVC's workers sometimes stop before the queue is empty: start them again,
-            dvc(workspace, "queue", "start", "-j", "2", timeout=120)  # as its docs tell users to
-            status = wait_for_queue(workspace, names, 240)
+            dvc(own_workspace, "queue", "start", "-j", "2", timeout=120)  # as its docs tell users to
+            status = wait_for_queue(own_workspace, names, 240)
     finally:  # no worker outlives the test, whatever happened
-        stop_queue(workspace)
+        stop_queue(own_workspace)
     output = log.read_text()
     assert "dvc exp run --queue --name sweep-2 -S device=cpu -S select.gap_penalty=3.0" in output
     assert "dvc queue start -j 2" in output
     assert all(re.search(rf"{name}\s.*Success", status) for name in names), status
     for name in names:
-        ran = ran_stages(dvc(workspace, "queue", "logs", name, timeout=120))
+        ran = ran_stages(dvc(own_workspace, "queue", "logs", name, timeout=120))
         assert ran and ran <= {"select", "report"}, (name, ran)
-    shown = json.dumps(json.loads(dvc(workspace, "exp", "show", "--json")))
+    shown = json.dumps(json.loads(dvc(own_workspace, "exp", "show", "--json")))
     assert all(name in shown for name in names) and '"gap_penalty": 3.0' in shown
 
 
-def test_the_selected_model_is_a_registry_artifact_fetched_from_the_local_remote(workspace, tmp_path):
+def test_the_selected_model_is_a_registry_artifact_fetched_from_the_local_remote(own_workspace, tmp_path):
     from ferbench.models.folder import EmotionModel
 
-    dvc(workspace, "push", "select")
-    assert any(path.is_file() for path in remote_folder(workspace).rglob("*"))
-    assert register_selected_model(workspace) and register_selected_model(workspace) is None  # once per commit
+    dvc(own_workspace, "push", "select")
+    assert any(path.is_file() for path in remote_folder(own_workspace).rglob("*"))
+    assert register_selected_model(own_workspace) and register_selected_model(own_workspace) is None  # once per commit
     clone = tmp_path / "clone"  # a fresh clone has no DVC cache: the model can only come from the remote
-    subprocess.run(["git", "clone", "--quiet", str(workspace), str(clone)], check=True)
+    subprocess.run(["git", "clone", "--quiet", str(own_workspace), str(clone)], check=True)
     fetched = tmp_path / "fetched"
     dvc(tmp_path, "artifacts", "get", str(clone), "emotion-classifier", "-o", str(fetched))
     model = EmotionModel(fetched, threads=1)
-    selected = json.loads((workspace / "metrics/selection.json").read_text())["selected"]
+    selected = json.loads((own_workspace / "metrics/selection.json").read_text())["selected"]
     assert model.card.backbone == selected and model.probabilities(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
 
 
-def test_last_nothing_reruns_and_a_param_change_reruns_only_prepare(workspace):
-    assert "Data and pipelines are up to date" in dvc(workspace, "status")
-    params = (workspace / "params.yaml").read_text()
+def test_nothing_reruns_and_a_param_change_reruns_only_prepare(own_workspace):
+    assert "Data and pipelines are up to date" in dvc(own_workspace, "status")
+    params = (own_workspace / "params.yaml").read_text()
     assert "val_fraction: 0.125" in params
-    (workspace / "params.yaml").write_text(params.replace("val_fraction: 0.125", "val_fraction: 0.2"))
-    status = dvc(workspace, "status")
+    (own_workspace / "params.yaml").write_text(params.replace("val_fraction: 0.125", "val_fraction: 0.2"))
+    status = dvc(own_workspace, "status")
     assert "prepare:" in status and "download:" not in status
-    assert "data.val_fraction" in dvc(workspace, "params", "diff")
-    out = dvc(workspace, "repro", "prepare")
+    assert "data.val_fraction" in dvc(own_workspace, "params", "diff")
+    out = dvc(own_workspace, "repro", "prepare")
     assert "Stage 'download' didn't change, skipping" in out
-    diff = json.loads(dvc(workspace, "metrics", "diff", "--json"))
+    diff = json.loads(dvc(own_workspace, "metrics", "diff", "--json"))
     assert diff["metrics/data.json"]["images.val"]["new"] == 7 * 8
 
 
-def test_a_killed_two_process_training_run_resumes_on_the_next_repro(workspace):
-    params = (workspace / "params.yaml").read_text()
+def test_a_killed_two_process_training_run_resumes_on_the_next_repro(own_workspace):
+    params = (own_workspace / "params.yaml").read_text()
     longer, count = re.subn(r"(\ntrain:.*?\n  epochs: )3\b", r"\g<1>6", params, count=1, flags=re.DOTALL)
     assert count == 1
     longer, count = re.subn(r"(\n  nproc_per_node: )1\b", r"\g<1>2", longer, count=1)  # data-parallel, gloo
     assert count == 1
-    (workspace / "params.yaml").write_text(longer)
-    resume = workspace / ".resume/train/resnet18.pt"
+    (own_workspace / "params.yaml").write_text(longer)
+    resume = own_workspace / ".resume/train/resnet18.pt"
     old = torch.load(resume, weights_only=True)["fingerprint"]
     run = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train@resnet18"],
-        cwd=workspace,
+        cwd=own_workspace,
         env=dvc_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -525,11 +542,11 @@ def test_a_killed_two_process_training_run_resumes_on_the_next_repro(workspace):
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
     assert torch.load(resume, weights_only=True)["epoch"] < 6
-    out = dvc(workspace, "repro", "train@resnet18")
+    out = dvc(own_workspace, "repro", "train@resnet18")
     assert "resuming after epoch" in out
-    metrics = json.loads((workspace / "reports/details/train/resnet18.json").read_text())
+    metrics = json.loads((own_workspace / "reports/details/train/resnet18.json").read_text())
     assert metrics["epochs"] == 6 and 1 <= metrics["best_epoch"] <= 6
     assert metrics["processes"] == 2 and metrics["identical_weights_across_processes"] is True
-    assert len(pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 6
-    status = dvc(workspace, "status")  # the last test of the module: deploy, select and report are left to rerun
-    assert "deploy@resnet18:" in status and "train@resnet18" not in status
+    assert len(pd.read_csv(own_workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 6
+    status = dvc(own_workspace, "status")  # what reads the new weights is left to rerun, not the training
+    assert "teach@resnet18:" in status and "train@resnet18" not in status
