@@ -32,8 +32,8 @@ app: $(INSTALLED)  ## serve the webcam app on http://localhost:8501 (default: th
 serve: $(INSTALLED)  ## serve the model over HTTP on http://127.0.0.1:8000 (OpenAPI at /docs; MODEL=DIR, DETECTOR_MODEL=FILE as for app)
 	$(VENV)/bin/ferbench-serve $(if $(MODEL),--model $(MODEL)) $(if $(DETECTOR_MODEL),--detector-model $(DETECTOR_MODEL))
 
-test: $(INSTALLED)  ## run the whole test suite (what CI runs)
-	$(PY) -m pytest
+test: $(INSTALLED)  ## run the whole test suite (what CI runs), its modules spread over two processes
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: $(INSTALLED)  ## the edit loop: every test not marked slow (no dvc repro, no real data, no browser)
 	$(PY) -m pytest -m "not slow"

@@ -3,7 +3,7 @@ and that tests import, are in tests/support.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,23 @@ from PIL import Image
 
 from ferbench.data.synthetic import write_synthetic_archive
 from tests.support import SMALL_COUNTS, untrained_model_folder, write_zip
+
+
+@pytest.fixture(autouse=True)
+def same_start_for_every_test() -> Iterator[None]:
+    """Every test starts from the same global state, whichever ran before it in its process (`make test`
+    spreads the modules over two processes): torch's thread count as the process began (a latency test sets
+    it to 1) and every random generator seeded."""
+    import random
+
+    import torch
+
+    threads = torch.get_num_threads()
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

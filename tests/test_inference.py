@@ -195,7 +195,7 @@ STATIC_INT8 = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", list(STATIC_INT8))
-def test_a_calibrated_int8_model_folder_loads_in_the_inference_core_and_the_cli(variant, tmp_path, capsys):
+def test_a_static_int8_model_folder_loads_in_the_inference_core_and_the_cli(variant, tmp_path, capsys):
     from ferbench.models.runtimes import RangeSample
 
     calibration = RangeSample(

@@ -198,7 +198,7 @@ def faces(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["cnn", "clip"])
-def test_calibrated_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, faces, tmp_path):
+def test_static_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, faces, tmp_path):
     # Each network memorises 70 faces (far cheaper than learning them), is calibrated on other train faces and
     # judged on the 70, where its predictions are as confident as a real model's on real faces.
     torch.manual_seed(0)
@@ -210,9 +210,7 @@ def test_calibrated_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, f
     order = np.random.default_rng(0).permutation(len(train))
     judged, others = (Split(train.images[part], train.labels[part]) for part in (order[:70], order[70:]))
     model = fitted(model, judged, *((600, 3e-3) if kind == "cnn" else (1000, 1e-3)))
-    runtimes = build_runtimes(
-        model, tmp_path, threads=1, calibration=RangeSample(range_sample(others, 64, 0), "percentile")
-    )
+    runtimes = build_runtimes(model, tmp_path, threads=1, ranges=RangeSample(range_sample(others, 64, 0), "percentile"))
     measured = measure_variants(runtimes, judged.images, judged.labels, warmup=0, runs=1)
     static_agreement = measured["onnx_int8_static"].agreement
     assert measured["openvino_int8"].agreement >= 0.99  # NNCF, calibrated on the same train faces
@@ -242,7 +240,7 @@ def test_calibrated_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, f
     assert static_agreement >= 0.99
 
 
-def test_calibration_reads_train_images_only(faces, tmp_path, monkeypatch):
+def test_int8_ranges_are_measured_on_train_images_only(faces, tmp_path, monkeypatch):
     served = []
     real_get_next = CalibrationReader.get_next
 
@@ -263,7 +261,7 @@ def test_calibration_reads_train_images_only(faces, tmp_path, monkeypatch):
         1,
         RangeSample(range_sample(train, 50, seed=3), "minmax"),
     )
-    assert report.calibration.model_dump() == {"images": 50, "split": "train", "method": "minmax"}
+    assert report.int8_ranges.model_dump() == {"images": 50, "split": "train", "method": "minmax"}
     assert "onnx_int8_static" in report.variants
     rows = {image.tobytes() for image in np.concatenate(served)}
     assert len(rows) == 50
@@ -271,7 +269,7 @@ def test_calibration_reads_train_images_only(faces, tmp_path, monkeypatch):
     assert not rows & {image.tobytes() for image in np.concatenate([val.images, test.images])}
 
 
-def test_the_calibration_sample_is_seeded_and_never_larger_than_train():
+def test_the_range_sample_is_seeded_and_never_larger_than_train():
     split = Split(images(10), np.zeros(10, dtype=np.int64))
     assert len(range_sample(split, 100, seed=0)) == 10  # all of a small train split
     np.testing.assert_array_equal(range_sample(split, 4, seed=1), range_sample(split, 4, seed=1))
@@ -284,7 +282,7 @@ def test_without_openvino_its_variants_are_skipped_with_one_line(tmp_path, monke
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real_find_spec(name, *a)
     )
-    runtimes = build_runtimes(SmallCNN().eval(), tmp_path, threads=1, calibration=RangeSample(images(8), "percentile"))
+    runtimes = build_runtimes(SmallCNN().eval(), tmp_path, threads=1, ranges=RangeSample(images(8), "percentile"))
     assert set(runtimes) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_static"}
     lines = [line for line in capsys.readouterr().out.splitlines() if "skipped" in line]
     assert lines == [
@@ -293,7 +291,7 @@ def test_without_openvino_its_variants_are_skipped_with_one_line(tmp_path, monke
     ]
 
 
-def test_nncf_calibrates_on_train_images_only(faces, tmp_path, monkeypatch):
+def test_nncf_measures_its_ranges_on_train_images_only(faces, tmp_path, monkeypatch):
     import nncf
 
     served = []

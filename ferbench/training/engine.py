@@ -183,7 +183,8 @@ def ramped_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor]
             torch._foreach_copy_(averaged, current)
             return
         steps = updates.double()  # on the weights' device: no host synchronisation
-        torch._foreach_lerp_(averaged, current, 1 - torch.clamp((1 + steps) / (10 + steps), max=decay))
+        weight = (1 - torch.clamp((1 + steps) / (10 + steps), max=decay)).to(averaged[0].dtype)
+        torch._foreach_lerp_(averaged, current, weight)
 
     return update
 
