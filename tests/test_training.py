@@ -1,5 +1,6 @@
 """Short benchmark runs on synthetic faces: both must learn well above chance (1/7)."""
 
+import io
 import json
 import os
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tqdm import tqdm
 
 from ferbench.constants import FER2013_CLASSES
 from ferbench.models.backbones import build_backbone
@@ -136,6 +138,26 @@ def test_long_cpu_runs_warn_up_front_and_point_to_the_demo(capsys):
     assert "finetune@vgg16 would take about 3.0 h" in printed and "make demo" in printed
     warn_if_slow(60, CPU, "finetune@resnet18")
     warn_if_slow(3 * 3600, torch.device("cuda"), "finetune@vgg16")
+    assert capsys.readouterr().out == ""
+
+
+def test_the_warning_comes_from_the_runs_own_first_steps(capsys, monkeypatch):
+    """No step is spent on the estimate: the clock times the run's steps 2 and 3 (here 1 s each) and warns
+    once, before step 4, when the steps left would take long."""
+    from ferbench.training import engine
+
+    now = iter(range(100))
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: float(next(now)))
+    progress = tqdm(total=10, file=io.StringIO())
+    clock = engine.StepClock(progress, steps_left=10_000, device=CPU, what="train@vgg16")
+    for _ in range(10):
+        clock.update()
+    assert progress.n == 10
+    printed = capsys.readouterr().out
+    assert printed.count("would take") == 1 and "train@vgg16 would take about 3.2 h" in printed
+    quick = engine.StepClock(tqdm(disable=True), steps_left=100, device=CPU, what="train@resnet18")
+    for _ in range(10):
+        quick.update()
     assert capsys.readouterr().out == ""
 
 

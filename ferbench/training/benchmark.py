@@ -43,11 +43,9 @@ from ferbench.training.engine import (
     Parallel,
     ResumeFile,
     TrainingData,
-    estimate_seconds,
     fit,
     mixed_precision,
     predict_logits,
-    warn_if_slow,
 )
 from ferbench.training.settings import RunSettings, scaled_recipe
 
@@ -170,8 +168,6 @@ def train_and_report(
     if group.is_main:
         outputs.clear()
     device = splits["train"].labels.device
-    if group.is_main:
-        warn_if_slow(estimate_seconds(model, splits["train"], recipe), device, run.description)
     sync_batchnorm = settings.distributed is not None and settings.distributed.sync_batchnorm
     identity = run.identity.model_dump(mode="json", exclude_unset=True)
     metadata = {**identity, "training": recipe.model_dump(mode="json"), "code_revision": code_revision()}

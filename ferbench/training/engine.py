@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -349,7 +348,7 @@ class TrainingState:
             return soft
         return share * soft + (1 - share) * soft[partner]
 
-    def epoch(self, epoch: int, progress: tqdm) -> dict[str, float]:
+    def epoch(self, epoch: int, progress: StepClock | tqdm) -> dict[str, float]:
         """Train one epoch (`epoch` counts from 0), evaluate on val, keep the history row it returns."""
         train, recipe, group = self.data.train, self.recipe, self.parallel.group
         self.model.train()
@@ -489,8 +488,10 @@ def fit(
         mininterval=2.0,
         disable=not group.is_main,
     ) as progress:
+        steps_left = (recipe.epochs - first_epoch) * state.steps_per_epoch
+        clock = StepClock(progress, steps_left, state.device, description) if group.is_main else progress
         for epoch in range(first_epoch, recipe.epochs):
-            row = state.epoch(epoch, progress)
+            row = state.epoch(epoch, clock)
             if log_epoch is not None:
                 log_epoch(row)
             state.keep_if_best(row, checkpointing)
@@ -539,28 +540,29 @@ class ResumeFile:
         atomic_torch_save(self.path, {"format": RESUME_FORMAT, "fingerprint": self.fingerprint, **snapshot})
 
 
-def estimate_seconds(model: nn.Module, train: Batches, recipe: Recipe, probe_batches: int = 2) -> float:
-    """Time a few real training steps, restore the weights, and extrapolate to the whole run."""
-    bf16 = mixed_precision(recipe.precision, train.labels.device)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], recipe)
-    model.train()
-    device = train.labels.device
-    index = torch.arange(min(len(train), recipe.batch_size), device=device)
-    timings = []
-    for _ in range(probe_batches + 1):
-        start = time.perf_counter()
-        with training_autocast(device, bf16):
-            loss = F.cross_entropy(model(train.get(index)).float(), train.labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - start)
-    model.load_state_dict(state)
-    per_batch = float(np.median(timings[1:]))
-    return per_batch * math.ceil(len(train) / recipe.batch_size) * recipe.epochs * 1.15  # + evaluation
+class StepClock:
+    """The progress bar's step counter that, on the CPU, also warns once when the whole run would take long:
+    the run's own first steps are timed (the first, which allocates, left out), so the estimate costs no
+    training step of its own."""
+
+    TIMED_STEPS = 2
+
+    def __init__(self, progress: tqdm, steps_left: int, device: torch.device, what: str) -> None:
+        self.progress, self.steps_left, self.device, self.what = progress, steps_left, device, what
+        self._steps = 0
+        self._since: float | None = None
+
+    def update(self) -> None:
+        self.progress.update()
+        self._steps += 1
+        if self.device.type != "cpu" or self._steps > 1 + self.TIMED_STEPS:
+            return
+        now = time.perf_counter()
+        if self._steps == 1:
+            self._since = now
+        elif self._steps == 1 + self.TIMED_STEPS:
+            per_step = (now - self._since) / self.TIMED_STEPS
+            warn_if_slow(per_step * self.steps_left * 1.15, self.device, self.what)  # + evaluation
 
 
 def warn_if_slow(seconds: float, device: torch.device, what: str) -> None:
