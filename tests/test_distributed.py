@@ -27,7 +27,7 @@ from tests.support import project_params as loaded_params
 
 pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
 
-EPOCHS = 4
+EPOCHS = 3
 FINETUNE = {"epochs": EPOCHS, "batch_size": 32, "lr": 0.001, "precision": "fp32", "eval_batch_size": 256}
 
 
