@@ -3,6 +3,7 @@ and that tests import, are in tests/support.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -12,6 +13,18 @@ from PIL import Image
 
 from ferbench.data.synthetic import write_synthetic_archive
 from tests.support import SMALL_COUNTS, untrained_model_folder, write_zip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test process (`make test` runs two, pytest-xdist) and every process it starts (`dvc repro`'s stages,
+    the data-parallel launcher) compute on their share of the CPU cores: two processes of two threads each on
+    two cores spend most of their time waiting for each other (a training test ran 3x slower beside another)."""
+    import torch
+
+    threads = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, threads)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)
