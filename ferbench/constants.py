@@ -17,6 +17,15 @@ CLASS_WEIGHTING: tuple[str, ...] = ("none", "balanced")
 SAMPLERS: tuple[str, ...] = ("shuffle", "balanced")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 RANGE_METHODS: tuple[str, ...] = ("percentile", "minmax", "entropy")
+# the runtime variants a classifier is exported in (ferbench.models.variants describes each), the reference first
+RUNTIME_VARIANTS: tuple[str, ...] = (
+    "torch_fp32",
+    "onnx_fp32",
+    "onnx_int8",
+    "onnx_int8_static",
+    "openvino_fp32",
+    "openvino_int8",
+)
 CRITERIA: tuple[str, ...] = ("accuracy", "generalization")
 TTA_MODES: tuple[str, ...] = ("auto", "always", "never")
 TTA_SHIFTS: tuple[int, ...] = (0, 4, 8)  # shifted views: none, left/right/up/down, and diagonally

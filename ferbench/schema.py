@@ -42,6 +42,7 @@ from ferbench.constants import (
     OPTIMIZERS,
     PRECISIONS,
     RANGE_METHODS,
+    RUNTIME_VARIANTS,
     SAMPLERS,
     SCHEDULERS,
     SOFT_TARGETS,
@@ -226,6 +227,17 @@ class Embed(Section):
     batch_size: BatchSize
 
 
+def check_timed_variants(value: Any) -> Any:
+    """`latency.variants`: all, or a non-empty list of distinct variant names."""
+    names = value if isinstance(value, list) and all(isinstance(name, str) for name in value) else None
+    if value == "all" or (names and len(set(names)) == len(names) and set(names) <= set(RUNTIME_VARIANTS)):
+        return value
+    raise ValueError(f"use all or a list of distinct names among: {', '.join(RUNTIME_VARIANTS)}")
+
+
+TimedVariants = Annotated[Any, AfterValidator(check_timed_variants)]
+
+
 class Latency(Section):
     threads: Annotated[int, Field(ge=1, le=1024)]
     warmup: NonNegativeInt
@@ -233,6 +245,11 @@ class Latency(Section):
     min_agreement: Annotated[float, Field(gt=0, le=1)]
     int8_range_images: Count
     int8_range_method: Literal[RANGE_METHODS]
+    variants: TimedVariants
+
+    def timed_variants(self) -> set[str] | None:
+        """The variants to export and time (the reference always among them); None: every one this machine builds."""
+        return None if self.variants == "all" else {RUNTIME_VARIANTS[0], *self.variants}
 
 
 def _teacher_stage(stage: Any) -> Any:

@@ -315,3 +315,11 @@ def test_only_the_named_variants_are_exported(tmp_path):
     runtimes = build_runtimes(SmallCNN().eval(), tmp_path, 1, RangeSample(images(8), "percentile"), only={"onnx_fp32"})
     assert set(runtimes) == {"torch_fp32", "onnx_fp32"}
     assert sorted(path.name for path in tmp_path.iterdir()) == [VARIANTS["onnx_fp32"].file]
+
+
+def test_latency_variants_names_what_the_stage_times(resnet):
+    val = Split(images(8), np.zeros(8, dtype=np.int64))
+    chosen = settings(runs=2, variants=["onnx_int8"])
+    report = latency_report(resnet, LatencySource("resnet18", "x.pt"), val, chosen, 1, RangeSample(images(8), "minmax"))
+    assert set(report.variants) == {"torch_fp32", "onnx_int8"}  # the reference always, to judge agreement by
+    assert settings().timed_variants() is None  # params.yaml: all

@@ -66,7 +66,16 @@ def workspace(tmp_path_factory):
         "data": {"synthetic": SMALL_COUNTS},
         "feature_extract": {"epochs": 5},
         "train": {"epochs": 3},
-        "latency": {"warmup": 2, "runs": 10, "int8_range_images": 32},
+        # the stages' share of the cores (tests/conftest.py), fewer timed runs, ONNX Runtime's variants only
+        # (OpenVINO's conversion and NNCF's ranges would double what latency and deploy take here; test_latency
+        # and test_inference cover them)
+        "latency": {
+            "threads": int(os.environ["OMP_NUM_THREADS"]),
+            "warmup": 2,
+            "runs": 10,
+            "int8_range_images": 32,
+            "variants": ["onnx_fp32", "onnx_int8", "onnx_int8_static"],
+        },
     }
     overrides = merge_overrides(load_overrides(PROJECT_ROOT / "params-demo.yaml"), quicker)
     path = create_workspace(tmp_path_factory.mktemp("e2e") / "project", overrides)

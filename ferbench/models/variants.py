@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ferbench.constants import RUNTIME_VARIANTS
+
 CHECKPOINT_FILE = "model.pt"  # the PyTorch checkpoint a model folder keeps for re-exporting
 
 
@@ -68,7 +70,9 @@ VARIANTS: dict[str, Variant] = {
         ),
     )
 }
-REFERENCE = "torch_fp32"  # what every other variant's agreement is measured against
+if tuple(VARIANTS) != RUNTIME_VARIANTS:  # the names params accept (latency.variants) are these
+    raise ImportError("ferbench.models.variants and constants.RUNTIME_VARIANTS name different variants")
+REFERENCE = RUNTIME_VARIANTS[0]  # what every other variant's agreement is measured against
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(variant.runtime for variant in VARIANTS.values()))
 
 OPENVINO_INSTALL = "pip install openvino==2026.4.1 nncf==3.4.0 (the versions requirements.txt pins)"

@@ -125,7 +125,7 @@ def latency_report(
     faithfulness on `val`, FLOPs, and the fastest faithful variant."""
     torch.set_num_threads(settings.threads)
     with tempfile.TemporaryDirectory() as scratch:
-        runtimes = build_runtimes(model, Path(scratch), settings.threads, ranges)
+        runtimes = build_runtimes(model, Path(scratch), settings.threads, ranges, only=settings.timed_variants())
         variants = measure_variants(runtimes, val.images, val.labels, settings.warmup, settings.runs, tta_views)
     p50 = {name: variant.p50_ms for name, variant in variants.items()}
     return LatencyReport(
