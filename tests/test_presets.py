@@ -1,7 +1,8 @@
 """The overrides presets (params-demo/cpu/gpu.yaml): every key is valid, and each training section runs.
 
 The GPU preset cannot be run here; this runs its real stage code for a few steps on synthetic
-faces on the CPU, with every backbone built without weights at a small input size, so that any
+faces on the CPU, with every backbone built without weights at a small input size (CLIP, whose
+positions fix its input size: a 2-layer tower loaded from a folder), so that any
 key the code would reject (or misspell) fails here rather than an hour into a GPU run.
 """
 
@@ -22,13 +23,13 @@ from ferbench.training.embeddings import save_embeddings
 from ferbench.training.settings import RunSettings, backbone_spec
 from ferbench.training.teachers import TrainedTeacher, cache_teacher_outputs, load_teaching
 from ferbench.workflow.workspace import write_params
-from tests.support import PROJECT_ROOT, synthetic_prepared, tta
+from tests.support import PROJECT_ROOT, save_tiny_clip, synthetic_prepared, tta
 
 pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
 
 CLASSES = list(FER2013_CLASSES)
 PRESETS = ("params-demo.yaml", "params-cpu.yaml", "params-gpu.yaml")
-SMALL_INPUT = {"torchvision": 32, "timm": 32, "transformers": None, "ferbench": None}  # CLIP: its 224 positions
+SMALL_INPUT = {"torchvision": 32, "timm": 32, "ferbench": None}
 
 
 def merged_params(preset: str, tmp_path: Path) -> Params:
@@ -60,13 +61,19 @@ def test_the_gpu_preset_runs_a_few_steps_of_every_training_section_on_the_cpu(ti
     monkeypatch.chdir(tmp_path)
     settings = RunSettings.from_params(params, torch.device("cpu"), prepared_dir=tiny_prepared)
     assert params.tta.flip and params.tta.shifts == 8 and params.compile
-    # on the CPU: no torch.compile, and TTA over 2 views instead of 10 (the 10 are checked above; they cost
-    # a minute of CLIP at 224 px here)
+    # on the CPU: no torch.compile, and TTA over 2 views instead of 10 (the 10 are checked above; each view is
+    # one more pass over every split)
     settings = replace(settings, compile_model=False, tta=tta(flip=True))
     few_steps = {"epochs": 1, "warmup_epochs": 0.5, "batch_size": 8, "eval_batch_size": 32}  # one epoch of 3 steps
 
+    tiny_clip = str(save_tiny_clip(tmp_path / "tiny-clip"))
+
     def small(name):
+        """Without weights at a small input size; a CLIP tower has fixed positions, so it is a 2-layer one loaded
+        from a folder as a downloaded one is (a ViT-B/32 at 224 px took most of this test's minute)."""
         spec = backbone_spec(params, name)
+        if spec.source == "transformers":
+            return spec.model_copy(update={"pretrained": True, "weights": tiny_clip, "input_size": None})
         return spec.model_copy(update={"pretrained": False, "weights": None, "input_size": SMALL_INPUT[spec.source]})
 
     candidates = params.train.candidates
