@@ -153,14 +153,15 @@ def test_fastest_faithful_skips_a_faster_unfaithful_variant():
 
 
 class SmallCNN(torch.nn.Module):
-    """A few-layer CNN taking uint8 faces like every ferbench classifier (cast and normalisation inside)."""
+    """A few-layer CNN taking uint8 faces like every ferbench classifier (cast and normalisation inside). Its
+    first convolution strides: at full 48x48 resolution, fitting it took four times as long."""
 
     def __init__(self) -> None:
         super().__init__()
         layers, channels = [], 1
         for width in (16, 32, 64):
             layers += [
-                torch.nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                torch.nn.Conv2d(channels, width, 3, stride=2 if channels == 1 else 1, padding=1, bias=False),
                 torch.nn.BatchNorm2d(width),
                 torch.nn.ReLU(),
                 torch.nn.MaxPool2d(2),
@@ -209,7 +210,7 @@ def test_static_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, faces
     train = load_split(faces / "train.npz")
     order = np.random.default_rng(0).permutation(len(train))
     judged, others = (Split(train.images[part], train.labels[part]) for part in (order[:70], order[70:]))
-    model = fitted(model, judged, *((600, 3e-3) if kind == "cnn" else (1000, 1e-3)))
+    model = fitted(model, judged, *((400, 3e-3) if kind == "cnn" else (1000, 1e-3)))
     runtimes = build_runtimes(model, tmp_path, threads=1, ranges=RangeSample(range_sample(others, 64, 0), "percentile"))
     measured = measure_variants(runtimes, judged.images, judged.labels, warmup=0, runs=1)
     static_agreement = measured["onnx_int8_static"].agreement
@@ -232,7 +233,7 @@ def test_static_int8_agrees_with_fp32_on_faces_and_runs_int8_kernels(kind, faces
     assert {"Cast", "Sub"} <= {node.op_type for node in preprocessing}
     assert not any(name in dequantized for node in preprocessing for name in node.input)
     if static_agreement < 0.99:
-        # With the current pinned stack (ONNX Runtime 1.31.1), static int8 agrees 78.6% (the CNN) and 97.1% (the
+        # With the current pinned stack (ONNX Runtime 1.31.1), static int8 agrees 74.3% (the CNN) and 97.1% (the
         # tiny CLIP) with fp32 on their 70 faces, with percentile and minmax ranges alike, while NNCF's int8 agrees
         # fully; it passed with the stack installed before. Deploy's faithfulness gate (min_agreement) keeps
         # such a variant from shipping.
