@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,13 +20,13 @@ from PIL import Image
 
 from ferbench.constants import FER2013_CLASSES
 from ferbench.data.synthetic import write_synthetic_archive
-from ferbench.params import load_params
+from ferbench.params import load_overrides, load_params, merge_overrides
 from ferbench.schema import NO_AUGMENT, Augment, CandidateTraining, Data, FeatureExtract, Params, Recipe
 from ferbench.serving.faces import YUNET_FILE as YUNET_CACHE_NAME
 from ferbench.serving.faces import cache_folder
 from ferbench.specs import BackboneSpec, TTAConfig
 from ferbench.training.settings import RunSettings
-from ferbench.workflow.workspace import local_path
+from ferbench.workflow.workspace import local_path, python_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # This machine's real files, where it has them: the FER-2013 zip named by the git-ignored params-local.yaml
@@ -111,6 +114,51 @@ SMALL_COUNTS = {
     "train": dict.fromkeys(FER2013_CLASSES, 40),
     "test": dict.fromkeys(FER2013_CLASSES, 12),
 }
+
+
+DVC_TIMEOUT_S = 1200  # the longest call, the first `dvc repro` of the end-to-end tests, takes about 6 minutes
+
+
+def dvc_env() -> dict[str, str]:
+    """This interpreter's DVC, without its usage-report daemon (tests never touch the network)."""
+    return {**python_env(), "DVC_NO_ANALYTICS": "1"}
+
+
+def dvc(workspace: Path, *args: str, timeout: float = DVC_TIMEOUT_S) -> str:
+    """Run DVC and return its output; a call that hangs fails the test instead of stalling the suite."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=workspace,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def e2e_overrides() -> dict:
+    """`make demo`'s overrides (params-demo.yaml), made quicker for the end-to-end tests' `dvc repro`."""
+    quicker = {
+        "device": "cpu",  # as the sweep test pins its experiments to (`auto` is the CPU here too)
+        "backbones": {"resnet18": {"input_size": 48}, "resnet34": {"input_size": 32}},  # small inputs: time
+        "data": {"synthetic": SMALL_COUNTS},
+        "feature_extract": {"epochs": 5},
+        "train": {"epochs": 3},
+        # the stages' share of the cores (tests/conftest.py), fewer timed runs, ONNX Runtime's variants only
+        # (OpenVINO's conversion and NNCF's ranges would double what latency and deploy take here; test_latency
+        # and test_inference cover them)
+        "latency": {
+            "threads": int(os.environ["OMP_NUM_THREADS"]),
+            "warmup": 2,
+            "runs": 10,
+            "int8_range_images": 32,
+            "variants": ["onnx_fp32", "onnx_int8", "onnx_int8_static"],
+        },
+    }
+    return merge_overrides(load_overrides(PROJECT_ROOT / "params-demo.yaml"), quicker)
 
 
 def synthetic_prepared(

@@ -1,7 +1,7 @@
 """Data-parallel training on the CPU with gloo: the stages as `dvc.yaml` launches them
 (`python -m ferbench.training.launch ... stages.<stage> <backbone>`), on synthetic faces, 2 processes
-against 1. The killed-and-resumed 2-process `train` and the DVC queue run in the e2e workspace
-(tests/test_pipeline.py)."""
+against 1. The killed-and-resumed 2-process `train` (tests/test_pipeline_resume.py) and the DVC queue
+(tests/test_pipeline.py) run through `dvc repro`."""
 
 import json
 import os

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,63 +21,16 @@ import yaml
 
 from ferbench.data.prepared import load_split
 from ferbench.models.card import CARD_SECTIONS
-from ferbench.params import load_overrides, merge_overrides
-from ferbench.workflow.workspace import (
-    commit_all,
-    create_workspace,
-    python_env,
-    register_selected_model,
-    remote_folder,
-)
-from tests.support import PROJECT_ROOT, SMALL_COUNTS
+from ferbench.workflow.workspace import commit_all, create_workspace, register_selected_model, remote_folder
+from tests.support import PROJECT_ROOT, dvc, dvc_env, e2e_overrides
 
 pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
-
-DVC_TIMEOUT_S = 1200  # the longest call, the first `dvc repro`, takes about 4 minutes on 2 cores
-
-
-def dvc_env() -> dict[str, str]:
-    """This interpreter's DVC, without its usage-report daemon (tests never touch the network)."""
-    return {**python_env(), "DVC_NO_ANALYTICS": "1"}
-
-
-def dvc(workspace, *args, timeout=DVC_TIMEOUT_S):
-    """Run DVC and return its output; a call that hangs fails the test instead of stalling the suite."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=workspace,
-        env=dvc_env(),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """The first run, committed: read it, never change it (take `own_workspace` for that)."""
-    quicker = {
-        "device": "cpu",  # as the sweep test pins its experiments to (`auto` is the CPU here too)
-        "backbones": {"resnet18": {"input_size": 48}, "resnet34": {"input_size": 32}},  # small inputs: time
-        "data": {"synthetic": SMALL_COUNTS},
-        "feature_extract": {"epochs": 5},
-        "train": {"epochs": 3},
-        # the stages' share of the cores (tests/conftest.py), fewer timed runs, ONNX Runtime's variants only
-        # (OpenVINO's conversion and NNCF's ranges would double what latency and deploy take here; test_latency
-        # and test_inference cover them)
-        "latency": {
-            "threads": int(os.environ["OMP_NUM_THREADS"]),
-            "warmup": 2,
-            "runs": 10,
-            "int8_range_images": 32,
-            "variants": ["onnx_fp32", "onnx_int8", "onnx_int8_static"],
-        },
-    }
-    overrides = merge_overrides(load_overrides(PROJECT_ROOT / "params-demo.yaml"), quicker)
-    path = create_workspace(tmp_path_factory.mktemp("e2e") / "project", overrides)
+    path = create_workspace(tmp_path_factory.mktemp("e2e") / "project", e2e_overrides())
     dvc(path, "repro")
     commit_all(path, "first run")
     return path
@@ -520,42 +472,3 @@ def test_nothing_reruns_and_a_param_change_reruns_only_prepare(own_workspace):
     assert "Stage 'download' didn't change, skipping" in out
     diff = json.loads(dvc(own_workspace, "metrics", "diff", "--json"))
     assert diff["metrics/data.json"]["images.val"]["new"] == 7 * 8
-
-
-def test_a_killed_two_process_training_run_resumes_on_the_next_repro(own_workspace):
-    params = (own_workspace / "params.yaml").read_text()
-    longer, count = re.subn(r"(\ntrain:.*?\n  epochs: )3\b", r"\g<1>6", params, count=1, flags=re.DOTALL)
-    assert count == 1
-    longer, count = re.subn(r"(\n  nproc_per_node: )1\b", r"\g<1>2", longer, count=1)  # data-parallel, gloo
-    assert count == 1
-    (own_workspace / "params.yaml").write_text(longer)
-    resume = own_workspace / ".resume/train/resnet18.pt"
-    old = torch.load(resume, weights_only=True)["fingerprint"]
-    run = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "train@resnet18"],
-        cwd=own_workspace,
-        env=dvc_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and run.poll() is None:
-            state = torch.load(resume, weights_only=True) if resume.is_file() else {}
-            if state.get("fingerprint") not in (None, old) and state["epoch"] >= 2:
-                break
-            time.sleep(0.2)
-        assert run.poll() is None, "training finished before it could be interrupted"
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
-    assert torch.load(resume, weights_only=True)["epoch"] < 6
-    out = dvc(own_workspace, "repro", "train@resnet18")
-    assert "resuming after epoch" in out
-    metrics = json.loads((own_workspace / "reports/details/train/resnet18.json").read_text())
-    assert metrics["epochs"] == 6 and 1 <= metrics["best_epoch"] <= 6
-    assert metrics["processes"] == 2 and metrics["identical_weights_across_processes"] is True
-    assert len(pd.read_csv(own_workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")) == 6
-    status = dvc(own_workspace, "status")  # what reads the new weights is left to rerun, not the training
-    assert "teach@resnet18:" in status and "train@resnet18" not in status
