@@ -20,7 +20,7 @@ from tests.support import dvc, dvc_env, e2e_overrides
 
 pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
 
-EPOCHS = 4
+EPOCHS = 5
 
 
 def test_a_killed_two_process_training_run_resumes_on_the_next_repro(tmp_path):
