@@ -18,13 +18,19 @@ from tests.support import SMALL_COUNTS, untrained_model_folder, write_zip
 def pytest_configure(config: pytest.Config) -> None:
     """Each test process (`make test` runs two, pytest-xdist) and every process it starts (`dvc repro`'s stages,
     the data-parallel launcher) compute on their share of the CPU cores: two processes of two threads each on
-    two cores spend most of their time waiting for each other (a training test ran 3x slower beside another)."""
+    two cores spend most of their time waiting for each other (a training test ran 3x slower beside another).
+    Torch, NumPy's BLAS (loaded before this hook, so limited through threadpoolctl) and OpenCV alike."""
+    import cv2
     import torch
+    from threadpoolctl import threadpool_limits
 
-    threads = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, threads)
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    share = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENCV_FOR_THREADS_NUM"):
+        os.environ.setdefault(variable, share)
+    threads = int(os.environ["OMP_NUM_THREADS"])
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    cv2.setNumThreads(threads)
 
 
 @pytest.fixture(autouse=True)

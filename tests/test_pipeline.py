@@ -400,12 +400,23 @@ def run_sweep(workspace, log, name: str, penalties: str) -> subprocess.Completed
 
 
 def wait_for_queue(workspace, names, seconds: float) -> str:
-    """`dvc queue status` once every experiment named has ended (or the time is up)."""
+    """`dvc queue status` once every experiment named has ended (or the time is up). A status call that fails
+    is asked again: while experiments run, DVC's status fails now and then with "unexpected error - Expecting
+    value: line 1 column 1 (char 0)", a JSON file read before it is written (treeverse/dvc#8014 is alike)."""
     deadline = time.monotonic() + seconds
     status = ""
     while time.monotonic() < deadline:
-        status = dvc(workspace, "queue", "status", timeout=120)
-        if all(re.search(rf"{name}\s.*(Success|Failed)", status) for name in names):
+        answer = subprocess.run(
+            [sys.executable, "-m", "dvc", "queue", "status"],
+            cwd=workspace,
+            env=dvc_env(),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        status = answer.stdout + answer.stderr
+        if answer.returncode == 0 and all(re.search(rf"{name}\s.*(Success|Failed)", status) for name in names):
             break
         time.sleep(2)
     return status
