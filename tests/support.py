@@ -124,9 +124,10 @@ def dvc_env() -> dict[str, str]:
     return {**python_env(), "DVC_NO_ANALYTICS": "1"}
 
 
-def dvc(workspace: Path, *args: str, timeout: float = DVC_TIMEOUT_S) -> str:
-    """Run DVC and return its output; a call that hangs fails the test instead of stalling the suite."""
-    result = subprocess.run(
+def run_dvc(workspace: Path, *args: str, timeout: float = DVC_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run DVC in `workspace`, whatever it answers; a call that hangs fails the test instead of stalling the
+    suite."""
+    return subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=workspace,
         env=dvc_env(),
@@ -135,6 +136,11 @@ def dvc(workspace: Path, *args: str, timeout: float = DVC_TIMEOUT_S) -> str:
         stdin=subprocess.DEVNULL,
         timeout=timeout,
     )
+
+
+def dvc(workspace: Path, *args: str, timeout: float = DVC_TIMEOUT_S) -> str:
+    """Run DVC and return its output; a failed call fails the test."""
+    result = run_dvc(workspace, *args, timeout=timeout)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 

@@ -22,7 +22,7 @@ import yaml
 from ferbench.data.prepared import load_split
 from ferbench.models.card import CARD_SECTIONS
 from ferbench.workflow.workspace import commit_all, create_workspace, register_selected_model, remote_folder
-from tests.support import PROJECT_ROOT, dvc, dvc_env, e2e_overrides
+from tests.support import PROJECT_ROOT, dvc, dvc_env, e2e_overrides, run_dvc
 
 pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
 
@@ -406,15 +406,7 @@ def wait_for_queue(workspace, names, seconds: float) -> str:
     deadline = time.monotonic() + seconds
     status = ""
     while time.monotonic() < deadline:
-        answer = subprocess.run(
-            [sys.executable, "-m", "dvc", "queue", "status"],
-            cwd=workspace,
-            env=dvc_env(),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=120,
-        )
+        answer = run_dvc(workspace, "queue", "status", timeout=120)
         status = answer.stdout + answer.stderr
         if answer.returncode == 0 and all(re.search(rf"{name}\s.*(Success|Failed)", status) for name in names):
             break
@@ -423,14 +415,7 @@ def wait_for_queue(workspace, names, seconds: float) -> str:
 
 
 def stop_queue(workspace) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "dvc", "queue", "stop", "--kill"],
-        cwd=workspace,
-        env=dvc_env(),
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    run_dvc(workspace, "queue", "stop", "--kill", timeout=120)
 
 
 def test_a_sweep_queues_experiments_on_devices_in_turn_and_runs_them_in_parallel(own_workspace, tmp_path):
