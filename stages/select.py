@@ -23,8 +23,7 @@ from ferbench.paths import (
     SELECTION_METRICS,
 )
 from ferbench.records import write_headline, write_record
-from ferbench.shipping.deploy import ship_selected
-from ferbench.shipping.selection import Candidate, select
+from ferbench.shipping.selection import Candidate, select, ship_selected
 
 
 def main() -> None:

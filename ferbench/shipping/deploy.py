@@ -35,7 +35,7 @@ from ferbench.models.card import (
 )
 from ferbench.models.checkpoint import save_checkpoint
 from ferbench.models.classifier import TTAClassifier, load_classifier, with_tta
-from ferbench.models.folder import calibrated_probabilities, checksums, read_card, write_card
+from ferbench.models.folder import calibrated_probabilities, checksums, write_card
 from ferbench.models.runtimes import (
     RangeSample,
     VariantExporter,
@@ -56,7 +56,6 @@ from ferbench.records import (
     ViewsTiming,
     picked,
 )
-from ferbench.records import Selection as SelectionRecord
 from ferbench.specs import NO_TTA, BackboneSpec, TTAConfig
 
 
@@ -344,14 +343,3 @@ def _timing(variant: VariantMeasurement, with_views: bool) -> Timing:
 def _timing_fields(timing: Timing) -> dict[str, Any]:
     """The card's latency fields of a timing: the `Timing` fields, and the views timed when there are several."""
     return picked(timing, [*Timing.model_fields, *(["views"] if isinstance(timing, ViewsTiming) else [])])
-
-
-def ship_selected(deployed: Path, folder: Path, selection: SelectionRecord) -> ModelCard:
-    """Copy the chosen candidate's deployed folder to `folder` as it is, with why it was chosen added
-    to its card."""
-    card = read_card(deployed)
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(deployed, folder)
-    card = card.model_copy(update={"selection": Selection(criterion=selection.criterion, reason=selection.reason)})
-    write_card(folder, card)
-    return card

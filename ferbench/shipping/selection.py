@@ -17,10 +17,15 @@ TTA is ranked by its TTA val accuracy and TTA latency.
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ferbench.errors import FerbenchError
+from ferbench.models.card import ModelCard
+from ferbench.models.card import Selection as CardSelection
+from ferbench.models.folder import read_card, write_card
 from ferbench.records import Criterion, RankedCandidate, Selection
 from ferbench.schema import Select
 
@@ -129,3 +134,14 @@ def select(candidates: Sequence[Candidate], rules: Select) -> Selection:
     if excluded:
         reason += "; excluded: " + "; ".join(f"{c.name} ({why})" for c, why in excluded)
     return Selection(selected=best.name, criterion=criterion_record(rules), ranking=ranking, reason=reason)
+
+
+def ship_selected(deployed: Path, folder: Path, selection: Selection) -> ModelCard:
+    """Copy the chosen candidate's deployed folder to `folder` as it is, with why it was chosen added
+    to its card."""
+    card = read_card(deployed)
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(deployed, folder)
+    card = card.model_copy(update={"selection": CardSelection(criterion=selection.criterion, reason=selection.reason)})
+    write_card(folder, card)
+    return card
