@@ -33,7 +33,7 @@ serve: $(INSTALLED)  ## serve the model over HTTP on http://127.0.0.1:8000 (Open
 	$(VENV)/bin/ferbench-serve $(if $(MODEL),--model $(MODEL)) $(if $(DETECTOR_MODEL),--detector-model $(DETECTOR_MODEL))
 
 test: $(INSTALLED)  ## run the whole test suite (what CI runs), its modules spread over two processes
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: $(INSTALLED)  ## the edit loop: every test not marked slow (no dvc repro, no real data, no browser)
 	$(PY) -m pytest -m "not slow"

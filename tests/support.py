@@ -152,6 +152,7 @@ def e2e_overrides() -> dict:
         "backbones": {"resnet18": {"input_size": 32}, "resnet34": {"input_size": 32}},  # small inputs: time
         "data": {"synthetic": SMALL_COUNTS},
         "feature_extract": {"epochs": 5},
+        "finetune": {"epochs": 1},  # nothing here asserts how well it learns either
         "train": {"epochs": 2},  # and the student's; nothing here asserts how well they learn
         # the stages' share of the cores (tests/conftest.py), fewer timed runs, ONNX Runtime's variants only
         # (OpenVINO's conversion and NNCF's ranges would double what latency and deploy take here; test_latency
