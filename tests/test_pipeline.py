@@ -410,7 +410,7 @@ def wait_for_queue(workspace, names, seconds: float) -> str:
         status = answer.stdout + answer.stderr
         if answer.returncode == 0 and all(re.search(rf"{name}\s.*(Success|Failed)", status) for name in names):
             break
-        time.sleep(2)
+        time.sleep(5)  # each status call is a DVC process of a second or two: fewer calls leave the CPU to the queue
     return status
 
 
