@@ -361,7 +361,7 @@ def test_a_students_card_names_its_teachers_and_the_recipe_that_made_it(tmp_path
     }
     provenance = card_provenance()
     provenance["training"] |= {"trainable": 2, "distillation": distillation, "training": {"epochs": 35}}
-    folder = untrained_model_folder(tmp_path / "student", provenance=provenance)
+    folder = untrained_model_folder(tmp_path / "student", "torch_fp32", provenance=provenance)  # no export: the card
     card = EmotionModel(folder, threads=1).card
     assert card.provenance.training.distillation.teachers[0].name == "large"
     assert card.provenance.shipping.min_agreement == 0.99
