@@ -39,14 +39,16 @@ SLOW_MODULE = "pytestmark = pytest.mark.slow"  # the line that marks every test 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Under `-m "not slow"` (make test-fast), a module whose every test is slow is not even imported: their
     imports (FastAPI, Streamlit, ONNX, the training stack) would cost seconds for tests that never run."""
-    if config.getoption("markexpr") != "not slow" or not collection_path.name.startswith("test_"):
+    module = collection_path.name.startswith("test_") and collection_path.suffix == ".py"
+    if config.getoption("markexpr") != "not slow" or not module:
         return None
     return SLOW_MODULE in collection_path.read_text() or None
 
 
-# The modules that take longest under `make test`, longest first (from `pytest -n 2 --durations=0`). pytest-xdist
-# hands whole modules to its two processes in collection order (the Makefile turns off its own reordering by test
-# count), so starting the longest first keeps one process from being left with a long module at the end.
+# The modules that take longest under `make test`, longest first (each module's time in one `make test` run).
+# pytest-xdist hands whole modules to its two processes in collection order (the Makefile turns off its own
+# reordering by test count), so starting the longest first keeps one process from being left with a long module
+# at the end.
 LONGEST_MODULES = (
     "test_pipeline.py",
     "test_distributed.py",
