@@ -225,13 +225,15 @@ def measure_backbone(spec: BackboneSpec, protocol: Params, data: dict[str, Split
     flops = forward_flops(model)
     recipe = protocol.finetune.model_copy(update={"epochs": 1, "batch_size": batch})
     check = device_split(data["val"], 2 * batch, device)
-    scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     warm_up = device_split(data["train"], 3 * batch, device)  # cuDNN's algorithm search, the allocator
-    fit(model, TrainingData(warm_up, check, 7), recipe, Checkpointing(scratch / "warm.pt"), description="warm-up")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     timed = device_split(data["train"], args.steps * batch, device)
-    result = fit(model, TrainingData(timed, check, 7), recipe, Checkpointing(scratch / "m.pt"), description=spec.name)
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as folder:
+        scratch = Path(folder)
+        fit(model, TrainingData(warm_up, check, 7), recipe, Checkpointing(scratch / "warm.pt"), description="warm-up")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        training = TrainingData(timed, check, 7)
+        result = fit(model, training, recipe, Checkpointing(scratch / "m.pt"), description=spec.name)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     del model
     embed_images = device_split(data["train"], args.embed_images, device)
@@ -294,23 +296,24 @@ def measure_distillation(student: str, gpu_preset: Params, data: dict[str, Split
     for mode in ("cached", "online"):
         online = OnlineTargets(teachers, temperature, bf16=True)
         distillation = Distillation(uniform(timed) if mode == "cached" else online, weight, temperature)
-        scratch = Path(tempfile.mkdtemp(prefix="gpu-check-distill-"))
         model = classifier(spec, device)
         warm = Distillation(uniform(warm_up) if mode == "cached" else online, weight, temperature)
-        fit(
-            model,
-            TrainingData(warm_up, check, 7, warm),
-            recipe,
-            Checkpointing(scratch / "warm.pt"),
-            description="warm-up",
-        )
-        timing = fit(
-            model,
-            TrainingData(timed, check, 7, distillation),
-            recipe,
-            Checkpointing(scratch / "s.pt"),
-            description=f"distill {mode}",
-        )
+        with tempfile.TemporaryDirectory(prefix="gpu-check-distill-") as folder:
+            scratch = Path(folder)
+            fit(
+                model,
+                TrainingData(warm_up, check, 7, warm),
+                recipe,
+                Checkpointing(scratch / "warm.pt"),
+                description="warm-up",
+            )
+            timing = fit(
+                model,
+                TrainingData(timed, check, 7, distillation),
+                recipe,
+                Checkpointing(scratch / "s.pt"),
+                description=f"distill {mode}",
+            )
         result[f"{mode}_images_per_second"] = round(timing.train_images_per_second, 1)
     return result
 
@@ -325,16 +328,18 @@ def real_data_run(protocol: Params, data: dict[str, Split], args: argparse.Names
     recipe = protocol.finetune.model_copy(update={"epochs": args.real_epochs})
     train = device_split(data["train"], args.real_train_images or len(data["train"]), device)
     val, test = (device_split(data[name], len(data[name]), device) for name in ("val", "test"))
-    scratch = Path(tempfile.mkdtemp(prefix="gpu-check-real-"))
-    start = time.perf_counter()
-    result = fit(model, TrainingData(train, val, 7), recipe, Checkpointing(scratch / "resnet18.pt"), description="real")
-    seconds = time.perf_counter() - start
-    test_accuracy = float((predict_logits(model, test, 512).argmax(1) == test.labels).float().mean())
-    model = model.float().cpu().eval()
     images = data["test"].images[: args.onnx_images]
-    with torch.no_grad():
-        reference = model(torch.from_numpy(images)).numpy()
-    exported = onnx_logits(onnx_session(export_onnx(model, scratch / "model.onnx"), threads=4), images)
+    with tempfile.TemporaryDirectory(prefix="gpu-check-real-") as folder:
+        scratch = Path(folder)
+        start = time.perf_counter()
+        training = TrainingData(train, val, 7)
+        result = fit(model, training, recipe, Checkpointing(scratch / "resnet18.pt"), description="real")
+        seconds = time.perf_counter() - start
+        test_accuracy = float((predict_logits(model, test, 512).argmax(1) == test.labels).float().mean())
+        model = model.float().cpu().eval()
+        with torch.no_grad():
+            reference = model(torch.from_numpy(images)).numpy()
+        exported = onnx_logits(onnx_session(export_onnx(model, scratch / "model.onnx"), threads=4), images)
     return {
         "backbone": "resnet18 (random init: no weights can be fetched on the device)",
         "input_size": model.preprocess.input_size,
