@@ -3,8 +3,10 @@ and that tests import, are in tests/support.py)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +51,13 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 # pytest-xdist hands whole modules to its two processes in collection order (the Makefile turns off its own
 # reordering by test count), so starting the longest first keeps one process from being left with a long module
 # at the end.
+# The modules with `all_cores` tests come after the first few: at the start the other process is building the
+# end-to-end run, which those tests would wait for.
 LONGEST_MODULES = (
     "test_pipeline.py",
-    "test_distributed.py",
     "test_latency.py",
     "test_training.py",
+    "test_distributed.py",
     "test_inference.py",
     "test_fernets.py",
     "test_pipeline_resume.py",
@@ -67,6 +71,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest modules first (LONGEST_MODULES), then every other module in the usual order."""
     rank = {name: index for index, name in enumerate(LONGEST_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@contextmanager
+def cores_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+    """A readers-writer lock over the test processes of one run: shared for an ordinary test, exclusive for an
+    `all_cores` one. A process waiting for the exclusive lock holds the turnstile, so the other process cannot
+    keep starting new tests ahead of it."""
+    with open(folder / "cores.turnstile", "a") as turnstile, open(folder / "cores.lock", "a") as cores:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(cores, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(cores, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under `make test`'s two processes, a test marked `all_cores` (several CPU-heavy processes at once: a
+    data-parallel run, a parallel experiment queue) runs while the other process waits between tests. Beside
+    a test of the other process, its processes outnumber the cores and its ranks wait on each other at every
+    step: the two-process fine-tune took 387 s so, and 146 s with the other process waiting. The wait comes before
+    pytest-timeout's clock starts (tryfirst), and the fixtures' setup is inside the lock."""
+    basetemp = item.config.option.basetemp
+    if "PYTEST_XDIST_WORKER" not in os.environ or not basetemp:
+        return (yield)
+    with cores_lock(Path(basetemp).parent, exclusive=item.get_closest_marker("all_cores") is not None):
+        return (yield)
 
 
 @pytest.fixture(autouse=True)

@@ -142,6 +142,7 @@ def test_the_global_batch_and_learning_rate_rule():
     assert scaled_recipe(config, None, 1) == config
 
 
+@pytest.mark.all_cores
 def test_two_process_finetune_learns_like_one_and_writes_each_output_once(prepared, tmp_path, monkeypatch):
     root = project(tmp_path / "two", prepared, nproc=2)
     done = launch(root, "finetune", 2)
@@ -162,6 +163,7 @@ def test_two_process_finetune_learns_like_one_and_writes_each_output_once(prepar
     assert abs(details["test"]["accuracy"] - single.test.accuracy) < 0.2  # the same kind of model
 
 
+@pytest.mark.all_cores
 def test_two_nodes_on_localhost_embed_the_features_of_one_process_in_the_same_order(few_faces, tmp_path):
     """Two "machines" on localhost, one process each: the rendezvous, the split of every split and the
     gather, against the single-process features."""
@@ -230,6 +232,7 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
+@pytest.mark.all_cores
 def test_a_process_that_dies_fails_the_stage_with_one_line_and_no_hang(few_faces, tmp_path):
     params = project_params(nproc=2)
     params["finetune"]["epochs"] = 200  # long enough to be killed mid-run

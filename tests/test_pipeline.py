@@ -418,6 +418,7 @@ def stop_queue(workspace) -> None:
     run_dvc(workspace, "queue", "stop", "--kill", timeout=120)
 
 
+@pytest.mark.all_cores
 def test_a_sweep_queues_experiments_on_devices_in_turn_and_runs_them_in_parallel(own_workspace, tmp_path):
     log = tmp_path / "sweep.log"
     names = {"sweep-1": "0.5", "sweep-2": "3.0"}

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs
 EPOCHS = 5
 
 
+@pytest.mark.all_cores
 def test_a_killed_two_process_training_run_resumes_on_the_next_repro(tmp_path):
     data_parallel = {"train": {"epochs": EPOCHS}, "distributed": {"nproc_per_node": 2}}  # two processes, gloo
     workspace = create_workspace(tmp_path / "project", merge_overrides(e2e_overrides(), data_parallel))
