@@ -93,7 +93,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     """Under `make test`'s two processes, a test marked `all_cores` (several CPU-heavy processes at once: a
     data-parallel run, a parallel experiment queue) runs while the other process waits between tests. Beside
     a test of the other process, its processes outnumber the cores and its ranks wait on each other at every
-    step: the two-process fine-tune took 387 s so, and 146 s with the other process waiting. The wait comes before
+    step: the two-process fine-tune took 387 s so, and 146-178 s with the other process waiting. The wait comes before
     pytest-timeout's clock starts (tryfirst), and the fixtures' setup is inside the lock."""
     basetemp = item.config.option.basetemp
     if "PYTEST_XDIST_WORKER" not in os.environ or not basetemp:

@@ -1,7 +1,7 @@
 """End to end: a data-parallel `train` stage killed mid-run resumes from its last epoch on the next `dvc repro`.
 
-Its own workspace runs only what `train@resnet18` needs (download, prepare, train), so it does not wait for
-the whole first run of tests/test_pipeline.py and `make test` can run it beside that module."""
+Its own workspace runs only what `train@resnet18` needs (download, prepare, train), not the whole first run of
+tests/test_pipeline.py. Its two processes take both cores (`all_cores`)."""
 
 import contextlib
 import json
