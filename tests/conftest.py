@@ -21,12 +21,17 @@ def pytest_configure(config: pytest.Config) -> None:
     """Each test process (`make test` runs two, pytest-xdist) and every process it starts (`dvc repro`'s stages,
     the data-parallel launcher) compute on their share of the CPU cores: two processes of two threads each on
     two cores spend most of their time waiting for each other (a training test ran 3x slower beside another).
-    Torch, NumPy's BLAS (loaded before this hook, so limited through threadpoolctl) and OpenCV alike."""
+    Torch, NumPy's BLAS (loaded before this hook, so limited through threadpoolctl) and OpenCV alike.
+    pytest-xdist's controller runs no test and sets nothing: its test processes inherit its environment, and a
+    whole-machine share set there would be theirs too (each then ran two threads beside the other's two)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None and getattr(config.option, "numprocesses", None):
+        return
     import cv2
     import torch
     from threadpoolctl import threadpool_limits
 
-    share = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    share = str(max(1, (os.cpu_count() or 1) // int(worker["workercount"] if worker else 1)))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENCV_FOR_THREADS_NUM"):
         os.environ.setdefault(variable, share)
     threads = int(os.environ["OMP_NUM_THREADS"])
@@ -93,8 +98,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     """Under `make test`'s two processes, a test marked `all_cores` (several CPU-heavy processes at once: a
     data-parallel run, a parallel experiment queue) runs while the other process waits between tests. Beside
     a test of the other process, its processes outnumber the cores and its ranks wait on each other at every
-    step: the two-process fine-tune took 387 s so, and 146-178 s with the other process waiting. The wait comes before
-    pytest-timeout's clock starts (tryfirst), and the fixtures' setup is inside the lock."""
+    step (the two-process fine-tune took 387 s so, and 146-178 s with the other process waiting, both while every
+    test process still ran two threads; 100 s now). The wait comes before pytest-timeout's clock starts
+    (tryfirst), and the fixtures' setup is inside the lock."""
     basetemp = item.config.option.basetemp
     if "PYTEST_XDIST_WORKER" not in os.environ or not basetemp:
         return (yield)
