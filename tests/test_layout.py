@@ -98,3 +98,16 @@ def test_serving_loads_neither_the_params_schema_nor_the_pipeline():
     assert "ferbench.serving.predict" in modules
     pipeline = [m for m in modules if m == "ferbench.schema" or part_of(m) in ("training", "shipping", "evaluation")]
     assert not pipeline, f"serving loads {', '.join(pipeline)}"
+
+
+def test_the_training_stages_start_without_scipys_statistics_or_the_flop_counter():
+    """Every stage is a process of its own, and `dvc repro` starts a dozen: SciPy's statistics (a second) and
+    torch's FLOP counter (Triton, a few tenths) are imported where deploy and latency use them."""
+    code = (
+        "import sys; import stages.train, stages.finetune, stages.feature_extract, stages.distill; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    modules = set(loaded.stdout.split())
+    assert "stages.train" in modules and "ferbench.evaluation.metrics" in modules
+    assert not {"scipy.stats", "torch.utils.flop_counter"} & modules

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest
 
 from ferbench.errors import FerbenchError
 
@@ -42,9 +41,12 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes:
 
 def wilson_interval(successes: int, total: int) -> list[float]:
     """95% Wilson score interval of a proportion (accuracy, recall): honest near 0 and 1 and for small
-    classes, where the normal approximation is not (SciPy's, through its binomial test)."""
+    classes, where the normal approximation is not (SciPy's, through its binomial test). Imported here: SciPy's
+    statistics take a second to import, and only deploy's model card asks for intervals."""
     if total <= 0:
         return [0.0, 1.0]
+    from scipy.stats import binomtest
+
     interval = binomtest(successes, total).proportion_ci(confidence_level=0.95, method="wilson")
     return [float(interval.low), float(interval.high)]
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from ferbench.constants import IMAGE_SIZE
 from ferbench.models.backbones import Backbone, build_backbone
@@ -198,7 +197,10 @@ def with_tta(model: nn.Module, config: TTAConfig | None) -> nn.Module:
 def forward_flops(model: nn.Module, image_size: int = IMAGE_SIZE) -> int:
     """Floating-point operations of one forward pass of a classifier on one 48x48 face (a multiply-add
     counts 2), by torch's FLOP counter: the work behind the latency figures and the training throughput's
-    TFLOP/s (a training step is about three forward passes)."""
+    TFLOP/s (a training step is about three forward passes). Imported here: the counter pulls in Triton, a
+    few tenths of a second at the start of every stage that imports this module."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     counter = FlopCounterMode(display=False)
     device = next(model.parameters()).device
     was_training = model.training
