@@ -22,8 +22,11 @@ def pytest_configure(config: pytest.Config) -> None:
     the data-parallel launcher) compute on their share of the CPU cores: two processes of two threads each on
     two cores spend most of their time waiting for each other (a training test ran 3x slower beside another).
     Torch, NumPy's BLAS (loaded before this hook, so limited through threadpoolctl) and OpenCV alike.
-    pytest-xdist's controller runs no test and sets nothing: its test processes inherit its environment, and a
-    whole-machine share set there would be theirs too (each then ran two threads beside the other's two)."""
+    pytest-xdist's controller runs no test and sets no share: its test processes inherit its environment, and a
+    whole-machine share set there would be theirs too (each then ran two threads beside the other's two).
+    No DVC command the tests start, `dvc init` in a new workspace included, starts DVC's usage-report process
+    (another Python process importing DVC, about 35 a run, each leaving a file in the temporary folder)."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     worker = getattr(config, "workerinput", None)
     if worker is None and getattr(config.option, "numprocesses", None):
         return
@@ -99,7 +102,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     data-parallel run, a parallel experiment queue) runs while the other process waits between tests. Beside
     a test of the other process, its processes outnumber the cores and its ranks wait on each other at every
     step (the two-process fine-tune took 387 s so, and 146-178 s with the other process waiting, both while every
-    test process still ran two threads; 100 s now). The wait comes before pytest-timeout's clock starts
+    test process ran two threads; 52 s alone now). The wait comes before pytest-timeout's clock starts
     (tryfirst), and the fixtures' setup is inside the lock."""
     basetemp = item.config.option.basetemp
     if "PYTEST_XDIST_WORKER" not in os.environ or not basetemp:
