@@ -250,10 +250,12 @@ def test_a_process_that_dies_fails_the_stage_with_one_line_and_no_hang(few_faces
     params["finetune"]["epochs"] = 200  # long enough to be killed mid-run
     root = project(tmp_path / "dies", few_faces, nproc=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     run = subprocess.Popen(
         launch_command("finetune", 2),
         cwd=root,
-        env=environment(),
+        env=dict(environment(), TMPDIR=str(scratch)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -275,6 +277,7 @@ def test_a_process_that_dies_fails_the_stage_with_one_line_and_no_hang(few_faces
         "finetune resnet18: error: process rank 1 was killed by signal 9 (its output is above); "
         "the other processes were stopped"
     ), err[-2000:]
+    assert not list(scratch.iterdir())  # the ranks' error files went with the launcher's scratch folder
 
 
 def test_a_sweep_is_a_grid_of_queued_dvc_experiments_with_devices_in_turn(capsys):

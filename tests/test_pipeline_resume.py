@@ -32,7 +32,7 @@ def test_a_killed_two_process_training_run_resumes_on_the_next_repro(tmp_path):
     run = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train@resnet18"],
         cwd=workspace,
-        env=dvc_env(),
+        env=dict(dvc_env(), TMPDIR=str(tmp_path)),  # what a killed launcher cannot clean up stays in the test's folder
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -24,6 +24,7 @@ import shlex
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from datetime import timedelta
 from typing import Any
@@ -150,6 +151,7 @@ def launch(args: argparse.Namespace) -> int:
     # loads: the launcher's own is quiet, the stage processes it starts keep the user's setting.
     user_level = os.environ.get("TORCH_CPP_LOG_LEVEL")
     os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError, RendezvousTimeoutError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -170,45 +172,49 @@ def launch(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    config = LaunchConfig(
-        min_nodes=args.nnodes,
-        max_nodes=args.nnodes,
-        nproc_per_node=args.nproc_per_node,
-        run_id="ferbench-" + "-".join([args.module, *args.arguments]),
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0" if single_machine else args.rdzv_endpoint,
-        rdzv_configs=rendezvous_timeouts(args.timeout),
-        max_restarts=0,
-        monitor_interval=0.5,
-    )
-    try:
-        if not single_machine:
-            check_store_reachable(args.rdzv_endpoint, args.timeout)
-        elastic_launch(config, entrypoint=sys.executable)("-m", args.module, *args.arguments)
-    except ChildFailedError as exc:
-        rank, failure = root_failure(exc.failures)
-        code = failure.exitcode
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        print(
-            f"{stage}: error: process rank {rank} {how} (its output is above); the other processes were stopped",
-            file=sys.stderr,
+    # The ranks' error files go to a folder removed afterwards: by default torch leaves a torchelastic_* folder in
+    # the temporary folder at every launch.
+    with tempfile.TemporaryDirectory(prefix="ferbench-launch-") as scratch:
+        config = LaunchConfig(
+            min_nodes=args.nnodes,
+            max_nodes=args.nnodes,
+            nproc_per_node=args.nproc_per_node,
+            run_id="ferbench-" + "-".join([args.module, *args.arguments]),
+            rdzv_backend="c10d",
+            rdzv_endpoint="localhost:0" if single_machine else args.rdzv_endpoint,
+            rdzv_configs=rendezvous_timeouts(args.timeout),
+            max_restarts=0,
+            monitor_interval=0.5,
+            logs_specs=DefaultLogsSpecs(log_dir=scratch),
         )
-        return 2 if code == 2 else 1
-    except RendezvousTimeoutError as exc:
-        raise FerbenchError(
-            f"{stage}: not all {args.nnodes} machines joined at {args.rdzv_endpoint} within {args.timeout} s; "
-            "start the join command on each (or raise distributed.timeout_s)"
-        ) from exc
-    except (RendezvousConnectionError, RendezvousUnreachable) as exc:
-        raise FerbenchError(
-            f"{stage}: cannot reach the rendezvous at {args.rdzv_endpoint} within {args.timeout} s; check "
-            "distributed.rdzv_endpoint (the host and a free port of the machine running `dvc repro`)"
-        ) from exc
-    except Exception as exc:  # the endpoint is taken, the store refused us, ...
-        raise FerbenchError(
-            f"{stage}: cannot start {args.nnodes} machine(s) x {args.nproc_per_node} process(es) "
-            f"at {args.rdzv_endpoint}: {type(exc).__name__}: {exc}"
-        ) from exc
+        try:
+            if not single_machine:
+                check_store_reachable(args.rdzv_endpoint, args.timeout)
+            elastic_launch(config, entrypoint=sys.executable)("-m", args.module, *args.arguments)
+        except ChildFailedError as exc:
+            rank, failure = root_failure(exc.failures)
+            code = failure.exitcode
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            print(
+                f"{stage}: error: process rank {rank} {how} (its output is above); the other processes were stopped",
+                file=sys.stderr,
+            )
+            return 2 if code == 2 else 1
+        except RendezvousTimeoutError as exc:
+            raise FerbenchError(
+                f"{stage}: not all {args.nnodes} machines joined at {args.rdzv_endpoint} within {args.timeout} s; "
+                "start the join command on each (or raise distributed.timeout_s)"
+            ) from exc
+        except (RendezvousConnectionError, RendezvousUnreachable) as exc:
+            raise FerbenchError(
+                f"{stage}: cannot reach the rendezvous at {args.rdzv_endpoint} within {args.timeout} s; check "
+                "distributed.rdzv_endpoint (the host and a free port of the machine running `dvc repro`)"
+            ) from exc
+        except Exception as exc:  # the endpoint is taken, the store refused us, ...
+            raise FerbenchError(
+                f"{stage}: cannot start {args.nnodes} machine(s) x {args.nproc_per_node} process(es) "
+                f"at {args.rdzv_endpoint}: {type(exc).__name__}: {exc}"
+            ) from exc
     return 0
 
 
