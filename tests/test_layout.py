@@ -100,14 +100,19 @@ def test_serving_loads_neither_the_params_schema_nor_the_pipeline():
     assert not pipeline, f"serving loads {', '.join(pipeline)}"
 
 
-def test_the_training_stages_start_without_scipys_statistics_or_the_flop_counter():
-    """Every stage is a process of its own, and `dvc repro` starts a dozen: SciPy's statistics (a second) and
-    torch's FLOP counter (Triton, a few tenths) are imported where deploy and latency use them."""
+def test_the_training_stages_start_and_draw_without_seaborn_scipys_statistics_or_the_flop_counter(tmp_path):
+    """Every stage is a process of its own, and `dvc repro` starts a dozen: seaborn and SciPy's statistics (about
+    two seconds) and torch's FLOP counter (Triton, a few tenths) are imported where prepare, deploy, latency and
+    the report use them, not by the training stages nor by the confusion matrix each of them draws."""
     code = (
-        "import sys; import stages.train, stages.finetune, stages.feature_extract, stages.distill; "
+        "import sys; import numpy as np; from pathlib import Path; "
+        "import stages.train, stages.finetune, stages.feature_extract, stages.distill; "
+        "from ferbench.evaluation.plots import save_confusion_matrix; "
+        f"save_confusion_matrix(np.eye(7, dtype=int), list('abcdefg'), Path({str(tmp_path / 'c.png')!r}), 't'); "
         "print(' '.join(sorted(sys.modules)))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     modules = set(loaded.stdout.split())
     assert "stages.train" in modules and "ferbench.evaluation.metrics" in modules
-    assert not {"scipy.stats", "torch.utils.flop_counter"} & modules
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    assert not {"seaborn", "scipy.stats", "torch.utils.flop_counter"} & modules
