@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from ferbench.data.synthetic import write_synthetic_archive
-from tests.support import SMALL_COUNTS, untrained_model_folder, write_zip
+from ferbench.workflow.workspace import commit_all, create_workspace
+from tests.support import SMALL_COUNTS, copy_workspace, dvc, e2e_overrides, untrained_model_folder, write_zip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,22 +56,30 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return SLOW_MODULE in collection_path.read_text() or None
 
 
-# The modules that take longest under `make test`, longest first (each module's time in one `make test` run).
-# pytest-xdist hands whole modules to its two processes in collection order (the Makefile turns off its own
-# reordering by test count), so starting the longest first keeps one process from being left with a long module
-# at the end.
-# The modules with `all_cores` tests come after the first few: at the start the other process is building the
-# end-to-end run, which those tests would wait for.
+# The order in which `make test` starts the longest modules (each module's time in one `make test` run), then
+# every other module. pytest-xdist hands whole modules to its two processes in collection order (the Makefile
+# turns off its own reordering by test count) as each runs out of work.
+# - test_pipeline.py first: its first test waits for the end-to-end first run (`first_run`, about 5 minutes),
+#   which that process builds while the other one works through the modules after it.
+# - The modules copying the first run (test_pipeline_changes.py, test_pipeline_experiments.py) after about
+#   5 minutes of other modules, so that the other process does not wait for the build.
+# - The long ones before the short ones, so that neither process is left with a long module at the end.
 LONGEST_MODULES = (
-    "test_pipeline.py",
-    "test_latency.py",
-    "test_training.py",
-    "test_distributed.py",
-    "test_inference.py",
-    "test_fernets.py",
-    "test_pipeline_resume.py",
-    "test_presets.py",
+    "test_pipeline.py",  # 280 s to build the first run, then 30 s of tests
+    "test_latency.py",  # 100 s
+    "test_distributed.py",  # 145 s
+    "test_fernets.py",  # 75 s
+    "test_pipeline_changes.py",  # 90 s
+    "test_pipeline_experiments.py",  # 100 s
+    "test_inference.py",  # 70 s
+    "test_training.py",  # 65 s
+    "test_pipeline_resume.py",  # 60 s
+    "test_presets.py",  # 35 s
+    "test_api.py",
+    "test_app.py",
     "test_hostile_outputs.py",
+    "test_browser.py",
+    "test_video.py",
     "test_gpu_check.py",
 )
 
@@ -79,36 +88,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest modules first (LONGEST_MODULES), then every other module in the usual order."""
     rank = {name: index for index, name in enumerate(LONGEST_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
-@contextmanager
-def cores_lock(folder: Path, exclusive: bool) -> Iterator[None]:
-    """A readers-writer lock over the test processes of one run: shared for an ordinary test, exclusive for an
-    `all_cores` one. A process waiting for the exclusive lock holds the turnstile, so the other process cannot
-    keep starting new tests ahead of it."""
-    with open(folder / "cores.turnstile", "a") as turnstile, open(folder / "cores.lock", "a") as cores:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        fcntl.flock(cores, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        fcntl.flock(turnstile, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(cores, fcntl.LOCK_UN)
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """Under `make test`'s two processes, a test marked `all_cores` (several CPU-heavy processes at once: a
-    data-parallel run, a parallel experiment queue) runs while the other process waits between tests. Beside
-    a test of the other process, its processes outnumber the cores and its ranks wait on each other at every
-    step (the two-process fine-tune took 387 s so, and 146-178 s with the other process waiting, both while every
-    test process ran two threads; 52 s alone now). The wait comes before pytest-timeout's clock starts
-    (tryfirst), and the fixtures' setup is inside the lock."""
-    basetemp = item.config.option.basetemp
-    if "PYTEST_XDIST_WORKER" not in os.environ or not basetemp:
-        return (yield)
-    with cores_lock(Path(basetemp).parent, exclusive=item.get_closest_marker("all_cores") is not None):
-        return (yield)
 
 
 @pytest.fixture(autouse=True)
@@ -150,6 +129,47 @@ def untrained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model folder (resnet18 at 48 px, random weights, ONNX fp32), exported once and shared by the tests
     that only read it: a test that edits a model folder copies it or makes its own."""
     return untrained_model_folder(tmp_path_factory.mktemp("untrained") / "model")
+
+
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary folder of this pytest run, which both of `make test`'s processes share."""
+    basetemp = tmp_path_factory.getbasetemp()
+    return basetemp.parent if "PYTEST_XDIST_WORKER" in os.environ else basetemp
+
+
+@pytest.fixture(scope="session")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The end-to-end first run: `dvc repro` of the demo pipeline (made quicker) in a new workspace, committed.
+    It takes about 5 minutes, so it is made once per run of the tests: by the test process that asks for it first,
+    under a lock that the other one waits on, so that the modules copying it can run in either process. A failed
+    build fails the other process's tests at once, without building again. Never run DVC in it (a copy is
+    copied while the other process reads): take `own_workspace`, or a module's copy of its own."""
+    root = run_root(tmp_path_factory)
+    folder, project = root / "e2e", root / "e2e" / "project"
+    with open(root / "e2e.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "failed.txt").is_file():
+            pytest.fail(
+                f"the end-to-end first run failed in the other test process:\n{(folder / 'failed.txt').read_text()}"
+            )
+        if not (folder / "built").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                create_workspace(project, e2e_overrides())
+                dvc(project, "repro")
+                commit_all(project, "first run")
+            except BaseException as error:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "failed.txt").write_text(str(error)[-4000:])
+                raise
+            (folder / "built").touch()
+    return project
+
+
+@pytest.fixture
+def own_workspace(first_run: Path, tmp_path: Path) -> Path:
+    """A copy of the first run that a test may change: its own git history, DVC cache and local remote."""
+    return copy_workspace(first_run, tmp_path / "project")
 
 
 @pytest.fixture

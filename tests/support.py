@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,7 +28,7 @@ from ferbench.serving.faces import YUNET_FILE as YUNET_CACHE_NAME
 from ferbench.serving.faces import cache_folder
 from ferbench.specs import BackboneSpec, TTAConfig
 from ferbench.training.settings import RunSettings
-from ferbench.workflow.workspace import local_path, python_env
+from ferbench.workflow.workspace import commit_all, local_path, python_env, remote_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # This machine's real files, where it has them: the FER-2013 zip named by the git-ignored params-local.yaml
@@ -143,6 +145,37 @@ def dvc(workspace: Path, *args: str, timeout: float = DVC_TIMEOUT_S) -> str:
     result = run_dvc(workspace, *args, timeout=timeout)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def link_or_copy(source: str, target: str) -> None:
+    """Large files (models, prepared data, resume states, the DVC cache) as hard links: DVC removes a stage's
+    outputs before it reruns it and every stage writes new files, so neither copy ever writes into them."""
+    if os.path.getsize(source) >= 1 << 20 and f"{os.sep}.git{os.sep}" not in source:
+        os.link(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+def copy_workspace(workspace: Path, copy: Path) -> Path:
+    """A copy of `workspace` with its own git history, DVC cache and local remote (large files hard-linked)."""
+    shutil.copytree(workspace, copy, symlinks=True, copy_function=link_or_copy)
+    if remote_folder(workspace).is_dir():
+        shutil.copytree(remote_folder(workspace), remote_folder(copy), copy_function=link_or_copy)
+    config = copy / ".dvc/config"  # committed, so that a git clone of the copy fetches from the copy's remote
+    config.write_text(config.read_text().replace(str(remote_folder(workspace)), str(remote_folder(copy))))
+    commit_all(copy, "its own remote")
+    return copy
+
+
+def changed_stages(workspace: Path) -> set[str]:
+    """The stages `dvc status` names as changed."""
+    status = dvc(workspace, "status")
+    return {line.rstrip(":") for line in status.splitlines() if line and not line.startswith((" ", "\t"))}
+
+
+def ran_stages(output: str) -> set[str]:
+    """The stages a `dvc repro` or `dvc exp run` output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def e2e_overrides() -> dict:

@@ -1,7 +1,7 @@
 """Data-parallel training on the CPU with gloo: the stages as `dvc.yaml` launches them
 (`python -m ferbench.training.launch ... stages.<stage> <backbone>`), on synthetic faces, 2 processes
 against 1. The killed-and-resumed 2-process `train` (tests/test_pipeline_resume.py) and the DVC queue
-(tests/test_pipeline.py) run through `dvc repro`."""
+(tests/test_pipeline_experiments.py) run through `dvc repro`."""
 
 import json
 import os
@@ -146,8 +146,7 @@ def test_the_global_batch_and_learning_rate_rule():
 
 @pytest.fixture(scope="module")
 def one_process_finetune(prepared, tmp_path_factory):
-    """The single-process fine-tune that the two-process one is held against. Made by the test below, which
-    shares the cores, so that the `all_cores` test (the other test process waiting) only runs its own two."""
+    """The single-process fine-tune that the two-process one is held against, made by its own test below."""
     root = project(tmp_path_factory.mktemp("one"), prepared)
     spec = backbone_spec("resnet18", "torchvision", "resnet18", input_size=48)
     settings = RunSettings(list(FER2013_CLASSES), torch.device("cpu"), 42, prepared, False, tta())
@@ -160,7 +159,6 @@ def test_one_process_finetune_learns(one_process_finetune):
     assert one_process_finetune.processes == 1 and one_process_finetune.test.accuracy > 2 / 7  # chance: 1/7
 
 
-@pytest.mark.all_cores
 def test_two_process_finetune_learns_like_one_and_writes_each_output_once(prepared, one_process_finetune, tmp_path):
     root = project(tmp_path / "two", prepared, nproc=2)
     done = launch(root, "finetune", 2)
@@ -175,7 +173,6 @@ def test_two_process_finetune_learns_like_one_and_writes_each_output_once(prepar
     assert abs(details["test"]["accuracy"] - one_process_finetune.test.accuracy) < 0.2  # the same kind of model
 
 
-@pytest.mark.all_cores
 def test_two_nodes_on_localhost_embed_the_features_of_one_process_in_the_same_order(few_faces, tmp_path):
     """Two "machines" on localhost, one process each: the rendezvous, the split of every split and the
     gather, against the single-process features."""
@@ -244,7 +241,6 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
-@pytest.mark.all_cores
 def test_a_process_that_dies_fails_the_stage_with_one_line_and_no_hang(few_faces, tmp_path):
     params = project_params(nproc=2)
     params["finetune"]["epochs"] = 200  # long enough to be killed mid-run

@@ -1,17 +1,13 @@
-"""End to end: `dvc repro` in a temporary copy of the project, on synthetic data.
-
-The first run is made once (`workspace`) and only read; a test that changes a workspace (its params, its git
-history, its experiments, its queue, its remote) gets a copy of it of its own (`own_workspace`), so no test
-depends on another or on their order."""
+"""End to end, what the first run wrote: `dvc repro` of the demo pipeline on synthetic data (the `first_run`
+fixture in tests/conftest.py, made once per run of the tests), read in a copy of this module's own, where the
+DVC commands run. The tests that change a workspace are in test_pipeline_changes.py and
+test_pipeline_experiments.py."""
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -21,41 +17,15 @@ import yaml
 
 from ferbench.data.prepared import load_split
 from ferbench.models.card import CARD_SECTIONS
-from ferbench.workflow.workspace import commit_all, create_workspace, register_selected_model, remote_folder
-from tests.support import PROJECT_ROOT, dvc, dvc_env, e2e_overrides, run_dvc
+from tests.support import PROJECT_ROOT, copy_workspace, dvc, dvc_env
 
 pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """The first run, committed: read it, never change it (take `own_workspace` for that)."""
-    path = create_workspace(tmp_path_factory.mktemp("e2e") / "project", e2e_overrides())
-    dvc(path, "repro")
-    commit_all(path, "first run")
-    return path
-
-
-def link_or_copy(source: str, target: str) -> None:
-    """Large files (models, prepared data, resume states, the DVC cache) as hard links: DVC removes a stage's
-    outputs before it reruns it and every stage writes new files, so neither copy ever writes into them."""
-    if os.path.getsize(source) >= 1 << 20 and f"{os.sep}.git{os.sep}" not in source:
-        os.link(source, target)
-    else:
-        shutil.copy2(source, target)
-
-
-@pytest.fixture
-def own_workspace(workspace, tmp_path):
-    """A copy of the first run that a test may change: its own git history, DVC cache and local remote."""
-    copy = tmp_path / "project"
-    shutil.copytree(workspace, copy, symlinks=True, copy_function=link_or_copy)
-    if remote_folder(workspace).is_dir():
-        shutil.copytree(remote_folder(workspace), remote_folder(copy), copy_function=link_or_copy)
-    config = copy / ".dvc/config"  # committed, so that a git clone of the copy fetches from the copy's remote
-    config.write_text(config.read_text().replace(str(remote_folder(workspace)), str(remote_folder(copy))))
-    commit_all(copy, "its own remote")
-    return copy
+def workspace(first_run, tmp_path_factory):
+    """The first run, to read: never change it (take `own_workspace` for that)."""
+    return copy_workspace(first_run, tmp_path_factory.mktemp("e2e-read") / "project")
 
 
 def test_prepare_writes_the_contracted_outputs(workspace):
@@ -82,24 +52,6 @@ def test_benchmark_stages_write_metrics_and_curves(workspace):
             assert 0 < metrics[split]["accuracy"] <= 1
         assert "macro_f1" in metrics["test"]
     assert (workspace / "data" / "features" / "resnet18.npz").is_file()
-
-
-def test_head_only_change_keeps_embed_up_to_date(own_workspace):
-    params = (own_workspace / "params.yaml").read_text()
-    (own_workspace / "params.yaml").write_text(
-        params.replace("lr: 0.001  # learning rate\n", "lr: 0.002  # learning rate\n", 1)
-    )
-    status = dvc(own_workspace, "status")
-    assert "feature_extract@resnet18:" in status
-    assert "embed@resnet18" not in status and "finetune@resnet18" not in status
-
-
-def test_a_backbone_override_reruns_only_its_own_stage(own_workspace):
-    params = yaml.safe_load((own_workspace / "params.yaml").read_text())
-    params["backbones"]["resnet34"]["finetune"] = {"lr": 0.002}
-    (own_workspace / "params.yaml").write_text(yaml.safe_dump(params))
-    # not its feature_extract, embed or train, nor resnet18's stages; `report` reads the backbone list
-    assert changed_stages(own_workspace) == {"finetune@resnet34", "report"}
 
 
 def test_every_declared_output_exists(workspace):
@@ -286,39 +238,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
 
-def changed_stages(workspace) -> set[str]:
-    status = dvc(workspace, "status")
-    return {line.rstrip(":") for line in status.splitlines() if line and not line.startswith((" ", "\t"))}
-
-
-def would_run(workspace) -> set[str]:
-    """The stages a `dvc repro` would run: those changed and every stage downstream of them (`dvc dag`)."""
-    edges = re.findall(r'"([^"]+)" -> "([^"]+)"', dvc(workspace, "dag", "--dot"))
-    if any(after == "download" for _, after in edges):  # drawn from a stage to what it depends on: turn round
-        edges = [(after, before) for before, after in edges]
-    running, frontier = set(), changed_stages(workspace)
-    while frontier:
-        running |= frontier
-        frontier = {after for before, after in edges if before in frontier} - running
-    return running
-
-
-def test_a_student_recipe_change_reruns_the_student_and_never_its_teachers(own_workspace):
-    original = (own_workspace / "params.yaml").read_text()
-    params = yaml.safe_load(original)
-    params["distill"]["temperature"] = 2.0
-    params["distill"]["students"]["resnet18"] = {"lr": 0.002}
-    (own_workspace / "params.yaml").write_text(yaml.safe_dump(params))
-    assert changed_stages(own_workspace) == {"distill@resnet18", "report"}  # the report names the students
-    assert would_run(own_workspace) == {"distill@resnet18", "deploy@resnet18", "select", "report"}
-    params = yaml.safe_load(original)
-    params["train"]["candidates"]["resnet34"] = {"lr": 0.002}  # a teacher's own recipe
-    (own_workspace / "params.yaml").write_text(yaml.safe_dump(params))
-    assert changed_stages(own_workspace) == {"train@resnet34", "report"}
-    assert {"train@resnet34", "teach@resnet34", "distill@resnet18"} <= would_run(own_workspace)
-    assert "teach@resnet18" not in would_run(own_workspace)
-
-
 def test_metrics_files_hold_headline_numbers_only(workspace):
     metrics = json.loads(dvc(workspace, "metrics", "show", "--json"))
     flat = json.dumps(metrics)
@@ -346,126 +265,3 @@ def test_plots_render(workspace):
         "reliability.png",
     ):
         assert expected in out, expected
-
-
-def test_changing_the_criterion_reruns_only_select_and_report(own_workspace):
-    params = (own_workspace / "params.yaml").read_text()
-    assert "criterion: generalization" in params
-    (own_workspace / "params.yaml").write_text(params.replace("criterion: generalization", "criterion: accuracy"))
-    assert changed_stages(own_workspace) == {"select"}  # report follows from select's new outputs
-    assert "select.criterion" in dvc(own_workspace, "params", "diff")
-    ran = re.findall(r"Running stage '([^']+)'", dvc(own_workspace, "repro"))
-    assert ran == ["select", "report"]
-    diff = json.loads(dvc(own_workspace, "metrics", "diff", "--json"))
-    assert set(diff) <= {"metrics/selection.json", "metrics/summary.json"}, diff  # nothing upstream moved
-
-
-def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def test_a_criterion_experiment_in_a_temporary_workspace_trains_nothing(own_workspace):
-    out = dvc(own_workspace, "exp", "run", "--temp", "--name", "penalty-2", "-S", "select.gap_penalty=2.0")
-    assert ran_stages(out) and ran_stages(out) <= {"select", "report"}, out  # nothing trained, exported or embedded
-    assert "penalty-2" in dvc(own_workspace, "exp", "show", "--json")
-    table = dvc(own_workspace, "exp", "show", "--only-changed", "--csv")
-    header = table.splitlines()[0].split(",")
-    assert "select.gap_penalty" in header and len(header) <= 40, header  # readable in a terminal
-
-
-def run_sweep(workspace, log, name: str, penalties: str) -> subprocess.CompletedProcess:
-    """`ferbench.workflow.sweep --start` with its output in a file: DVC's queue workers, forked from it, inherit its
-    output, so a pipe would stay open (and the call wait) as long as they run."""
-    with open(log, "w") as out:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ferbench.workflow.sweep",
-                "--devices",
-                "cpu,cpu",
-                "-S",
-                f"select.gap_penalty={penalties}",
-                "--name",
-                name,
-                "--start",
-            ],
-            cwd=workspace,
-            env=dvc_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-        )
-
-
-def wait_for_queue(workspace, names, seconds: float) -> str:
-    """`dvc queue status` once every experiment named has ended (or the time is up). A status call that fails
-    is asked again: while experiments run, DVC's status fails now and then with "unexpected error - Expecting
-    value: line 1 column 1 (char 0)", a JSON file read before it is written (treeverse/dvc#8014 is alike)."""
-    deadline = time.monotonic() + seconds
-    status = ""
-    while time.monotonic() < deadline:
-        answer = run_dvc(workspace, "queue", "status", timeout=120)
-        status = answer.stdout + answer.stderr
-        if answer.returncode == 0 and all(re.search(rf"{name}\s.*(Success|Failed)", status) for name in names):
-            break
-        time.sleep(5)  # each status call is a DVC process of a second or two: fewer calls leave the CPU to the queue
-    return status
-
-
-def stop_queue(workspace) -> None:
-    run_dvc(workspace, "queue", "stop", "--kill", timeout=120)
-
-
-@pytest.mark.all_cores
-def test_a_sweep_queues_experiments_on_devices_in_turn_and_runs_them_in_parallel(own_workspace, tmp_path):
-    log = tmp_path / "sweep.log"
-    names = {"sweep-1": "0.5", "sweep-2": "3.0"}
-    try:
-        sweep = run_sweep(own_workspace, log, "sweep", ",".join(names.values()))
-        assert sweep.returncode == 0, log.read_text()
-        status = wait_for_queue(own_workspace, names, 240)
-        if "Queued" in status:  # DVC's workers sometimes stop before the queue is empty: start them again,
-            dvc(own_workspace, "queue", "start", "-j", "2", timeout=120)  # as its docs tell users to
-            status = wait_for_queue(own_workspace, names, 240)
-    finally:  # no worker outlives the test, whatever happened
-        stop_queue(own_workspace)
-    output = log.read_text()
-    assert "dvc exp run --queue --name sweep-2 -S device=cpu -S select.gap_penalty=3.0" in output
-    assert "dvc queue start -j 2" in output
-    assert all(re.search(rf"{name}\s.*Success", status) for name in names), status
-    for name in names:
-        ran = ran_stages(dvc(own_workspace, "queue", "logs", name, timeout=120))
-        assert ran and ran <= {"select", "report"}, (name, ran)
-    shown = json.dumps(json.loads(dvc(own_workspace, "exp", "show", "--json")))
-    assert all(name in shown for name in names) and '"gap_penalty": 3.0' in shown
-
-
-def test_the_selected_model_is_a_registry_artifact_fetched_from_the_local_remote(own_workspace, tmp_path):
-    from ferbench.models.folder import EmotionModel
-
-    dvc(own_workspace, "push", "select")
-    assert any(path.is_file() for path in remote_folder(own_workspace).rglob("*"))
-    assert register_selected_model(own_workspace) and register_selected_model(own_workspace) is None  # once per commit
-    clone = tmp_path / "clone"  # a fresh clone has no DVC cache: the model can only come from the remote
-    subprocess.run(["git", "clone", "--quiet", str(own_workspace), str(clone)], check=True)
-    fetched = tmp_path / "fetched"
-    dvc(tmp_path, "artifacts", "get", str(clone), "emotion-classifier", "-o", str(fetched))
-    model = EmotionModel(fetched, threads=1)
-    selected = json.loads((own_workspace / "metrics/selection.json").read_text())["selected"]
-    assert model.card.backbone == selected and model.probabilities(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
-
-
-def test_nothing_reruns_and_a_param_change_reruns_only_prepare(own_workspace):
-    assert "Data and pipelines are up to date" in dvc(own_workspace, "status")
-    params = (own_workspace / "params.yaml").read_text()
-    assert "val_fraction: 0.125" in params
-    (own_workspace / "params.yaml").write_text(params.replace("val_fraction: 0.125", "val_fraction: 0.2"))
-    status = dvc(own_workspace, "status")
-    assert "prepare:" in status and "download:" not in status
-    assert "data.val_fraction" in dvc(own_workspace, "params", "diff")
-    out = dvc(own_workspace, "repro", "prepare")
-    assert "Stage 'download' didn't change, skipping" in out
-    diff = json.loads(dvc(own_workspace, "metrics", "diff", "--json"))
-    assert diff["metrics/data.json"]["images.val"]["new"] == 7 * 8

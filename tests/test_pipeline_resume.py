@@ -1,7 +1,7 @@
 """End to end: a data-parallel `train` stage killed mid-run resumes from its last epoch on the next `dvc repro`.
 
 Its own workspace runs only what `train@resnet18` needs (download, prepare, train), not the whole first run of
-tests/test_pipeline.py. Its two processes take both cores (`all_cores`)."""
+the other end-to-end tests (`first_run`, tests/conftest.py)."""
 
 import contextlib
 import json
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs
 EPOCHS = 5
 
 
-@pytest.mark.all_cores
 def test_a_killed_two_process_training_run_resumes_on_the_next_repro(tmp_path):
     data_parallel = {"train": {"epochs": EPOCHS}, "distributed": {"nproc_per_node": 2}}  # two processes, gloo
     workspace = create_workspace(tmp_path / "project", merge_overrides(e2e_overrides(), data_parallel))
