@@ -37,10 +37,13 @@ def test_a_killed_two_process_training_run_resumes_on_the_next_repro(tmp_path):
         start_new_session=True,
     )
     deadline = time.monotonic() + 600
+    read = None  # the state file last read: it is replaced once an epoch, and read again only then
     try:
         while time.monotonic() < deadline and run.poll() is None:
-            if resume.is_file() and torch.load(resume, weights_only=True)["epoch"] >= 2:
-                break
+            if resume.is_file() and (written := resume.stat().st_mtime_ns) != read:
+                read = written
+                if torch.load(resume, weights_only=True)["epoch"] >= 2:
+                    break
             time.sleep(0.2)
         assert run.poll() is None, "training finished before it could be interrupted"
     finally:
@@ -55,4 +58,4 @@ def test_a_killed_two_process_training_run_resumes_on_the_next_repro(tmp_path):
     assert metrics["processes"] == 2 and metrics["identical_weights_across_processes"] is True
     curve = pd.read_csv(workspace / "dvclive/train/resnet18/plots/metrics/val/accuracy.tsv", sep="\t")
     assert len(curve) == EPOCHS
-    assert "train@resnet18" not in dvc(workspace, "status")
+    assert "train@resnet18" not in dvc(workspace, "status") and not resume.exists()  # finished: its state removed

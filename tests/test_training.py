@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +202,8 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, caps
     torch.save({key: value for key, value in state.items() if key != "format"}, older)
     assert ResumeFile(older, "fingerprint-a").load(4) is None  # another version's state: start over
     assert ResumeFile(resume.path, "fingerprint-a").load(4) is not None
+    unfinished = tmp_path / "unfinished.resume.pt"
+    shutil.copy(resume.path, unfinished)
 
     logged: list[dict] = []
     result = train(
@@ -218,9 +221,9 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, caps
     assert logged[:2] == interrupted[:2]  # the earlier epochs are replayed, not retrained
     _, metadata = load_checkpoint(tmp_path / "best.pt")
     assert metadata["epoch"] == result.best_epoch
-    assert torch.load(resume.path, weights_only=True)["epoch"] == 4
+    assert not resume.path.exists()  # a finished run's state is removed: it would never be resumed
 
-    # another fingerprint (changed params or data), or a finished state, starts over
+    # another fingerprint (changed params or data) starts over
     fresh: list[dict] = []
     train(
         _small_resnet(),
@@ -230,7 +233,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(prepared, tmp_path, caps
         7,
         tmp_path / "best.pt",
         log_epoch=fresh.append,
-        resume=ResumeFile(resume.path, "fingerprint-b"),
+        resume=ResumeFile(unfinished, "fingerprint-b"),
     )
     assert [row["epoch"] for row in fresh] == [1] and "resuming" not in capsys.readouterr().out
 
