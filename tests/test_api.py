@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -69,6 +70,15 @@ def client(model):
     with client_for(model) as client:
         wait_ready(client)
         yield client
+
+
+def test_the_server_keeps_a_temporary_folder_only_while_it_serves(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where `tempfile.mkdtemp` makes its folders
+    app = create_app(ServeSettings(model, detector="haar"))
+    assert not list(tmp_path.glob("ferbench-serve-*"))  # built but not served, as by a test: nothing made
+    with TestClient(app):
+        assert len(list(tmp_path.glob("ferbench-serve-*"))) == 1
+    assert not list(tmp_path.glob("ferbench-serve-*"))
 
 
 def upload(data: bytes, name: str = "photo.png", kind: str = "image/png") -> dict:

@@ -205,7 +205,7 @@ class Server:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.limits = settings.limits
-        self.scratch = Path(tempfile.mkdtemp(prefix="ferbench-serve-"))
+        self._scratch: Path | None = None
         self.model: EmotionModel | None = None
         self.load_error: str | None = None
         self.pool: SimpleQueue[EmotionRecognizer] = SimpleQueue()
@@ -216,6 +216,18 @@ class Server:
         self.jobs_lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-job")
         self.stopping = threading.Event()
+
+    def start(self) -> None:
+        """Serving begins: the temporary folder for the video jobs' files (removed at shutdown) and the model
+        loading in the background. An app built but never served makes neither."""
+        self._scratch = Path(tempfile.mkdtemp(prefix="ferbench-serve-"))
+        threading.Thread(target=self.load, name="load-model", daemon=True).start()
+
+    @property
+    def scratch(self) -> Path:
+        if self._scratch is None:
+            raise RuntimeError("the server has not started: serve its app (the app's lifespan starts it)")
+        return self._scratch
 
     def load(self) -> None:
         try:
@@ -348,7 +360,8 @@ class Server:
             if job.status == "queued":
                 job.status, job.error = "failed", "the server shut down before the job ran"
         self.executor.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -369,7 +382,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=server.load, name="load-model", daemon=True).start()
+        server.start()
         yield
         server.shutdown()
 
