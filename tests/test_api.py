@@ -25,7 +25,7 @@ from PIL import Image
 from ferbench.serving import api, predict
 from ferbench.serving.api import ServeLimits, ServeSettings, create_app
 from ferbench.serving.faces import WholeImage
-from tests.support import PROJECT_ROOT, untrained_model_folder
+from tests.support import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
 
@@ -33,8 +33,8 @@ KEY = "a-long-enough-test-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return untrained_model_folder(tmp_path_factory.mktemp("model") / "model")
+def model(untrained_model):
+    return untrained_model  # read only
 
 
 def astronaut_png() -> bytes:

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from ferbench.constants import FER2013_CLASSES
-from tests.support import PROJECT_ROOT, detector_args, untrained_model_folder
+from tests.support import PROJECT_ROOT, detector_args
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
@@ -83,11 +83,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served_app(tmp_path):
-    if os.environ.get("FERBENCH_MODEL"):  # a relative folder is taken from the project root, where the app runs
-        folder = Path(os.environ["FERBENCH_MODEL"])
-    else:
-        folder = untrained_model_folder(tmp_path / "selected")
+def served_app(tmp_path, untrained_model):
+    # FERBENCH_MODEL: a relative folder is taken from the project root, where the app runs; the app only reads it
+    folder = Path(os.environ["FERBENCH_MODEL"]) if os.environ.get("FERBENCH_MODEL") else untrained_model
     port = free_port()
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(

@@ -359,13 +359,13 @@ def test_temperature_needs_no_data_to_be_one():
 
 
 @pytest.mark.slow
-def test_a_model_card_with_a_bad_temperature_is_refused(tmp_path: Path):
+def test_a_model_card_with_a_bad_temperature_is_refused(tmp_path: Path, untrained_model: Path):
     import json
+    import shutil
 
     from ferbench.models.folder import read_card
-    from tests.support import untrained_model_folder
 
-    folder = untrained_model_folder(tmp_path / "model")
+    folder = shutil.copytree(untrained_model, tmp_path / "model")  # its card is edited below
     card = json.loads((folder / "model_card.json").read_text())
     assert read_card(folder).temperature == 1.0
     card["temperature"] = -2

@@ -28,7 +28,7 @@ from ferbench.serving.faces import Face, box_window
 from ferbench.serving.inference import EmotionRecognizer
 from ferbench.serving.tracking import FaceTracker
 from ferbench.serving.video import TABLE_FILE, TRACKS_FILE, VideoOptions, analyse_video
-from tests.support import REAL_ARCHIVE, YUNET_FILE, untrained_model_folder
+from tests.support import REAL_ARCHIVE, YUNET_FILE
 
 pytestmark = pytest.mark.slow  # make test-fast leaves these out; make test runs them
 
@@ -180,8 +180,8 @@ def write_video(tmp_path, name="clip.avi", frames=FRAMES):
 
 
 @pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    return untrained_model_folder(tmp_path_factory.mktemp("model") / "model")
+def model_folder(untrained_model):
+    return untrained_model  # read only
 
 
 def run_predict(paths, model_folder, *options):
