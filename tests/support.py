@@ -4,6 +4,7 @@ downloaded."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import io
 import os
@@ -11,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -252,6 +254,7 @@ def untrained_model_folder(
     from ferbench.models.backbones import build_backbone
     from ferbench.models.card import CardLatency, CardMetrics, Provenance, Selection
     from ferbench.models.classifier import ImageClassifier, build_head, with_tta
+    from ferbench.models.variants import VARIANTS
     from ferbench.records import TemperatureScaling
     from ferbench.shipping.deploy import CardSections, FolderSources, write_model_folder
 
@@ -273,8 +276,27 @@ def untrained_model_folder(
         limitations=limitations,
         selection=typed(Selection, selection),
     )
-    sources = FolderSources(int8_ranges=int8_ranges)
+    reusable = int8_ranges is None and bool(VARIANTS[variant].files)  # static int8 depends on its range images
+    exported = _EXPORTS.get((variant, repr(tta))) if reusable else None
+    sources = FolderSources(exported=exported, int8_ranges=int8_ranges)
     write_model_folder(folder, spec, with_tta(model, tta), list(FER2013_CLASSES), variant, sections, sources)
+    if reusable and exported is None:
+        exported = Path(tempfile.mkdtemp(dir=_exports_folder(), prefix=f"{variant}-"))
+        for name in VARIANTS[variant].files:
+            shutil.copyfile(folder / name, exported / name)
+        _EXPORTS[(variant, repr(tta))] = exported
+    return folder
+
+
+# The untrained model's files exported once per test process for each variant and TTA (the weights are seeded,
+# so every export is the same), copied into each later folder: an ONNX export takes seconds.
+_EXPORTS: dict[tuple[str, str], Path] = {}
+
+
+@functools.cache
+def _exports_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="ferbench-test-exports-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
 
 
