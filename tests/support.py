@@ -120,7 +120,7 @@ SMALL_COUNTS = {
 }
 
 
-DVC_TIMEOUT_S = 1200  # the longest call, the end-to-end first `dvc repro`: 5 min alone, 10 under `make test`
+DVC_TIMEOUT_S = 1200  # the longest call, the end-to-end first `dvc repro`: about 5 min, alone or under `make test`
 
 
 def dvc_env() -> dict[str, str]:
