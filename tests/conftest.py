@@ -142,8 +142,8 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The end-to-end first run: `dvc repro` of the demo pipeline (made quicker) in a new workspace, committed.
     It takes about 5 minutes, so it is made once per run of the tests: by the test process that asks for it first,
     under a lock that the other one waits on, so that the modules copying it can run in either process. A failed
-    build fails the other process's tests at once, without building again. Never run DVC in it (a copy is
-    copied while the other process reads): take `own_workspace`, or a module's copy of its own."""
+    build fails the other process's tests at once, without building again. Nothing runs DVC in it, as the
+    other process may be copying it meanwhile: a test takes `own_workspace`, or its module's own copy."""
     root = run_root(tmp_path_factory)
     folder, project = root / "e2e", root / "e2e" / "project"
     with open(root / "e2e.lock", "a") as lock:

@@ -276,7 +276,8 @@ def untrained_model_folder(
         limitations=limitations,
         selection=typed(Selection, selection),
     )
-    reusable = int8_ranges is None and bool(VARIANTS[variant].files)  # static int8 depends on its range images
+    # static int8 depends on its range images; an unknown variant is left to write_model_folder's error
+    reusable = int8_ranges is None and variant in VARIANTS and bool(VARIANTS[variant].files)
     exported = _EXPORTS.get((variant, repr(tta))) if reusable else None
     sources = FolderSources(exported=exported, int8_ranges=int8_ranges)
     write_model_folder(folder, spec, with_tta(model, tta), list(FER2013_CLASSES), variant, sections, sources)
